@@ -1,0 +1,72 @@
+"""A named registry with `get(identifier)` and "did you mean" for unknown names."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Iterator
+
+from nnrun.errors import ConfigError
+
+
+def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """Return ' (did you mean X?)' for the closest choice, or '' when none is close."""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(lowered[c]) for c in close) + "?)"
+
+
+def unknown_name_message(kind: str, name: Any, choices: list[str]) -> str:
+    """The one message for an unknown name of a kind, with close matches and the allowed set."""
+    hint = did_you_mean(str(name), choices)
+    allowed = ", ".join(sorted(choices))
+    return f"unknown {kind} {name!r}{hint}; allowed: {allowed}"
+
+
+class Registry:
+    """Maps names (and aliases) to objects of one kind: layers, losses, optimizers..."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, Any] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, *aliases: str) -> Callable[[Any], Any]:
+        """Decorator: `@REGISTRY.register("mse", "mean_squared_error")`."""
+
+        def add(obj: Any) -> Any:
+            self.add(name, obj, *aliases)
+            return obj
+
+        return add
+
+    def add(self, name: str, obj: Any, *aliases: str) -> None:
+        if name in self._items or name in self._aliases:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        self._items[name] = obj
+        for alias in aliases:
+            self._aliases[alias] = name
+
+    def canonical(self, name: str) -> str:
+        """The canonical name for `name` or an alias; ConfigError if unknown."""
+        if name in self._items:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        raise ConfigError(unknown_name_message(self.kind, name, self.names(aliases=True)))
+
+    def get(self, name: str) -> Any:
+        return self._items[self.canonical(name)]
+
+    def names(self, aliases: bool = False) -> list[str]:
+        out = list(self._items)
+        if aliases:
+            out += list(self._aliases)
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items or name in self._aliases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
