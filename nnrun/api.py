@@ -1,0 +1,400 @@
+"""The Python API behind every command: train, evaluate, predict, summary.
+
+The CLI only parses arguments and prints; everything here can be called and
+tested from Python.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from nnrun import data as data_mod
+from nnrun import rundir
+from nnrun.errors import ConfigError, DataError, DivergedError, NnrunError
+from nnrun.spec import Spec, dump_yaml, load_spec, model_to_dict
+
+CHECKPOINT_SECONDS = 1.0  # the most training a crash can cost (kill -9)
+
+
+# ---------------------------------------------------------------- targets
+
+def resolve_target(target: str | Path, overrides: tuple[str, ...] = (), *,
+                   runs_root: Path = Path("runs"), need_run: bool = False
+                   ) -> tuple[Spec, Path | None]:
+    """A config file or a run directory -> (spec, run directory or None).
+
+    For a config and `need_run`, the run is the newest one of the config's name.
+    """
+    target = Path(target)
+    if target.is_dir():
+        if not rundir.is_run_dir(target):
+            raise ConfigError("not a run directory (no config.yaml in it)", where=str(target))
+        run = target.resolve()
+        return load_spec(run / "config.yaml", overrides), run
+    spec = load_spec(target, overrides)
+    if not need_run:
+        return spec, None
+    run = rundir.latest_run_of(runs_root, spec.name)
+    if run is None:
+        raise ConfigError(f"no run of {spec.name!r} in {runs_root}/; train it first "
+                          f"(nnrun train {target})", where=str(target))
+    return spec, run
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class Splits:
+    train: data_mod.Dataset | None
+    validation: data_mod.Dataset | None
+    test: data_mod.Dataset | None
+
+    def files(self) -> list[dict]:
+        out = []
+        for ds in (self.train, self.validation, self.test):
+            for rec in (ds.files if ds is not None else []):
+                if rec not in out:
+                    out.append(rec)
+        return out
+
+
+# Generated (builtin) data of each split draws from its own seed unless it names one.
+SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2}
+
+
+def _load(spec: Spec, key: str) -> data_mod.Dataset | None:
+    source = getattr(spec.data, key)
+    if source is None:
+        return None
+    seed = spec.seed + SPLIT_SEED_OFFSET[key]
+    try:
+        return data_mod.load_source(source, seed=seed, base_dir=spec.base_dir)
+    except ConfigError as exc:
+        inner = tuple(exc.where.split(".")) if exc.where else ()
+        where = spec.origins.where(("data", key, *inner), key=True)
+        raise ConfigError(exc.message, where=where) from None
+
+
+def load_data(spec: Spec, *, need_train: bool = True) -> Splits:
+    """Load train/validation/test as the config says; validation_split takes the last rows."""
+    train = _load(spec, "train") if (need_train or spec.data.validation_split) else None
+    if need_train and train is None:
+        raise ConfigError("no training data: add data.train, e.g. {builtin: xor}",
+                          where=spec.where(("data",)))
+    if train is not None and train.y is None:
+        raise DataError(f"{train.source}: training data has no targets (give target: / y:)")
+    validation = _load(spec, "validation")
+    if spec.data.validation_split:
+        train, validation = data_mod.validation_split(train, spec.data.validation_split)
+    return Splits(train, validation, _load(spec, "test"))
+
+
+# ---------------------------------------------------------------- model
+
+def build(spec: Spec, x_shape: tuple[int, ...] | None = None):
+    """Build the model; the input shape comes from the spec or else the data."""
+    from nnrun.model import build_model
+
+    return build_model(spec.model, input_shape=x_shape, where=spec.where)
+
+
+def objective_for(spec: Spec, model, y: np.ndarray):
+    """Loss and metrics for the model's output and these targets; a mismatch is a data error."""
+    import jax
+
+    from nnrun.trainer import resolve_objective
+
+    out_shape = (2, *model.output_shape)
+    y_shape = (2, *y.shape[1:])
+    try:
+        obj = resolve_objective(spec.compile.loss, spec.compile.metrics, y_shape, out_shape)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, where=spec.where(("compile",))) from None
+    fake_y = jax.ShapeDtypeStruct(y_shape, y.dtype)
+    fake_p = jax.ShapeDtypeStruct(out_shape, np.float32)
+    try:
+        got = jax.eval_shape(obj.loss.per_sample, fake_y, fake_p)
+        for metric in obj.metrics.values():
+            jax.eval_shape(metric.per_sample, fake_y, fake_p)
+    except (TypeError, ValueError) as exc:
+        raise DataError(_shape_hint(spec, y, model, str(exc).splitlines()[0])) from None
+    if tuple(got.shape) != (2,):
+        raise DataError(_shape_hint(spec, y, model, f"per-sample loss has shape {got.shape}"))
+    return obj
+
+
+def _shape_hint(spec: Spec, y: np.ndarray, model, detail: str) -> str:
+    from nnrun.model import format_shape
+
+    return (f"targets of shape {format_shape(y.shape[1:])} do not fit the model output "
+            f"{format_shape(model.output_shape)} with loss {spec.compile.loss!r}: {detail}")
+
+
+def _check_features(model, x: np.ndarray, source: str) -> None:
+    if tuple(x.shape[1:]) != tuple(model.input_shape):
+        from nnrun.model import format_shape
+
+        raise DataError(f"{source}: features have shape {format_shape(x.shape[1:])}, the "
+                        f"model expects {format_shape(model.input_shape)}")
+
+
+# ---------------------------------------------------------------- training
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: dict[str, list[float]] = field(default_factory=dict)
+    status: str = "finished"
+    stop_reason: str | None = None
+    exit_code: int = 0
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask training to stop after the current epoch; a second one aborts."""
+
+    def __init__(self, stream: TextIO):
+        self.requested: str | None = None
+        self.stream = stream
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"{self.requested} received: saving a checkpoint after this epoch "
+              "(again to abort)", file=self.stream, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class _Checkpointer:
+    """Keeps last.h5 and best.h5 current, writing at most every CHECKPOINT_SECONDS."""
+
+    def __init__(self, run: Path, spec: Spec, monitor: str):
+        self.run, self.monitor = run, monitor
+        self.config_text = dump_yaml(spec.resolved)
+        self.seed = spec.seed
+        self.best_value = np.inf
+        self.best: tuple | None = None  # (host TrainState, epoch, value) not yet written
+        self.last_write = time.monotonic()
+
+    def _write(self, name: str, ts, epoch: int, extra: dict | None = None) -> None:
+        from nnrun.checkpoint import save_checkpoint
+
+        attrs = {"epoch": epoch, "seed": self.seed, "config": self.config_text, **(extra or {})}
+        save_checkpoint(self.run / "checkpoints" / name, params=ts.params, state=ts.state,
+                        opt_state=ts.opt_state, attrs=attrs)
+
+    def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
+        import jax
+
+        value = logs.get(self.monitor, np.inf)
+        if np.isfinite(value) and value < self.best_value:
+            self.best_value = value
+            self.best = (jax.device_get(ts), epoch, value)
+        if final or time.monotonic() - self.last_write >= CHECKPOINT_SECONDS:
+            self.flush(ts, epoch)
+
+    def flush(self, ts, epoch: int) -> None:
+        if ts is not None:
+            self._write("last.h5", ts, epoch)
+        if self.best is not None:
+            best_ts, best_epoch, value = self.best
+            self._write("best.h5", best_ts, best_epoch, {"monitor": self.monitor,
+                                                         "value": float(value)})
+            self.best = None
+        self.last_write = time.monotonic()
+
+
+def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Splits) -> tuple:
+    from nnrun.report import summary_text
+
+    run = rundir.create_run_dir(runs_root, spec.name)
+    rundir.write_atomic(run / "config.yaml", dump_yaml(spec.resolved))
+    arch = {"model": model_to_dict(spec.model)}
+    arch["model"].setdefault("input_shape", list(model.input_shape))
+    rundir.write_atomic(run / "model.yaml", dump_yaml(arch))
+    rundir.write_json(run / "model.json", arch)
+    rundir.write_atomic(run / "summary.txt", summary_text(model, spec.name))
+    info = rundir.base_run_info(argv, spec.seed, splits.files())
+    info["samples"] = {"train": len(splits.train.x),
+                       "validation": len(splits.validation.x) if splits.validation else 0}
+    rundir.write_json(run / "run.json", info)
+    return run, info
+
+
+def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None = None,
+          stream: TextIO = sys.stdout, quiet: bool = False) -> TrainResult:
+    """Train as the config says, writing the run directory as training goes."""
+    from nnrun.report import EpochReporter
+    from nnrun.trainer import Fitter
+
+    splits = load_data(spec)
+    model = build(spec, splits.train.x.shape[1:])
+    _check_features(model, splits.train.x, splits.train.source)
+    obj = objective_for(spec, model, splits.train.y)
+    val = (splits.validation.x, splits.validation.y) if splits.validation else None
+    if val is not None:
+        _check_features(model, val[0], splits.validation.source)
+    fitter = Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
+                    batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle,
+                    x=splits.train.x, y=splits.train.y, val=val)
+    run, info = _start_run(spec, model, runs_root, list(argv or sys.argv), splits)
+    log = rundir.MetricsLog(run, [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val
+                                                 else [])])
+    checkpointer = _Checkpointer(run, spec, "val_loss" if val else "loss")
+    result = TrainResult(run)
+    reporter = EpochReporter(spec.fit.epochs, stream, quiet=quiet)
+    ts = fitter.initial_state()
+    try:
+        with _StopFlag(stream) as stop:
+            ts = _fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result)
+    except KeyboardInterrupt:
+        result.status, result.stop_reason, result.exit_code = "interrupted", "aborted", 130
+    finally:
+        reporter.close()
+        _finish_run(run, info, fitter, result)
+    return result
+
+
+def _fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result):
+    for _ in range(spec.fit.epochs):
+        lr = fitter.learning_rate(ts)
+        ts, res = fitter.run_epoch(ts)
+        for key, value in res.logs.items():
+            result.history.setdefault(key, []).append(value)
+        log.append(res.epoch, res.logs, lr, res.seconds)
+        reporter.epoch_end(res.epoch, res.logs, res.seconds)
+        if not all(np.isfinite(v) for v in res.logs.values()):
+            checkpointer.flush(None, res.epoch)  # keep the last good files; best.h5 flushed
+            result.status, result.exit_code = "diverged", 4
+            result.stop_reason = f"non-finite loss or metric at epoch {res.epoch}"
+            return ts
+        last = res.epoch == spec.fit.epochs or stop.requested is not None
+        checkpointer.epoch_end(ts, res.epoch, res.logs, final=last)
+        if stop.requested:
+            result.status, result.exit_code = "interrupted", 130
+            result.stop_reason = f"{stop.requested} after epoch {res.epoch}"
+            return ts
+    result.stop_reason = f"completed {spec.fit.epochs} epochs"
+    return ts
+
+
+def _finish_run(run: Path, info: dict, fitter, result: TrainResult) -> None:
+    info.update(status=result.status, stop_reason=result.stop_reason,
+                epochs_completed=fitter.epoch,
+                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                timing={"first_epoch_seconds": fitter.first_epoch_seconds,
+                        "mean_epoch_seconds": (float(np.mean(fitter.epoch_seconds))
+                                               if fitter.epoch_seconds else None)},
+                final={k: v[-1] for k, v in result.history.items()})
+    rundir.write_json(run / "run.json", info)
+
+
+# ---------------------------------------------------------------- loading a run
+
+def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x_shape=None):
+    """Rebuild the model of a run and load its weights: (model, params, state)."""
+    import jax
+
+    from nnrun.checkpoint import load_checkpoint
+
+    path = Path(checkpoint)
+    if checkpoint in ("best", "last"):
+        path = run / "checkpoints" / f"{checkpoint}.h5"
+    model = build(spec, x_shape)
+    params, state = model.param_shapes()
+    params, state, _, _ = load_checkpoint(path, params=params, state=state)
+    return model, jax.device_put(params), jax.device_put(state)
+
+
+def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, Any]:
+    """Loss and metrics of a trained run on the test data (else validation, else train)."""
+    from nnrun.trainer import finalize, make_eval
+
+    splits = load_data(spec, need_train=spec.data.test is None)
+    name, ds = next((n, d) for n, d in (("test", splits.test), ("validation", splits.validation),
+                                        ("train", splits.train)) if d is not None)
+    if ds.y is None:
+        raise DataError(f"{ds.source}: evaluation data has no targets")
+    model, params, state = load_trained(spec, run, checkpoint, ds.x.shape[1:])
+    _check_features(model, ds.x, ds.source)
+    obj = objective_for(spec, model, ds.y)
+    sums = make_eval(model, obj, len(ds.x), spec.fit.batch_size)(params, state, ds.x, ds.y)
+    return {"run": str(run), "data": name, "source": ds.source, "samples": len(ds.x),
+            **finalize(obj, sums)}
+
+
+def task_kind(spec: Spec, out_dim: int) -> str:
+    """'binary', 'multiclass' or 'regression', from the loss, metrics and last activation."""
+    loss = spec.compile.loss if isinstance(spec.compile.loss, str) else \
+        spec.compile.loss.get("name", "")
+    classification = any(w in loss.lower() for w in ("crossentropy", "hinge", "kl", "kullback")) \
+        or any("acc" in str(m) for m in spec.compile.metrics)
+    last = spec.model.layers[-1].args.get("activation") if spec.model.layers else None
+    if last in ("sigmoid", "softmax"):
+        classification = True
+    if not classification:
+        return "regression"
+    return "binary" if out_dim == 1 else "multiclass"
+
+
+def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
+            checkpoint: str = "best") -> dict[str, Any]:
+    """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes."""
+    from nnrun.trainer import make_predict
+
+    x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec))
+    model, params, state = load_trained(spec, run, checkpoint, x.shape[1:])
+    _check_features(model, x, str(input_path))
+    probs = np.asarray(make_predict(model, len(x), spec.fit.batch_size)(params, state, x))
+    kind = task_kind(spec, int(np.prod(model.output_shape)))
+    classes = None
+    if kind == "binary":
+        classes = (probs.reshape(len(x), -1)[:, 0] > 0.5).astype(np.int64)
+    elif kind == "multiclass":
+        classes = probs.reshape(len(x), -1).argmax(axis=-1)
+    data_mod.write_predictions(Path(output_path), probs, classes)
+    return {"run": str(run), "rows": len(x), "output": str(output_path), "task": kind}
+
+
+def _target_columns(spec: Spec) -> list[str]:
+    target = (spec.data.train or {}).get("target")
+    if isinstance(target, str) and not target.endswith((".npy", ".npz")):
+        return [target]
+    return list(target) if isinstance(target, list) else []
+
+
+def summary(spec: Spec) -> str:
+    """The Keras-style summary text; loads data only when the config has no input shape."""
+    from nnrun.report import summary_text
+
+    x_shape = None
+    if spec.model.input_shape is None:
+        x_shape = load_data(spec).train.x.shape[1:]
+    return summary_text(build(spec, x_shape), spec.name)
+
+
+def run_status_code(result: TrainResult) -> int:
+    return result.exit_code
+
+
+__all__ = ["resolve_target", "load_data", "build", "train", "evaluate", "predict", "summary",
+           "TrainResult", "NnrunError", "DivergedError"]

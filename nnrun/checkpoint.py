@@ -1,0 +1,129 @@
+"""HDF5 checkpoints: params, state, optimizer state, PRNG keys, epoch and config.
+
+Layout (no pickle anywhere):
+  /params/<layer>/<weight>     one group per layer, as Keras's save_weights
+  /state/<layer>/<name>        non-trainable state (e.g. BatchNorm statistics)
+  /optimizer/<i>               optimizer-state leaves, attr `path` = their pytree path
+  attrs: format, nnrun_version, epoch, step, seed, config (resolved YAML)
+Writes go to a temporary file in the same folder, renamed into place. Loading
+fills a skeleton rebuilt from the config, checking every path, shape and dtype.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import jax
+import numpy as np
+
+from nnrun import __version__
+from nnrun.errors import CheckpointError
+
+FORMAT = "nnrun-checkpoint-1"
+
+
+def _write_tree(group: h5py.Group, tree: dict) -> None:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _write_tree(group.create_group(key), value)
+        else:
+            group.create_dataset(key, data=np.asarray(value))
+
+
+def save_checkpoint(path: Path, *, params: dict, state: dict, opt_state: Any = None,
+                    attrs: dict | None = None) -> None:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params, state, opt_state = jax.device_get((params, state, opt_state))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["nnrun_version"] = __version__
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            _write_tree(f.create_group("params"), params)
+            _write_tree(f.create_group("state"), state)
+            if opt_state is not None:
+                group = f.create_group("optimizer")
+                leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+                for i, (kpath, leaf) in enumerate(leaves):
+                    ds = group.create_dataset(str(i), data=np.asarray(leaf))
+                    ds.attrs["path"] = jax.tree_util.keystr(kpath)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_links(f: h5py.File, name: str, group: h5py.Group) -> None:
+    for key in group:
+        link = group.get(key, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise CheckpointError(f"{name}/{key}: links are not allowed in a checkpoint",
+                                  where=f.filename)
+        item = group[key]
+        if isinstance(item, h5py.Group):
+            _check_links(f, f"{name}/{key}", item)
+
+
+def _read_into(f: h5py.File, group_name: str, skeleton: dict) -> dict:
+    out = {}
+    for key, value in skeleton.items():
+        path = f"{group_name}/{key}"
+        if isinstance(value, dict):
+            out[key] = _read_into(f, path, value)
+            continue
+        if path not in f or not isinstance(f[path], h5py.Dataset):
+            raise CheckpointError(f"{path}: missing (the checkpoint does not match the model)",
+                                  where=f.filename)
+        data = f[path][()]
+        if data.shape != tuple(value.shape) or data.dtype != np.dtype(value.dtype):
+            raise CheckpointError(
+                f"{path}: the checkpoint has shape {data.shape} {data.dtype}, the model "
+                f"expects {tuple(value.shape)} {np.dtype(value.dtype)}", where=f.filename)
+        out[key] = data
+    return out
+
+
+def _read_optimizer(f: h5py.File, skeleton: Any) -> Any:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
+    group = f.get("optimizer")
+    if group is None or len(group) != len(leaves):
+        raise CheckpointError("optimizer state does not match the optimizer in the config",
+                              where=f.filename)
+    values = []
+    for i, (kpath, leaf) in enumerate(leaves):
+        ds = group[str(i)]
+        if ds.attrs.get("path") != jax.tree_util.keystr(kpath) or ds.shape != leaf.shape:
+            raise CheckpointError(f"optimizer/{i} {ds.attrs.get('path')}: does not match the "
+                                  "optimizer in the config", where=f.filename)
+        values.append(ds[()])
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def load_checkpoint(path: Path, *, params: dict, state: dict,
+                    opt_state: Any = None) -> tuple[dict, dict, Any, dict]:
+    """Load into skeletons (arrays or ShapeDtypeStructs); returns (params, state, opt, attrs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", where=str(path))
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise CheckpointError("not an nnrun checkpoint", where=str(path))
+            _check_links(f, "", f)
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v)
+                     for k, v in f.attrs.items()}
+            p = _read_into(f, "params", params)
+            s = _read_into(f, "state", state)
+            o = _read_optimizer(f, opt_state) if opt_state is not None else None
+    except (OSError, KeyError) as exc:
+        raise CheckpointError(f"cannot read checkpoint: {exc}", where=str(path)) from None
+    return p, s, o, attrs

@@ -1,0 +1,190 @@
+"""The `nnrun` command line: a thin click shell over `nnrun.api`.
+
+Errors become one or a few lines on stderr and the exit codes of DESIGN.md
+section 5; a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from nnrun import __version__
+from nnrun.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, NnrunError
+
+
+def _configure_jax() -> None:
+    """Turn on JAX's persistent compilation cache (off with NNRUN_NO_COMPILE_CACHE=1)."""
+    import jax
+
+    if os.environ.get("NNRUN_NO_COMPILE_CACHE"):
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(base, "nnrun", "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}" if "\n" not in message else f"error:\n{message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Map exceptions to exit codes; print a traceback only with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except NnrunError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if debug:
+                traceback.print_exc()
+            _fail(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the "
+                  "traceback)", EXIT_UNEXPECTED)
+
+    return wrapper
+
+
+def common_options(fn: Callable) -> Callable:
+    """--set, --json, --debug and --runs-dir on every command."""
+    fn = click.option("--debug", is_flag=True, help="Show tracebacks.")(fn)
+    fn = click.option("--json", "as_json", is_flag=True,
+                      help="Print one JSON object instead of tables.")(fn)
+    fn = click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
+                      default=Path("runs"), show_default=True,
+                      help="Where run directories live.")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a config value (YAML syntax), e.g. fit.epochs=5. "
+                           "Repeatable.")(fn)
+    return fn
+
+
+TARGET = click.argument("target", metavar="CONFIG|RUN",
+                        type=click.Path(exists=True, path_type=Path))
+CHECKPOINT = click.option("--checkpoint", default="best", show_default=True,
+                          help="best, last, or a path to an .h5 checkpoint.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nnrun")
+def main() -> None:
+    """nnrun: train Keras-style neural networks declared in one YAML file."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@common_options
+@click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@handle_errors
+def train(config: Path, overrides, runs_dir: Path, as_json: bool, debug: bool,
+          quiet: bool) -> None:
+    """Train CONFIG; the last line printed is the run directory."""
+    from nnrun import api
+    from nnrun.spec import load_spec
+
+    spec = load_spec(config, overrides)
+    _configure_jax()
+    stream = sys.stderr if as_json else sys.stdout
+    result = api.train(spec, runs_root=runs_dir, argv=["nnrun", *sys.argv[1:]],
+                       stream=stream, quiet=quiet)
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status,
+                               "stop_reason": result.stop_reason,
+                               "final": {k: v[-1] for k, v in result.history.items()}}))
+    else:
+        if result.status != "finished":
+            click.echo(f"training {result.status}: {result.stop_reason}", err=True)
+        click.echo(str(result.run_dir))
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+@main.command()
+@TARGET
+@common_options
+@CHECKPOINT
+@handle_errors
+def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool,
+             checkpoint: str) -> None:
+    """Loss and metrics of a trained run (a run directory, or a config's newest run)."""
+    from nnrun import api
+
+    spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
+    _configure_jax()
+    result = api.evaluate(spec, run, checkpoint=checkpoint)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    from rich.console import Console
+
+    from nnrun.report import metrics_table
+
+    values = {k: v for k, v in result.items() if k not in ("run", "source", "data")}
+    Console().print(metrics_table(values, f"{result['data']} data: {result['source']}"))
+
+
+@main.command()
+@TARGET
+@click.option("--input", "-i", "input_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Features: .csv (with header), .npy or .npz.")
+@click.option("--output", "-o", "output_path", required=True, type=click.Path(path_type=Path),
+              help="Where to write predictions: .csv, .npy or .npz.")
+@common_options
+@CHECKPOINT
+@handle_errors
+def predict(target: Path, input_path: Path, output_path: Path, overrides, runs_dir: Path,
+            as_json: bool, debug: bool, checkpoint: str) -> None:
+    """Predict with a trained run; writes probabilities and, for classifiers, the class."""
+    from nnrun import api
+
+    spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
+    _configure_jax()
+    result = api.predict(spec, run, input_path, output_path, checkpoint=checkpoint)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"wrote {result['rows']} predictions ({result['task']}) to "
+                   f"{result['output']}")
+
+
+@main.command()
+@TARGET
+@common_options
+@handle_errors
+def summary(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool) -> None:
+    """The Keras-style model table of a config or run; no data is loaded."""
+    from nnrun import api
+
+    spec, _ = api.resolve_target(target, overrides, runs_root=runs_dir)
+    if as_json:
+        from nnrun.model import format_shape
+
+        model = api.build(spec)
+        counts = model.count_params()
+        layers = [{"name": i.name, "type": i.type, "output_shape": format_shape(i.output_shape),
+                   "params": sum(counts[i.name])} for i in model.infos]
+        click.echo(json.dumps({"name": spec.name, "layers": layers,
+                               "total_params": sum(sum(c) for c in counts.values())}))
+        return
+    click.echo(api.summary(spec), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,583 @@
+"""Data I/O: built-in generated datasets, file loaders (npz, npy, csv, tsv) and prediction writers.
+
+numpy only (no jax): every array leaves this module as a host numpy array.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import inspect
+import io
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from nnrun.errors import ConfigError, DataError
+from nnrun.registry import Registry, unknown_name_message
+
+DATASETS = Registry("dataset")
+DEFAULT_SAMPLES = 1000
+_SOURCE_KEYS = {
+    ".npz": ("path", "x", "y", "dtype"),
+    ".npy": ("path", "target", "dtype"),
+    ".csv": ("path", "target", "features", "delimiter", "dtype"),
+    ".tsv": ("path", "target", "features", "delimiter", "dtype"),
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Features `x` (float32, or int32 when the source says `dtype: int32`) and targets `y`."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+    files: list[dict] = dataclasses.field(default_factory=list)
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+# ---------------------------------------------------------------- built-in datasets
+
+
+def _builtin(name: str, task: str) -> Callable[[Callable], Callable]:
+    """Register a generator; `task` is 'binary', 'multiclass' or 'regression'."""
+
+    def add(fn: Callable) -> Callable:
+        fn.task = task
+        return DATASETS.register(name)(fn)
+
+    return add
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _binary(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
+    order = rng.permutation(len(labels))
+    return x[order].astype(np.float32), labels[order].astype(np.float32).reshape(-1, 1)
+
+
+def _split_counts(samples: int, parts: int) -> np.ndarray:
+    """`samples` spread over `parts` groups as evenly as possible (the first get the rest)."""
+    return np.array([samples // parts + (i < samples % parts) for i in range(parts)])
+
+
+@_builtin("xor", "binary")
+def xor(samples: int, seed: int, *, noise: float = 0.1):
+    """The 4 corners of {0,1}^2 with Gaussian noise; label = XOR of the corner, y (n,1)."""
+    _check(noise >= 0, f"noise must be >= 0, got {noise}")
+    rng = np.random.default_rng(seed)
+    corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float64)[np.arange(samples) % 4]
+    x = corners + rng.normal(scale=noise, size=corners.shape)
+    return _binary(x, corners[:, 0] != corners[:, 1], rng)
+
+
+@_builtin("moons", "binary")
+def moons(samples: int, seed: int, *, noise: float = 0.1):
+    """Two interleaving half circles, as scikit-learn's make_moons; y (n,1)."""
+    _check(noise >= 0, f"noise must be >= 0, got {noise}")
+    rng = np.random.default_rng(seed)
+    n_out = samples // 2
+    t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, samples - n_out)
+    x = np.concatenate(
+        [
+            np.stack([np.cos(t_out), np.sin(t_out)], 1),
+            np.stack([1 - np.cos(t_in), 0.5 - np.sin(t_in)], 1),
+        ]
+    )
+    x = x + rng.normal(scale=noise, size=x.shape)
+    return _binary(x, np.arange(samples) >= n_out, rng)
+
+
+@_builtin("circles", "binary")
+def circles(samples: int, seed: int, *, factor: float = 0.5, noise: float = 0.05):
+    """A small circle inside a large one, as scikit-learn's make_circles; y (n,1)."""
+    _check(0 < factor < 1, f"factor must be in (0, 1), got {factor}")
+    _check(noise >= 0, f"noise must be >= 0, got {noise}")
+    rng = np.random.default_rng(seed)
+    n_out = samples // 2
+    t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
+    t_in = np.linspace(0, 2 * np.pi, samples - n_out, endpoint=False)
+    x = np.concatenate(
+        [
+            np.stack([np.cos(t_out), np.sin(t_out)], 1),
+            factor * np.stack([np.cos(t_in), np.sin(t_in)], 1),
+        ]
+    )
+    x = x + rng.normal(scale=noise, size=x.shape)
+    return _binary(x, np.arange(samples) >= n_out, rng)
+
+
+@_builtin("spirals", "multiclass")
+def spirals(samples: int, seed: int, *, classes: int = 3, noise: float = 0.2):
+    """`classes` interleaved spiral arms (the CS231n toy set); y int32 labels (n,)."""
+    _check(classes >= 2, f"classes must be >= 2, got {classes}")
+    _check(noise >= 0, f"noise must be >= 0, got {noise}")
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), _split_counts(samples, classes))
+    radius = np.concatenate([np.linspace(0, 1, c) for c in _split_counts(samples, classes)])
+    theta = labels * 4.0 + radius * 4.0 + rng.normal(scale=noise, size=samples)
+    x = np.stack([radius * np.sin(theta), radius * np.cos(theta)], 1)
+    order = rng.permutation(samples)
+    return x[order].astype(np.float32), labels[order].astype(np.int32)
+
+
+@_builtin("blobs", "multiclass")
+def blobs(
+    samples: int, seed: int, *, classes: int = 3, features: int = 2, cluster_std: float = 1.0
+):
+    """Isotropic Gaussian clusters, centres uniform in [-10, 10]; y int32 labels (n,)."""
+    _check(classes >= 2, f"classes must be >= 2, got {classes}")
+    _check(features >= 1, f"features must be >= 1, got {features}")
+    _check(cluster_std > 0, f"cluster_std must be > 0, got {cluster_std}")
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-10, 10, size=(classes, features))
+    labels = np.repeat(np.arange(classes), _split_counts(samples, classes))
+    x = centres[labels] + rng.normal(scale=cluster_std, size=(samples, features))
+    order = rng.permutation(samples)
+    return x[order].astype(np.float32), labels[order].astype(np.int32)
+
+
+@_builtin("sine", "regression")
+def sine(samples: int, seed: int, *, noise: float = 0.05):
+    """Regression: x uniform in [-pi, pi] (n,1), y = sin(x) + noise (n,1)."""
+    _check(noise >= 0, f"noise must be >= 0, got {noise}")
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-np.pi, np.pi, size=(samples, 1))
+    y = np.sin(x) + rng.normal(scale=noise, size=x.shape)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def _option_defaults(fn: Callable) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def _check_option(name: str, value: Any, default: Any) -> None:
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    else:
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    if not ok:
+        raise ConfigError(f"expected {expected}, got {value!r}", where=name)
+
+
+def generate(name: str, samples: int, seed: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run the built-in generator `name`, checking its options; `one_hot=True` on a
+    classification dataset returns float32 one-hot targets (n, classes)."""
+    try:
+        fn = DATASETS.get(name)
+    except ConfigError as e:
+        raise ConfigError(e.message, where="builtin") from e
+    allowed = _option_defaults(fn)
+    if fn.task != "regression":
+        allowed["one_hot"] = False
+    for key, value in options.items():
+        if key not in allowed:
+            raise ConfigError(
+                unknown_name_message(
+                    f"option of dataset {name!r}", key, ["samples", "seed", *allowed]
+                ),
+                where=key,
+            )
+        _check_option(key, value, allowed[key])
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"expected a positive integer, got {samples!r}", where="samples")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"expected an integer, got {seed!r}", where="seed")
+    one_hot = options.pop("one_hot", False)
+    x, y = fn(samples, seed, **options)
+    if one_hot:
+        labels = y[:, 0].astype(np.int64) if fn.task == "binary" else y
+        width = 2 if fn.task == "binary" else options.get("classes", allowed["classes"])
+        y = np.eye(width, dtype=np.float32)[labels]
+    return x, y
+
+
+# ---------------------------------------------------------------- file sources
+
+
+def sha256_file(path: os.PathLike | str) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_record(path: pathlib.Path) -> dict:
+    """{path, size, sha256} of a data file; DataError when it is missing or unreadable."""
+    if not path.exists():
+        raise DataError("file not found", where=str(path))
+    if not path.is_file():
+        raise DataError("not a regular file", where=str(path))
+    try:
+        return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+    except OSError as e:
+        raise DataError(f"cannot read file: {e.strerror or e}", where=str(path)) from e
+
+
+def _check_finite(arr: np.ndarray, what: str, path: pathlib.Path) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise DataError(f"{what} contains NaN or inf (first at index {index})", where=str(path))
+
+
+def _as_features(arr: np.ndarray, dtype: str, what: str, path: pathlib.Path) -> np.ndarray:
+    """float32 (or int32) features with at least 2 dims; a 1-D array becomes (n, 1)."""
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{what} has dtype {arr.dtype}; expected numbers", where=str(path))
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise DataError(f"{what} is empty", where=str(path))
+    arr = arr.reshape(-1, 1) if arr.ndim == 1 else arr
+    if dtype == "int32":
+        if np.issubdtype(arr.dtype, np.floating) and not np.array_equal(arr, np.round(arr)):
+            raise DataError(
+                f"{what} has non-integer values but dtype int32 was asked", where=str(path)
+            )
+        return arr.astype(np.int32)
+    out = arr.astype(np.float32)
+    _check_finite(out, what, path)
+    return out
+
+
+def _as_targets(arr: np.ndarray, what: str, path: pathlib.Path) -> np.ndarray:
+    """int32 class ids for integer arrays, float32 otherwise; the shape is kept."""
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{what} has dtype {arr.dtype}; expected numbers", where=str(path))
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise DataError(f"{what} is empty", where=str(path))
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int32)
+    out = arr.astype(np.float32)
+    _check_finite(out, what, path)
+    return out
+
+
+def _load_npy(path: pathlib.Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read .npy file: {e}", where=str(path)) from e
+
+
+def _load_npz(path: pathlib.Path, required: list[str], optional: list[str] = ()) -> dict:
+    """The named arrays of an .npz archive; `optional` ones are skipped when absent."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for name in required:
+                if name not in archive.files:
+                    raise DataError(
+                        f"no array {name!r} in the archive; arrays present: "
+                        f"{', '.join(archive.files) or '(none)'}",
+                        where=str(path),
+                    )
+            return {n: archive[n] for n in [*required, *optional] if n in archive.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read .npz file: {e}", where=str(path)) from e
+
+
+def _read_table(path: pathlib.Path, delimiter: str) -> tuple[list[str], list[list[str]], list]:
+    """Header, data rows and their line numbers of a delimited text file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        rows, lines = [], []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"line {reader.line_num} has {len(row)} cells but the header has {len(header)}",
+                    where=str(path),
+                )
+            rows.append(row)
+            lines.append(reader.line_num)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read file: {e}", where=str(path)) from e
+    if not header:
+        raise DataError("empty file (no header row)", where=str(path))
+    if len(set(header)) != len(header):
+        raise DataError(f"duplicate column names in the header: {header}", where=str(path))
+    if not rows:
+        raise DataError("no data rows after the header", where=str(path))
+    return header, rows, lines
+
+
+def _table_numbers(
+    path: pathlib.Path,
+    header: list[str],
+    rows: list[list[str]],
+    lines: list[int],
+    columns: list[str],
+) -> np.ndarray:
+    """The named columns as float32 (n, len(columns)); DataError naming row and column."""
+    index = [header.index(c) for c in columns]
+    cells = np.array(rows, dtype=str)[:, index]
+    try:
+        values = cells.astype(np.float64).astype(np.float32)
+    except ValueError:
+        for r, row in enumerate(rows):
+            for c, cell in enumerate(row[i] for i in index):
+                try:
+                    float(cell)
+                except ValueError:
+                    what = "empty cell" if not cell.strip() else f"{cell!r} is not a number"
+                    raise DataError(
+                        f"row {r + 1} (line {lines[r]}), column {columns[c]!r}: {what}",
+                        where=str(path),
+                    ) from None
+        raise
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        r, c = bad[0]
+        raise DataError(
+            f"row {r + 1} (line {lines[r]}), column {columns[c]!r}: NaN or inf", where=str(path)
+        )
+    return values
+
+
+def _names(value: Any, key: str) -> list[str]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"expected a column name or a list of names, got {value!r}", where=key)
+    return names
+
+
+def _load_table(path: pathlib.Path, spec: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    delimiter = spec.get("delimiter", "\t" if path.suffix.lower() == ".tsv" else ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ConfigError(f"expected one character, got {delimiter!r}", where="delimiter")
+    header, rows, lines = _read_table(path, delimiter)
+    targets = _names(spec["target"], "target") if "target" in spec else []
+    features = _names(spec["features"], "features") if "features" in spec else None
+    for kind, names in (("target", targets), ("feature", features or [])):
+        for n in names:
+            if n not in header:
+                raise DataError(
+                    f"no {kind} column {n!r}; columns: {', '.join(header)}", where=str(path)
+                )
+    if features is None:
+        features = [c for c in header if c not in targets]
+    if not features:
+        raise DataError("no feature columns left after taking the targets", where=str(path))
+    x = _table_numbers(path, header, rows, lines, features)
+    y = _table_numbers(path, header, rows, lines, targets) if targets else None
+    return _as_features(x, spec.get("dtype", "float32"), "features", path), y
+
+
+def _check_keys(spec: dict, allowed: tuple[str, ...] | list[str], what: str) -> None:
+    for key in spec:
+        if key not in allowed:
+            raise ConfigError(
+                unknown_name_message(f"key for {what}", key, list(allowed)), where=str(key)
+            )
+
+
+def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
+    raw = spec["path"]
+    if not isinstance(raw, (str, os.PathLike)):
+        raise ConfigError(f"expected a file path, got {raw!r}", where="path")
+    path = (base_dir / pathlib.Path(raw).expanduser()).resolve()
+    suffix = path.suffix.lower()
+    if suffix not in _SOURCE_KEYS:
+        raise ConfigError(
+            f"unsupported data file type {suffix or '(none)'!r} for {raw}; "
+            f"supported: {', '.join(_SOURCE_KEYS)}",
+            where="path",
+        )
+    _check_keys(spec, _SOURCE_KEYS[suffix], f"a {suffix} source")
+    dtype = spec.get("dtype", "float32")
+    if dtype not in ("float32", "int32"):
+        raise ConfigError(f"expected float32 or int32, got {dtype!r}", where="dtype")
+    files = [_file_record(path)]
+    if suffix in (".csv", ".tsv"):
+        x, y = _load_table(path, spec)
+        y_path = path
+    elif suffix == ".npz":
+        x_name, y_name = spec.get("x", "x"), spec.get("y", "y")
+        for key, value in (("x", x_name), ("y", y_name)):
+            if not (isinstance(value, str) or (key == "y" and value is None)):
+                raise ConfigError(f"expected an array name, got {value!r}", where=key)
+        required = [x_name] + ([y_name] if "y" in spec and y_name else [])
+        arrays = _load_npz(path, required, [y_name] if "y" not in spec else [])
+        x = _as_features(arrays[x_name], dtype, f"array {x_name!r}", path)
+        y = _as_targets(arrays[y_name], f"array {y_name!r}", path) if y_name in arrays else None
+        y_path = path
+    else:
+        x = _as_features(_load_npy(path), dtype, "features", path)
+        y, y_path = None, path
+        if spec.get("target") is not None:
+            if not isinstance(spec["target"], (str, os.PathLike)):
+                raise ConfigError(
+                    f"expected a .npy file path, got {spec['target']!r}", where="target"
+                )
+            y_path = (base_dir / pathlib.Path(spec["target"]).expanduser()).resolve()
+            files.append(_file_record(y_path))
+            y = _as_targets(_load_npy(y_path), "targets", y_path)
+    if y is not None and len(y) != len(x):
+        raise DataError(
+            f"{len(x)} rows of features but {len(y)} rows of targets"
+            + (f" in {y_path}" if y_path != path else ""),
+            where=str(path),
+        )
+    return Dataset(x=x, y=y, source=str(raw), files=files)
+
+
+def load_source(
+    source: dict, *, seed: int, base_dir: pathlib.Path, where: str | None = None
+) -> Dataset:
+    """Load one data source of the config: `{builtin: ...}` or `{path: ...}`.
+
+    `seed` seeds a builtin unless the source gives its own; relative paths resolve
+    against `base_dir`. `where` (e.g. "data.train") prefixes ConfigError locations.
+    """
+    try:
+        if not isinstance(source, dict) or ("builtin" in source) == ("path" in source):
+            raise ConfigError(f"expected a mapping with 'builtin' or 'path', got {source!r}")
+        if "builtin" in source:
+            options = dict(source)
+            name = options.pop("builtin")
+            samples = options.pop("samples", DEFAULT_SAMPLES)
+            x, y = generate(name, samples, options.pop("seed", seed), **options)
+            return Dataset(x=x, y=y, source=f"builtin:{DATASETS.canonical(name)}")
+        return _load_path_source(source, pathlib.Path(base_dir))
+    except ConfigError as e:
+        if where is None:
+            raise
+        inner = f"{where}.{e.where}" if e.where else where
+        raise ConfigError(e.message, where=inner) from e
+
+
+def load_features(
+    path: pathlib.Path, *, drop_columns: list[str] | None = None, dtype: str = "float32"
+) -> np.ndarray:
+    """Features for `nnrun predict --input FILE`: a CSV/TSV with a header (columns in
+    `drop_columns`, e.g. targets, are dropped when present), a .npy, or a .npz (key "x")."""
+    path = pathlib.Path(path).expanduser().resolve()
+    suffix = path.suffix.lower()
+    if suffix not in _SOURCE_KEYS:
+        raise ConfigError(
+            f"unsupported input file type {suffix or '(none)'!r}; supported: "
+            f"{', '.join(_SOURCE_KEYS)}",
+            where=str(path),
+        )
+    _file_record(path)
+    if suffix in (".csv", ".tsv"):
+        delimiter = "\t" if suffix == ".tsv" else ","
+        header, rows, lines = _read_table(path, delimiter)
+        columns = [c for c in header if c not in (drop_columns or [])]
+        if not columns:
+            raise DataError("no feature columns left after dropping targets", where=str(path))
+        arr, what = _table_numbers(path, header, rows, lines, columns), "features"
+    elif suffix == ".npz":
+        arr, what = _load_npz(path, ["x"])["x"], "array 'x'"
+    else:
+        arr, what = _load_npy(path), "features"
+    return _as_features(arr, dtype, what, path)
+
+
+# ---------------------------------------------------------------- splitting and writing
+
+
+def validation_split(ds: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """(train, validation): the validation set is the last `fraction` of the rows, as
+    Keras's `fit(validation_split=...)` does (taken before any shuffling)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError(
+            f"expected a number strictly between 0 and 1, got {fraction!r}",
+            where="validation_split",
+        )
+    n = len(ds)
+    split_at = int(n * (1 - fraction))
+    if split_at == 0 or split_at == n:
+        raise DataError(
+            f"validation_split={fraction} of {n} rows leaves "
+            f"{split_at} training and {n - split_at} validation rows",
+            where=ds.source,
+        )
+
+    def part(rows: slice) -> Dataset:
+        y = None if ds.y is None else ds.y[rows]
+        return dataclasses.replace(ds, x=ds.x[rows], y=y)
+
+    return part(slice(0, split_at)), part(slice(split_at, n))
+
+
+def _prediction_columns(
+    width: int, classes: np.ndarray | None, class_names: list[str] | None
+) -> list[str]:
+    if classes is None:
+        return ["prediction"] if width == 1 else [f"prediction_{i}" for i in range(width)]
+    ids = [1] if width == 1 else list(range(width))  # one sigmoid column = P(class 1)
+    return [f"p_{class_names[i]}" if class_names else f"p{i}" for i in ids]
+
+
+def _csv_text(probs: np.ndarray, classes: np.ndarray | None, class_names: list[str] | None) -> str:
+    flat = probs.reshape(len(probs), -1)
+    header = ["row", *_prediction_columns(flat.shape[1], classes, class_names)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header + (["class"] if classes is not None else []))
+    for i, values in enumerate(flat):
+        row = [str(i), *(format(float(v), ".9g") for v in values)]
+        if classes is not None:
+            c = int(classes[i])
+            row.append(class_names[c] if class_names else str(c))
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def write_predictions(
+    path: pathlib.Path,
+    probs: np.ndarray,
+    classes: np.ndarray | None,
+    class_names: list[str] | None = None,
+) -> None:
+    """Write predictions to .npy (probs), .npz (probs, classes[, class_names]) or .csv
+    (row, p0..pk / prediction, class); atomically, via a temp file in the same folder."""
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz", ".csv"):
+        raise ConfigError(
+            f"unsupported output file type {suffix or '(none)'!r}; supported: .npy, .npz, .csv",
+            where=str(path),
+        )
+    if not path.parent.is_dir():
+        raise ConfigError("the output folder does not exist", where=str(path))
+    probs = np.asarray(probs)
+    if classes is not None and len(classes) != len(probs):
+        raise ValueError(f"{len(probs)} rows of probabilities but {len(classes)} classes")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if suffix == ".npy":
+                np.save(f, probs, allow_pickle=False)
+            elif suffix == ".npz":
+                arrays = {"probs": probs}
+                if classes is not None:
+                    arrays["classes"] = np.asarray(classes)
+                if class_names:
+                    arrays["class_names"] = np.asarray(class_names, dtype=str)
+                np.savez(f, **arrays)
+            else:
+                f.write(_csv_text(probs, classes, class_names).encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,45 @@
+"""Layer implementations: each a pair of pure functions, `init` and `apply`.
+
+`init(key, input_shape) -> (params, state, output_shape)` threads shapes
+(without the batch axis) through a stack without running data;
+`apply(params, state, x, *, training, key) -> (y, state)` computes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from nnrun.registry import Registry
+
+LAYER_TYPES = Registry("layer type")
+
+Shape = tuple[int, ...]
+
+
+class Layer:
+    """Base class. Subclasses set `uses_rng` when `apply` needs a PRNG key in training."""
+
+    uses_rng = False
+
+    def __init__(self, name: str, **args: Any):
+        self.name = name
+        self.args = args
+
+    def init(self, key: jax.Array, input_shape: Shape) -> tuple[dict, dict, Shape]:
+        return {}, {}, self.output_shape(input_shape)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def apply(self, params: dict, state: dict, x: jax.Array, *, training: bool,
+              key: jax.Array | None) -> tuple[jax.Array, dict]:
+        raise NotImplementedError
+
+
+def get_layer_class(type_name: str) -> type[Layer]:
+    return LAYER_TYPES.get(type_name)
+
+
+from nnrun.layers import core  # noqa: E402,F401  (registers the layers)

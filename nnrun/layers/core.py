@@ -1,0 +1,82 @@
+"""Core layers: Dense, Activation, Dropout, Flatten (Keras 3 semantics)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from nnrun import activations, initializers
+from nnrun.layers import LAYER_TYPES, Layer, Shape
+
+
+@LAYER_TYPES.register("Dense")
+class Dense(Layer):
+    """y = activation(x @ kernel + bias) on the last axis; kernel is (in, units) as Keras."""
+
+    def __init__(self, name: str, **args):
+        super().__init__(name, **args)
+        self.activation = activations.get(args.get("activation"))
+        self.kernel_init = initializers.get(args.get("kernel_initializer", "glorot_uniform"))
+        self.bias_init = initializers.get(args.get("bias_initializer", "zeros"))
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (*input_shape[:-1], self.args["units"])
+
+    def init(self, key, input_shape):
+        units = self.args["units"]
+        k_kernel, k_bias = jax.random.split(key)
+        params = {"kernel": self.kernel_init(k_kernel, (input_shape[-1], units), jnp.float32)}
+        if self.args.get("use_bias", True):
+            params["bias"] = self.bias_init(k_bias, (units,), jnp.float32)
+        return params, {}, self.output_shape(input_shape)
+
+    def apply(self, params, state, x, *, training, key):
+        y = jnp.matmul(x, params["kernel"])
+        if "bias" in params:
+            y = y + params["bias"]
+        return self.activation(y), state
+
+
+@LAYER_TYPES.register("Activation")
+class Activation(Layer):
+    """Applies an activation function."""
+
+    def __init__(self, name: str, **args):
+        super().__init__(name, **args)
+        self.fn = activations.get(args["activation"])
+
+    def apply(self, params, state, x, *, training, key):
+        return self.fn(x), state
+
+
+@LAYER_TYPES.register("Dropout")
+class Dropout(Layer):
+    """Inverted dropout: in training, zero a fraction `rate` and scale the rest by 1/(1-rate)."""
+
+    uses_rng = True
+
+    def apply(self, params, state, x, *, training, key):
+        rate = self.args["rate"]
+        if not training or rate == 0.0:
+            return x, state
+        shape = x.shape
+        noise = self.args.get("noise_shape")
+        if noise is not None:
+            shape = tuple(d if n is None else n for d, n in zip(x.shape, noise))
+        if self.args.get("seed") is not None:
+            key = jax.random.fold_in(key, self.args["seed"])
+        keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+        return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)), state
+
+
+@LAYER_TYPES.register("Flatten")
+class Flatten(Layer):
+    """Flattens every axis but the batch axis."""
+
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def apply(self, params, state, x, *, training, key):
+        return x.reshape(x.shape[0], -1), state

@@ -1,0 +1,130 @@
+"""The model builder: a ModelSpec -> pure `init` / `apply` functions over a params pytree.
+
+Params and state are dicts keyed by unique layer name (only layers that have
+any appear), so checkpoints hold one group per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnrun.errors import ConfigError, NnrunError
+from nnrun.layers import Layer, get_layer_class
+from nnrun.spec import ModelSpec
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What summary needs of a layer: its name, type and output shape."""
+
+    name: str
+    type: str
+    output_shape: Shape
+
+
+class Model:
+    """A Sequential stack of layers with pure init and apply functions."""
+
+    def __init__(self, spec: ModelSpec, layers: list[Layer], input_shape: Shape, where):
+        self.spec = spec
+        self.layers = layers
+        self.input_shape = input_shape
+        self.input_dtype = jnp.int32 if spec.input_dtype == "int32" else jnp.float32
+        self._where = where
+        self.infos = self._infer_shapes()
+        self.output_shape = self.infos[-1].output_shape if self.infos else input_shape
+
+    def _infer_shapes(self) -> list[LayerInfo]:
+        infos, shape = [], self.input_shape
+        key = jax.random.key(0)
+        for layer, lspec in zip(self.layers, self.spec.layers):
+            captured: dict = {}
+
+            def init_params(k, layer=layer, s=shape, captured=captured):
+                params, state, captured["shape"] = layer.init(k, s)
+                return params, state
+
+            try:
+                jax.eval_shape(init_params, key)
+                out = captured["shape"]
+            except NnrunError as exc:
+                raise ConfigError(exc.message, where=self._where(lspec.path)) from None
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"cannot apply {lspec.type} to input shape "
+                                  f"{format_shape(shape)}: {exc}",
+                                  where=self._where(lspec.path)) from None
+            shape = tuple(out)
+            infos.append(LayerInfo(layer.name, lspec.type, shape))
+        return infos
+
+    def init(self, key: jax.Array) -> tuple[dict, dict]:
+        """Initial (params, state); layer i draws from fold_in(key, i)."""
+        params, state, shape = {}, {}, self.input_shape
+        for i, layer in enumerate(self.layers):
+            p, s, shape = layer.init(jax.random.fold_in(key, i), shape)
+            if p:
+                params[layer.name] = p
+            if s:
+                state[layer.name] = s
+        return params, state
+
+    def apply(self, params: dict, state: dict, x: jax.Array, *, training: bool = False,
+              key: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """Forward pass on a batch; returns (y, new_state)."""
+        new_state = dict(state)
+        for i, layer in enumerate(self.layers):
+            lkey = jax.random.fold_in(key, i) if (training and layer.uses_rng) else None
+            x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x,
+                               training=training, key=lkey)
+            if s:
+                new_state[layer.name] = s
+        return x, new_state
+
+    def param_shapes(self) -> tuple[Any, Any]:
+        """(params, state) as ShapeDtypeStructs, without computing anything."""
+        return jax.eval_shape(self.init, jax.random.key(0))
+
+    def count_params(self) -> dict[str, int]:
+        """Per layer name: number of trainable and non-trainable values."""
+        params, state = self.param_shapes()
+        counts = {}
+        for layer in self.layers:
+            trainable = sum(int(np.prod(v.shape)) for v in
+                            jax.tree_util.tree_leaves(params.get(layer.name, {})))
+            fixed = sum(int(np.prod(v.shape)) for v in
+                        jax.tree_util.tree_leaves(state.get(layer.name, {})))
+            counts[layer.name] = (trainable, fixed)
+        return counts
+
+
+def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None) -> Model:
+    """Instantiate each layer from its spec and infer shapes.
+
+    `input_shape` (without the batch axis) is used when the spec has none (it is
+    then taken from the data). Errors are ConfigErrors located with `where(path)`.
+    """
+    where = where or (lambda path: None)
+    shape = spec.input_shape or input_shape
+    if shape is None:
+        raise ConfigError("the model has no input shape: give model.input_shape (or input_dim "
+                          "on the first layer), or data to take it from", where=where(("model",)))
+    layers = []
+    for lspec in spec.layers:
+        cls = get_layer_class(lspec.type)
+        try:
+            layers.append(cls(lspec.name, **lspec.args))
+        except ConfigError as exc:
+            raise ConfigError(f"{lspec.type}: {exc.message}", where=where(lspec.path)) from None
+    return Model(spec, layers, tuple(shape), where)
+
+
+def format_shape(shape: Shape) -> str:
+    """Keras's way: `(None, 5)`."""
+    return "(None, " + ", ".join(str(d) for d in shape) + ")"

@@ -1,0 +1,104 @@
+"""What a person reads: the Keras-style summary table and per-epoch progress lines.
+
+Tables are rendered with rich; on a terminal training shows a progress bar,
+elsewhere one plain line per epoch.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nnrun.model import Model, format_shape
+
+
+def readable_size(n_bytes: float) -> str:
+    """Keras's memory-size format: 84.00 B, 2.61 MB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.2f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.2f} GB"
+
+
+def summary_table(model: Model, name: str) -> tuple[Table, list[str], dict[str, int]]:
+    """The Keras 3 summary: a table plus the total/trainable/non-trainable lines."""
+    table = Table(box=box.HEAVY_HEAD, show_lines=True)
+    table.add_column("Layer (type)", no_wrap=True)
+    table.add_column("Output Shape", no_wrap=True)
+    table.add_column("Param #", justify="right", no_wrap=True)
+    counts = model.count_params()
+    for info in model.infos:
+        trainable, fixed = counts[info.name]
+        table.add_row(f"{info.name} ({info.type})", format_shape(info.output_shape),
+                      f"{trainable + fixed:,}")
+    trainable = sum(t for t, _ in counts.values())
+    fixed = sum(f for _, f in counts.values())
+    totals = {"total": trainable + fixed, "trainable": trainable, "non_trainable": fixed}
+    lines = [
+        f" Total params: {totals['total']:,} ({readable_size(4 * totals['total'])})",
+        f" Trainable params: {trainable:,} ({readable_size(4 * trainable)})",
+        f" Non-trainable params: {fixed:,} ({readable_size(4 * fixed)})",
+    ]
+    return table, [f'Model: "{name}"'] + lines, totals
+
+
+def summary_text(model: Model, name: str, width: int = 100) -> str:
+    """The summary as plain text (for summary.txt and non-terminal output)."""
+    table, lines, _ = summary_table(model, name)
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=False, color_system=None)
+    console.print(lines[0])
+    console.print(table)
+    for line in lines[1:]:
+        console.print(line, highlight=False)
+    return buf.getvalue()
+
+
+def format_logs(logs: dict[str, float]) -> str:
+    """`loss: 0.1234 - accuracy: 0.9500 - val_loss: ...` as Keras prints."""
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+
+
+class EpochReporter:
+    """Per-epoch output: a rich progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, epochs: int, stream: TextIO, *, quiet: bool = False):
+        self.epochs, self.stream, self.quiet = epochs, stream, quiet
+        self.console = Console(file=stream)
+        self.progress: Progress | None = None
+        if not quiet and self.console.is_terminal:
+            self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                                     TextColumn("{task.description}"), TimeElapsedColumn(),
+                                     console=self.console)
+            self.task = self.progress.add_task("", total=epochs)
+            self.progress.start()
+
+    def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+        if self.quiet:
+            return
+        text = format_logs(logs)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=epoch, description=text)
+        else:
+            print(f"Epoch {epoch}/{self.epochs} - {seconds:.3f}s - {text}", file=self.stream,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def metrics_table(values: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    return table

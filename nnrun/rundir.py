@@ -1,0 +1,164 @@
+"""The run directory (DESIGN.md section 4): creation, atomic files, metrics logs, run.json.
+
+runs/<name>-<YYYYmmdd-HHMMSS>/ is never overwritten (a suffix -1, -2 ... is added
+when the name is taken); runs/latest is a relative symlink to the newest run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nnrun import __version__
+from nnrun.errors import ConfigError
+
+LATEST = "latest"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def create_run_dir(runs_root: Path, name: str) -> Path:
+    """Make a fresh run directory and point runs/latest at it."""
+    runs_root = Path(runs_root)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{name}-{stamp}"
+    for i in range(1000):
+        run = runs_root / (base if i == 0 else f"{base}-{i}")
+        try:
+            run.mkdir()
+            break
+        except FileExistsError:
+            continue
+    (run / "checkpoints").mkdir()
+    link = runs_root / LATEST
+    tmp = runs_root / f".{LATEST}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run.name)
+    os.replace(tmp, link)
+    return run
+
+
+def is_run_dir(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.yaml").is_file()
+
+
+def latest_run_of(runs_root: Path, name: str) -> Path | None:
+    """The newest run directory whose name is `<name>-<stamp>`."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        return None
+    runs = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
+            and p.name.startswith(f"{name}-") and is_run_dir(p)]
+    return max(runs, key=lambda p: (p.stat().st_mtime, p.name)) if runs else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricsLog:
+    """metrics.csv and metrics.jsonl, one row per epoch, flushed as training goes.
+
+    metrics.csv holds what the model computed (epoch, loss, metrics, val_*, lr) and so
+    is identical for identical runs; wall-clock seconds go to metrics.jsonl only.
+    """
+
+    def __init__(self, run: Path, keys: list[str]):
+        self.keys = ["epoch", *keys, "lr"]
+        self.csv_path, self.jsonl_path = run / "metrics.csv", run / "metrics.jsonl"
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(self.keys)
+        self.jsonl_path.write_text("", encoding="utf-8")
+
+    def append(self, epoch: int, logs: dict[str, float], lr: float, seconds: float) -> None:
+        row = {"epoch": epoch, **logs, "lr": lr}
+        buf = io.StringIO()
+        csv.writer(buf).writerow([_fmt(row.get(k)) for k in self.keys])
+        for path, text in ((self.csv_path, buf.getvalue()),
+                           (self.jsonl_path, json.dumps(
+                               {k: _json_safe(v) for k, v in {**row, "seconds": seconds}.items()})
+                            + "\n")):
+            with open(path, "a", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def git_info(cwd: Path) -> dict:
+    """The git commit and dirty flag of the working directory, if it is a checkout."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                 timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain"))}
+
+
+def versions() -> dict:
+    import jax
+    import jaxlib
+    import optax
+
+    return {"nnrun": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "optax": optax.__version__, "python": platform.python_version()}
+
+
+def base_run_info(argv: list[str], seed: int, data_files: list[dict]) -> dict:
+    import jax
+
+    return {
+        "argv": argv, "versions": versions(),
+        "devices": [str(d) for d in jax.devices()], "platform": sys.platform,
+        "git": git_info(Path.cwd()), "data_files": data_files,
+        "seeds": {"seed": seed, "streams": ["init", "dropout", "shuffle", "split"]},
+        "status": "running", "stop_reason": None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def read_run_json(run: Path) -> dict:
+    try:
+        return json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read run.json: {exc}", where=str(run)) from None

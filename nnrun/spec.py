@@ -1,0 +1,483 @@
+"""Config loading and validation: YAML -> a typed `Spec` whose values know their file:line.
+
+Importing this module does not import jax. Validation runs in two passes
+(STYLE.md item 5): typed fields first, collecting every problem with its
+location, then cross-field checks; all problems are raised as one ConfigError.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nnrun.errors import ConfigError
+from nnrun.registry import unknown_name_message
+from nnrun.schema import (
+    COMMON_ALIASES, COMMON_ARGS, LAYERS, REQUIRED, ArgTypeError, boolean, canonical_type,
+    identifier, integer, number, positive_int, shape, string,
+)
+from nnrun.yamlsrc import Origins, PathT, format_path, parse_yaml, read_yaml_file
+
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer: canonical type, unique name, canonical args with defaults filled."""
+
+    type: str
+    name: str
+    args: dict[str, Any]
+    path: PathT
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    input_shape: tuple[int, ...] | None
+    input_dtype: str
+    layers: tuple[LayerSpec, ...]
+
+
+@dataclass(frozen=True)
+class CompileSpec:
+    optimizer: Any
+    loss: Any
+    metrics: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    batch_size: int
+    epochs: int
+    shuffle: bool
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    train: dict | None
+    validation: dict | None
+    validation_split: float | None
+    test: dict | None
+
+
+@dataclass
+class Spec:
+    """A validated config. `resolved` is the plain dict written to config.yaml."""
+
+    name: str
+    seed: int
+    data: DataSpec
+    model: ModelSpec
+    compile: CompileSpec
+    fit: FitSpec
+    resolved: dict
+    origins: Origins
+    base_dir: Path
+    source: str
+
+    def where(self, path: PathT) -> str:
+        """`file:line:col: dotted.path` for a config path, for error messages."""
+        return self.origins.where(path)
+
+
+class _Problems:
+    """Collects (where, message) pairs; raises them together."""
+
+    def __init__(self, origins: Origins):
+        self.origins = origins
+        self.items: list[tuple[str | None, str]] = []
+
+    def add(self, path: PathT, message: str, *, key: bool = False) -> None:
+        self.items.append((self.origins.where(path, key=key), message))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            where, message = self.items[0]
+            raise ConfigError(message, where=where, problems=list(self.items))
+
+
+# ---------------------------------------------------------------- overrides
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_override_path(text: str) -> PathT:
+    """`model.layers[0].Dense.units` -> ("model", "layers", 0, "Dense", "units")."""
+    parts: list[Any] = []
+    pos = 0
+    for m in _PATH_PART.finditer(text):
+        gap = text[pos:m.start()]
+        if gap not in ("", ".") or (gap == "" and pos and m.group(1)):
+            raise ConfigError(f"cannot parse override path {text!r}", where="--set")
+        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    if not parts or pos != len(text):
+        raise ConfigError(f"cannot parse override path {text!r}", where="--set")
+    return tuple(parts)
+
+
+def apply_override(raw: dict, assignment: str, origins: Origins) -> None:
+    """Apply one `--set a.b=value` (value in YAML syntax) to the raw config."""
+    if "=" not in assignment:
+        raise ConfigError(f"expected KEY=VALUE, got {assignment!r}", where="--set")
+    key, text = assignment.split("=", 1)
+    path = parse_override_path(key.strip())
+    label = f"--set {assignment}"
+    value = parse_yaml(text, label, Origins()) if text.strip() else None
+    node: Any = raw
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError(f"{format_path(path[:i + 1])}: no such list item", where=label)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{format_path(path[:i])} is not a mapping", where=label)
+        elif part not in node or node[part] is None:
+            node[part] = [] if isinstance(nxt, int) else {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"{format_path(path)}: no such list item", where=label)
+    elif not isinstance(node, dict):
+        raise ConfigError(f"{format_path(path[:-1])} is not a mapping", where=label)
+    node[last] = value
+    origins.set_subtree(path, label)
+
+
+# ---------------------------------------------------------------- loading
+
+def load_raw(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, Origins]:
+    """Read a config file, apply `--set` overrides; returns the raw dict and origins."""
+    origins = Origins()
+    raw = read_yaml_file(path, origins)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a mapping (name:, data:, model:, ...)",
+                          where=origins.where(()))
+    for assignment in overrides:
+        apply_override(raw, assignment, origins)
+    model = raw.get("model")
+    if isinstance(model, str):  # `model: runs/x/model.yaml` reuses a saved architecture
+        model_path = (path.parent / model)
+        raw["model"] = read_yaml_file(model_path, origins, ("model",))
+        if isinstance(raw["model"], dict) and set(raw["model"]) == {"model"}:
+            raw["model"] = raw["model"]["model"]
+    return raw, origins
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Load, override and validate a config file into a Spec."""
+    path = Path(path)
+    raw, origins = load_raw(path, overrides)
+    return validate(raw, origins, base_dir=path.parent, source=str(path),
+                    default_name=path.stem)
+
+
+def spec_from_dict(raw: dict, *, base_dir: Path = Path("."), source: str = "<dict>") -> Spec:
+    """Validate an in-memory config (Python API and tests)."""
+    return validate(copy.deepcopy(raw), Origins(), base_dir=base_dir, source=source,
+                    default_name="model")
+
+
+# ---------------------------------------------------------------- validation
+
+TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit")
+DATA_KEYS = ("train", "validation", "validation_split", "test")
+MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "layers")
+COMPILE_KEYS = ("optimizer", "loss", "metrics")
+FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split")
+INPUT_DTYPES = ("float32", "int32")
+
+
+def _check_keys(section: dict, allowed: tuple[str, ...], path: PathT, problems: _Problems,
+                what: str) -> None:
+    for key in section:
+        if key not in allowed:
+            message = unknown_name_message(f"key in {what}", key, list(allowed))
+            problems.add(path + (key,), message, key=True)
+
+
+def _field(section: dict, key: str, check, default: Any, path: PathT,
+           problems: _Problems) -> Any:
+    if key not in section or section[key] is None:
+        if default is REQUIRED:
+            problems.add(path, f"missing required key {key!r}")
+        return None if default is REQUIRED else default
+    try:
+        return check(section[key])
+    except ArgTypeError as exc:
+        problems.add(path + (key,), str(exc))
+        return None
+
+
+def _mapping(raw: dict, key: str, path: PathT, problems: _Problems, required: bool) -> dict:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            problems.add(path, f"missing required section {key!r}")
+        return {}
+    if not isinstance(value, dict):
+        problems.add(path + (key,), f"expected a mapping, got {type(value).__name__}")
+        return {}
+    return value
+
+
+def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
+             default_name: str) -> Spec:
+    """Check every field, collect all problems, and build the Spec."""
+    problems = _Problems(origins)
+    _check_keys(raw, TOP_KEYS, (), problems, "the config")
+    version = _field(raw, "version", integer, CONFIG_VERSION, (), problems)
+    if version not in (None, CONFIG_VERSION):
+        problems.add(("version",), f"unsupported config version {version}; this nnrun reads 1")
+    name = _field(raw, "name", string, default_name, (), problems)
+    seed = _field(raw, "seed", integer, 0, (), problems)
+    data_raw = _mapping(raw, "data", (), problems, required=False)
+    fit_raw = _mapping(raw, "fit", (), problems, required=False)
+    data = _validate_data(data_raw, fit_raw, problems)
+    model = _validate_model(_mapping(raw, "model", (), problems, required=True), problems)
+    comp = _validate_compile(_mapping(raw, "compile", (), problems, required=True), problems)
+    fit = _validate_fit(fit_raw, problems)
+    problems.raise_if_any()
+    resolved = {
+        "version": CONFIG_VERSION, "name": name, "seed": seed,
+        "data": {k: v for k, v in data.__dict__.items() if v is not None},
+        "model": model_to_dict(model),
+        "compile": {"optimizer": comp.optimizer, "loss": comp.loss,
+                    "metrics": list(comp.metrics)},
+        "fit": dict(fit.__dict__),
+    }
+    return Spec(name=name, seed=seed, data=data, model=model, compile=comp, fit=fit,
+                resolved=resolved, origins=origins, base_dir=base_dir, source=source)
+
+
+def _source(value: Any, path: PathT, problems: _Problems) -> dict | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"path": value}
+    if not isinstance(value, dict):
+        problems.add(path, "expected a data source mapping such as {builtin: xor} "
+                           "or {path: train.csv, target: label}")
+        return None
+    if ("builtin" in value) == ("path" in value):
+        problems.add(path, "a data source needs exactly one of 'builtin:' or 'path:'")
+        return None
+    return dict(value)
+
+
+def _validate_data(data: dict, fit: dict, problems: _Problems) -> DataSpec:
+    path: PathT = ("data",)
+    _check_keys(data, DATA_KEYS, path, problems, "data")
+    split = _field(data, "validation_split", number, None, path, problems)
+    fit_split = _field(fit, "validation_split", number, None, ("fit",), problems)
+    if split is not None and fit_split is not None:
+        problems.add(("fit", "validation_split"),
+                     "validation_split is given in both data: and fit:; keep one")
+    split = split if split is not None else fit_split
+    where = path + ("validation_split",) if "validation_split" in data else \
+        ("fit", "validation_split")
+    if split is not None and not 0.0 < split < 1.0:
+        problems.add(where, f"expected a fraction in (0, 1), got {split}")
+    validation = _source(data.get("validation"), path + ("validation",), problems)
+    if split is not None and validation is not None:
+        problems.add(path + ("validation",), "give validation: or validation_split, not both")
+    return DataSpec(train=_source(data.get("train"), path + ("train",), problems),
+                    validation=validation, validation_split=split,
+                    test=_source(data.get("test"), path + ("test",), problems))
+
+
+def _validate_compile(comp: dict, problems: _Problems) -> CompileSpec:
+    path: PathT = ("compile",)
+    _check_keys(comp, COMPILE_KEYS, path, problems, "compile")
+    optimizer = _field(comp, "optimizer", identifier, "rmsprop", path, problems)
+    loss = _field(comp, "loss", identifier, REQUIRED, path, problems)
+    metrics = comp.get("metrics") or []
+    if isinstance(metrics, (str, dict)):
+        metrics = [metrics]
+    if not isinstance(metrics, list):
+        problems.add(path + ("metrics",), "expected a list of metric names")
+        metrics = []
+    checked = []
+    for i, metric in enumerate(metrics):
+        try:
+            checked.append(identifier(metric))
+        except ArgTypeError as exc:
+            problems.add(path + ("metrics", i), str(exc))
+    return CompileSpec(optimizer=optimizer, loss=loss, metrics=tuple(checked))
+
+
+def _validate_fit(fit: dict, problems: _Problems) -> FitSpec:
+    path: PathT = ("fit",)
+    _check_keys(fit, FIT_KEYS, path, problems, "fit")
+    return FitSpec(batch_size=_field(fit, "batch_size", positive_int, 32, path, problems),
+                   epochs=_field(fit, "epochs", positive_int, 1, path, problems),
+                   shuffle=_field(fit, "shuffle", boolean, True, path, problems))
+
+
+def _validate_model(model: dict, problems: _Problems) -> ModelSpec:
+    path: PathT = ("model",)
+    _check_keys(model, MODEL_KEYS, path, problems, "model")
+    input_shape = _field(model, "input_shape", shape, None, path, problems)
+    input_dim = _field(model, "input_dim", positive_int, None, path, problems)
+    if input_dim is not None:
+        input_shape = (input_dim,)
+    dtype = model.get("input_dtype", "float32")
+    if dtype not in INPUT_DTYPES:
+        problems.add(path + ("input_dtype",), unknown_name_message("dtype", dtype,
+                                                                   list(INPUT_DTYPES)))
+    layers_raw = model.get("layers")
+    if not isinstance(layers_raw, list) or not layers_raw:
+        problems.add(path + ("layers",) if "layers" in model else path,
+                     "expected a non-empty list of layers, e.g. - Dense: {units: 8}")
+        return ModelSpec(input_shape, dtype, ())
+    layers: list[LayerSpec] = []
+    counts: dict[str, int] = {}
+    for i, item in enumerate(layers_raw):
+        layer = _validate_layer(item, path + ("layers", i), problems, counts)
+        if layer is None:
+            continue
+        first_shape = layer.args.pop("__input_shape__", None)
+        if first_shape is not None:
+            if layers or input_shape is not None:
+                problems.add(layer.path, "an input shape (input_dim/input_shape) may only be "
+                                         "given once, on the first layer or as model.input_shape")
+            else:
+                input_shape = first_shape
+        layers.append(layer)
+    names = [layer.name for layer in layers]
+    for layer in layers:
+        if names.count(layer.name) > 1:
+            problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
+    return ModelSpec(input_shape, dtype, tuple(layers))
+
+
+def _snake(name: str) -> str:
+    """Keras's default layer names: Dense -> dense, MaxPooling2D -> max_pooling2d."""
+    name = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _layer_parts(item: Any, path: PathT, problems: _Problems) -> tuple[str, Any] | None:
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and len(item) == 1:
+        return next(iter(item.items()))
+    problems.add(path, "a layer is a one-key mapping such as {Dense: {units: 8}}")
+    return None
+
+
+def _validate_layer(item: Any, path: PathT, problems: _Problems,
+                    counts: dict[str, int]) -> LayerSpec | None:
+    parts = _layer_parts(item, path, problems)
+    if parts is None:
+        return None
+    given_type, args = parts
+    type_ = canonical_type(str(given_type))
+    schema = LAYERS.get(type_)
+    if schema is None:
+        problems.add(path + (given_type,), unknown_name_message("layer type", given_type,
+                                                               list(LAYERS)), key=True)
+        return None
+    apath = path + (given_type,)
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):  # a scalar fills the first argument
+        if not schema.args:
+            problems.add(apath, f"{type_} takes no arguments")
+            return None
+        args = {schema.args[0].name: args}
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        canon = schema.aliases.get(key) or COMMON_ALIASES.get(key, key)
+        if schema.arg(canon) is None and canon not in COMMON_ARGS:
+            allowed = schema.names() + list(schema.aliases) + list(COMMON_ARGS)
+            problems.add(apath + (key,), unknown_name_message(f"argument of {type_}", key,
+                                                              allowed), key=True)
+            continue
+        if canon in out:
+            problems.add(apath + (key,), f"{canon!r} is given twice (as {key!r} and another "
+                                         "name for it)", key=True)
+            continue
+        out[canon] = (key, value)
+    return _finish_layer(type_, schema, out, apath, path, problems, counts)
+
+
+def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerSpec:
+    args: dict[str, Any] = {}
+    for arg in schema.args:
+        if arg.name not in given:
+            if arg.required:
+                problems.add(apath, f"{type_} needs {arg.name!r}")
+            args[arg.name] = None if arg.required else arg.default
+            continue
+        key, value = given[arg.name]
+        try:
+            args[arg.name] = arg.check(value)
+        except ArgTypeError as exc:
+            problems.add(apath + (key,), str(exc))
+    input_shape = _layer_input_shape(given, apath, problems)
+    if input_shape is not None:
+        args["__input_shape__"] = input_shape
+    name = given.get("name", (None, None))[1]
+    if name is not None and (not isinstance(name, str) or not name):
+        problems.add(apath + (given["name"][0],), "expected a non-empty string")
+        name = None
+    if name is None:
+        base = _snake(type_)
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        name = base if n == 0 else f"{base}_{n}"
+    return LayerSpec(type=type_, name=name, args=args, path=path)
+
+
+def _layer_input_shape(given, apath, problems) -> tuple[int, ...] | None:
+    """Keras's input_shape / input_dim / batch_input_shape on a first layer."""
+    try:
+        if "input_shape" in given:
+            return shape(given["input_shape"][1])
+        if "batch_input_shape" in given:
+            value = given["batch_input_shape"][1]
+            if not isinstance(value, list) or len(value) < 2:
+                raise ArgTypeError("expected [batch, dims...] with batch null")
+            return shape(value[1:])
+        if "input_dim" in given:
+            dim = positive_int(given["input_dim"][1])
+            length = given.get("input_length", (None, None))[1]
+            return (positive_int(length), dim) if length is not None else (dim,)
+    except ArgTypeError as exc:
+        problems.add(apath, f"input shape: {exc}")
+    return None
+
+
+# ---------------------------------------------------------------- writing
+
+def model_to_dict(model: ModelSpec) -> dict:
+    """The architecture alone, in canonical names: model.yaml / model.json."""
+    out: dict[str, Any] = {}
+    if model.input_shape is not None:
+        out["input_shape"] = list(model.input_shape)
+    if model.input_dtype != "float32":
+        out["input_dtype"] = model.input_dtype
+    out["layers"] = [{layer.type: _plain({"name": layer.name, **layer.args})}
+                     for layer in model.layers]
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def dump_yaml(value: Any) -> str:
+    return yaml.safe_dump(_plain(value), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,230 @@
+"""The trainer: one jitted program per epoch (a `lax.scan` over on-device batches).
+
+Batches are gathered on the device from a permutation drawn there; the last
+partial batch is padded with row 0 and masked with weight 0, so every epoch has
+the same shapes and compiles once. Loss and metrics accumulate on the device
+as (weighted sum, count) pairs and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nnrun import losses as losses_mod
+from nnrun import metrics as metrics_mod
+from nnrun.model import Model
+from nnrun.optimizers import build_optimizer, current_learning_rate
+
+# Named streams of the one config seed (DESIGN.md section 2).
+KEY_STREAMS = {"init": 0, "dropout": 1, "shuffle": 2, "split": 3}
+
+
+def named_key(seed: int, stream: str) -> jax.Array:
+    """The PRNG key of one named stream of the config seed."""
+    return jax.random.fold_in(jax.random.key(seed), KEY_STREAMS[stream])
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as one pytree."""
+
+    params: Any
+    state: Any
+    opt_state: Any
+
+
+@dataclass
+class Objective:
+    """Loss and metrics resolved for a model's output and target shapes."""
+
+    loss: losses_mod.Loss
+    metrics: dict[str, metrics_mod.Metric] = field(default_factory=dict)
+
+    def keys(self) -> list[str]:
+        return ["loss", *self.metrics]
+
+
+def resolve_objective(loss_id: Any, metric_ids: tuple, y_shape: tuple,
+                      out_shape: tuple) -> Objective:
+    """Build the loss and metrics; shapes include the batch axis."""
+    loss = losses_mod.get(loss_id)
+    metrics = {}
+    for ident in metric_ids:
+        key, metric = metrics_mod.resolve_metric(ident, tuple(y_shape), tuple(out_shape))
+        metrics[key] = metric
+    return Objective(loss, metrics)
+
+
+def _batch_plan(n: int, batch_size: int) -> tuple[int, int]:
+    steps = max(1, math.ceil(n / batch_size))
+    return steps, steps * batch_size - n
+
+
+def _weighted_mean(values: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def _accumulate(acc: dict, obj: Objective, loss: jax.Array, yb, preds, w) -> dict:
+    count = jnp.sum(w)
+    out = {"loss": (acc["loss"][0] + loss * count, acc["loss"][1] + count)}
+    for key, metric in obj.metrics.items():
+        v = metric.per_sample(yb, preds)
+        out[key] = (acc[key][0] + jnp.sum(v * w), acc[key][1] + count)
+    return out
+
+
+def _zeros(obj: Objective) -> dict:
+    return {k: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)) for k in obj.keys()}
+
+
+def finalize(obj: Objective, sums: dict) -> dict[str, float]:
+    """Host-side: turn accumulated (sum, count) pairs into Keras-style log values."""
+    out = {}
+    host = jax.device_get(sums)
+    for key in obj.keys():
+        total, count = host[key]
+        mean = float(total) / max(float(count), 1.0)
+        fn = obj.loss.finalize if key == "loss" else obj.metrics[key].finalize
+        out[key] = float(fn(np.float32(mean)))
+    return out
+
+
+def make_loss_fn(model: Model, obj: Objective) -> Callable:
+    """(params, state, x, y, w, key) -> (batch loss, (new state, predictions))."""
+
+    def loss_fn(params, state, xb, yb, w, key):
+        preds, new_state = model.apply(params, state, xb, training=True, key=key)
+        per_sample = obj.loss.per_sample(yb, preds)
+        return obj.loss.finalize(_weighted_mean(per_sample, w)), (new_state, preds)
+
+    return loss_fn
+
+
+def _epoch_indices(n: int, batch_size: int, shuffle: bool, key: jax.Array):
+    steps, pad = _batch_plan(n, batch_size)
+    order = jax.random.permutation(key, n) if shuffle else jnp.arange(n)
+    idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
+    w = (jnp.arange(steps * batch_size) < n).astype(jnp.float32).reshape(steps, batch_size)
+    return idx, w
+
+
+def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTransformation,
+                     n: int, batch_size: int, shuffle: bool) -> Callable:
+    """A jitted `(TrainState, x, y, shuffle_key, dropout_key) -> (TrainState, sums)`."""
+    grad_fn = jax.value_and_grad(make_loss_fn(model, obj), has_aux=True)
+
+    def epoch(ts: TrainState, x, y, shuffle_key, dropout_key):
+        idx, w = _epoch_indices(n, batch_size, shuffle, shuffle_key)
+
+        def step(carry, inputs):
+            ts, acc = carry
+            ib, wb, i = inputs
+            xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
+            (loss, (state, preds)), grads = grad_fn(ts.params, ts.state, xb, yb, wb,
+                                                    jax.random.fold_in(dropout_key, i))
+            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+            params = optax.apply_updates(ts.params, updates)
+            acc = _accumulate(acc, obj, loss, yb, preds, wb)
+            return (TrainState(params, state, opt_state), acc), None
+
+        steps = idx.shape[0]
+        (ts, acc), _ = jax.lax.scan(step, (ts, _zeros(obj)), (idx, w, jnp.arange(steps)))
+        return ts, acc
+
+    return jax.jit(epoch, donate_argnums=(0,))
+
+
+def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable:
+    """A jitted `(params, state, x, y) -> sums` in inference mode, batch by batch."""
+
+    def evaluate(params, state, x, y):
+        idx, w = _epoch_indices(n, batch_size, False, jax.random.key(0))
+
+        def step(acc, inputs):
+            ib, wb = inputs
+            xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
+            preds, _ = model.apply(params, state, xb, training=False)
+            loss = obj.loss.finalize(_weighted_mean(obj.loss.per_sample(yb, preds), wb))
+            return _accumulate(acc, obj, loss, yb, preds, wb), None
+
+        acc, _ = jax.lax.scan(step, _zeros(obj), (idx, w))
+        return acc
+
+    return jax.jit(evaluate)
+
+
+def make_predict(model: Model, n: int, batch_size: int) -> Callable:
+    """A jitted `(params, state, x) -> predictions` (n rows), batch by batch."""
+
+    def predict(params, state, x):
+        idx, _ = _epoch_indices(n, batch_size, False, jax.random.key(0))
+
+        def step(carry, ib):
+            preds, _ = model.apply(params, state, jnp.take(x, ib, axis=0), training=False)
+            return carry, preds
+
+        _, out = jax.lax.scan(step, None, idx)
+        return out.reshape(-1, *out.shape[2:])[:n]
+
+    return jax.jit(predict)
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based, as Keras prints
+    logs: dict[str, float]
+    seconds: float
+
+
+class Fitter:
+    """Holds the compiled programs and the train state of one `fit`."""
+
+    def __init__(self, model: Model, obj: Objective, optimizer_id: Any, *, seed: int,
+                 batch_size: int, shuffle: bool, x: np.ndarray, y: np.ndarray,
+                 val: tuple[np.ndarray, np.ndarray] | None = None):
+        self.model, self.obj, self.seed = model, obj, seed
+        self.optimizer = build_optimizer(optimizer_id)
+        self.x, self.y = jnp.asarray(x), jnp.asarray(y)
+        self.val = tuple(jnp.asarray(a) for a in val) if val is not None else None
+        self.batch_size = batch_size
+        self.train_epoch = make_train_epoch(model, obj, self.optimizer, len(x), batch_size,
+                                            shuffle)
+        self.eval_val = make_eval(model, obj, len(val[0]), batch_size) if val else None
+        self.shuffle_key = named_key(seed, "shuffle")
+        self.dropout_key = named_key(seed, "dropout")
+        self.epoch = 0  # epochs completed
+        self.epoch_seconds: list[float] = []  # epochs after the first
+        self.first_epoch_seconds: float | None = None  # compile included
+
+    def initial_state(self) -> TrainState:
+        params, state = self.model.init(named_key(self.seed, "init"))
+        return TrainState(params, state, self.optimizer.init(params))
+
+    def learning_rate(self, ts: TrainState) -> float:
+        return float(current_learning_rate(ts.opt_state))
+
+    def run_epoch(self, ts: TrainState) -> tuple[TrainState, EpochResult]:
+        """Train one epoch, then evaluate the validation data; returns the new state."""
+        e = self.epoch
+        start = time.perf_counter()
+        ts, sums = self.train_epoch(ts, self.x, self.y,
+                                    jax.random.fold_in(self.shuffle_key, e),
+                                    jax.random.fold_in(self.dropout_key, e))
+        logs = finalize(self.obj, sums)
+        if self.eval_val is not None:
+            vsums = self.eval_val(ts.params, ts.state, *self.val)
+            logs.update({f"val_{k}": v for k, v in finalize(self.obj, vsums).items()})
+        seconds = time.perf_counter() - start
+        if self.first_epoch_seconds is None:
+            self.first_epoch_seconds = seconds
+        else:
+            self.epoch_seconds.append(seconds)
+        self.epoch += 1
+        return ts, EpochResult(self.epoch, logs, seconds)

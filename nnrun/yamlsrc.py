@@ -1,0 +1,116 @@
+"""YAML text to plain Python values, remembering where each value came from.
+
+Only PyYAML's SafeLoader is used (no `yaml.load`): the composed node tree is
+walked once to build plain dicts/lists/scalars and a map from each value's
+path (a tuple of keys and indices) to its `file:line:col`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nnrun.errors import ConfigError
+
+PathT = tuple  # a config path: ("model", "layers", 2, "Dense", "units")
+
+
+def format_path(path: PathT) -> str:
+    """`("model", "layers", 2, "Dense")` -> `model.layers[2].Dense`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+class Origins:
+    """Where each value of a config came from: `file:line:col`, `--set`, or a default."""
+
+    def __init__(self) -> None:
+        self.values: dict[PathT, str] = {}
+        self.keys: dict[PathT, str] = {}
+
+    def value(self, path: PathT) -> str | None:
+        """The origin of the value at `path`, or of its nearest ancestor."""
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.values:
+                return self.values[path[:n]]
+        return None
+
+    def key(self, path: PathT) -> str | None:
+        """The origin of the key that holds `path` (for unknown-key errors)."""
+        return self.keys.get(path) or self.value(path)
+
+    def where(self, path: PathT, *, key: bool = False) -> str:
+        origin = self.key(path) if key else self.value(path)
+        dotted = format_path(path)
+        return f"{origin}: {dotted}" if origin else dotted
+
+    def set_subtree(self, path: PathT, origin: str) -> None:
+        """Mark `path` and everything under it as coming from `origin` (an override)."""
+        for table in (self.values, self.keys):
+            for p in [p for p in table if p[: len(path)] == path]:
+                del table[p]
+        self.values[path] = origin
+        self.keys[path] = origin
+
+
+def _mark(label: str, node: yaml.Node) -> str:
+    return f"{label}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+
+def _build(node: yaml.Node, path: PathT, label: str, origins: Origins,
+           constructor: yaml.constructor.SafeConstructor) -> Any:
+    origins.values[path] = _mark(label, node)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                raise ConfigError(f"mapping keys must be plain scalars, got {key!r}",
+                                  where=_mark(label, key_node))
+            if key in out:
+                raise ConfigError(f"{format_path(path + (key,))}: duplicate key {key!r}",
+                                  where=_mark(label, key_node))
+            origins.keys[path + (key,)] = _mark(label, key_node)
+            out[key] = _build(value_node, path + (key,), label, origins, constructor)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(v, path + (i,), label, origins, constructor)
+                for i, v in enumerate(node.value)]
+    return constructor.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, label: str, origins: Origins, root: PathT = ()) -> Any:
+    """Parse YAML text; record origins under `root`. Syntax errors become ConfigError."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            return _build(node, root, label, origins, loader)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", where=where) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", where=label) from None
+
+
+def read_yaml_file(path: Path, origins: Origins, root: PathT = ()) -> Any:
+    """Read and parse a YAML (or JSON) file, errors naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", where=str(path)) from None
+    return parse_yaml(text, str(path), origins, root)
