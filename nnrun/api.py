@@ -127,7 +127,29 @@ def objective_for(spec: Spec, model, y: np.ndarray):
         raise DataError(_shape_hint(spec, y, model, str(exc).splitlines()[0])) from None
     if tuple(got.shape) != (2,):
         raise DataError(_shape_hint(spec, y, model, f"per-sample loss has shape {got.shape}"))
+    _check_target_shape(spec, obj, y, model)
     return obj
+
+
+def _check_target_shape(spec: Spec, obj, y: np.ndarray, model) -> None:
+    """Targets must match the output (Keras would broadcast silently); sparse losses take ids."""
+    y_dims, out = tuple(y.shape[1:]), tuple(model.output_shape)
+    if obj.loss.name.startswith("sparse"):
+        ok = y_dims in (out[:-1], (*out[:-1], 1))
+        need = f"integer class ids of shape {_dims(out[:-1])}"
+    else:
+        ok = y_dims == out or (out[-1:] == (1,) and y_dims == out[:-1])
+        need = f"shape {_dims(out)}"
+    if not ok:
+        hint = " (integer labels? use sparse_categorical_crossentropy)" \
+            if len(y_dims) <= 1 and out[-1] > 1 else ""
+        raise DataError(_shape_hint(spec, y, model, f"expected targets of {need}{hint}"))
+
+
+def _dims(shape: tuple) -> str:
+    from nnrun.model import format_shape
+
+    return format_shape(shape)
 
 
 def _shape_hint(spec: Spec, y: np.ndarray, model, detail: str) -> str:
@@ -263,6 +285,7 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     result = TrainResult(run)
     reporter = EpochReporter(spec.fit.epochs, stream, quiet=quiet)
     ts = fitter.initial_state()
+    checkpointer.flush(ts, 0)  # the initial weights: a loadable last.h5 from the start
     try:
         with _StopFlag(stream) as stop:
             ts = _fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result)
@@ -361,6 +384,7 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes."""
     from nnrun.trainer import make_predict
 
+    data_mod.check_output_path(Path(output_path))
     x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec))
     model, params, state = load_trained(spec, run, checkpoint, x.shape[1:])
     _check_features(model, x, str(input_path))

@@ -543,6 +543,19 @@ def _csv_text(probs: np.ndarray, classes: np.ndarray | None, class_names: list[s
     return out.getvalue()
 
 
+def check_output_path(path: pathlib.Path) -> str:
+    """Refuse an output file nnrun cannot write, before any work is done; returns the suffix."""
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix not in (".npy", ".npz", ".csv"):
+        raise ConfigError(
+            f"unsupported output file type {suffix or '(none)'!r}; supported: .npy, .npz, .csv",
+            where=str(path),
+        )
+    if not pathlib.Path(path).parent.is_dir():
+        raise ConfigError("the output folder does not exist", where=str(path))
+    return suffix
+
+
 def write_predictions(
     path: pathlib.Path,
     probs: np.ndarray,
@@ -552,14 +565,7 @@ def write_predictions(
     """Write predictions to .npy (probs), .npz (probs, classes[, class_names]) or .csv
     (row, p0..pk / prediction, class); atomically, via a temp file in the same folder."""
     path = pathlib.Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".npy", ".npz", ".csv"):
-        raise ConfigError(
-            f"unsupported output file type {suffix or '(none)'!r}; supported: .npy, .npz, .csv",
-            where=str(path),
-        )
-    if not path.parent.is_dir():
-        raise ConfigError("the output folder does not exist", where=str(path))
+    suffix = check_output_path(path)
     probs = np.asarray(probs)
     if classes is not None and len(classes) != len(probs):
         raise ValueError(f"{len(probs)} rows of probabilities but {len(classes)} classes")

@@ -10,11 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import re
+
 import yaml
 
 from nnrun.errors import ConfigError
 
 PathT = tuple  # a config path: ("model", "layers", 2, "Dense", "units")
+
+
+class SafeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, reading `1e-3` as a float (YAML 1.2) rather than a string."""
+
+
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+SafeLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT,
+                                 list("-+0123456789."))
 
 
 def format_path(path: PathT) -> str:
@@ -65,7 +83,7 @@ def _mark(label: str, node: yaml.Node) -> str:
 
 
 def _build(node: yaml.Node, path: PathT, label: str, origins: Origins,
-           constructor: yaml.constructor.SafeConstructor) -> Any:
+           constructor: SafeLoader) -> Any:
     origins.values[path] = _mark(label, node)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -89,7 +107,7 @@ def _build(node: yaml.Node, path: PathT, label: str, origins: Origins,
 def parse_yaml(text: str, label: str, origins: Origins, root: PathT = ()) -> Any:
     """Parse YAML text; record origins under `root`. Syntax errors become ConfigError."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = SafeLoader(text)
         try:
             node = loader.get_single_node()
             if node is None:

@@ -1,0 +1,141 @@
+"""The command line through click's runner: outputs, run directory, exit codes."""
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nnrun.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MLP = str(ROOT / "configs" / "mlp.yaml")
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def nnrun(runner, tmp_path, *args):
+    result = runner.invoke(main, [*args, "--runs-dir", str(tmp_path / "runs")])
+    assert "Traceback" not in result.output
+    return result
+
+
+def train_mlp(runner, tmp_path, epochs=3):
+    result = nnrun(runner, tmp_path, "train", MLP, "--set", f"fit.epochs={epochs}")
+    assert result.exit_code == 0, result.output
+    return Path(result.output.strip().splitlines()[-1])
+
+
+def test_train_writes_the_run_directory(runner, tmp_path):
+    run = train_mlp(runner, tmp_path)
+    assert run.parent == tmp_path / "runs" and run.name.startswith("xor-mlp-")
+    for name in ["config.yaml", "run.json", "metrics.csv", "metrics.jsonl", "summary.txt",
+                 "model.json", "model.yaml", "checkpoints/last.h5", "checkpoints/best.h5"]:
+        assert (run / name).is_file(), name
+    assert (tmp_path / "runs" / "latest").resolve() == run.resolve()
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_completed"] == 3
+    assert info["versions"]["jax"] and info["timing"]["first_epoch_seconds"] > 0
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and len(rows) == 4
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    assert "epochs: 3" in (run / "config.yaml").read_text()
+    arch = json.loads((run / "model.json").read_text())
+    assert [next(iter(layer)) for layer in arch["model"]["layers"]] == [
+        "Dense", "Activation", "Dense", "Activation"]
+
+
+def test_two_identical_runs_are_identical(runner, tmp_path):
+    a, b = train_mlp(runner, tmp_path, 5), train_mlp(runner, tmp_path, 5)
+    assert a != b
+    assert (a / "metrics.csv").read_bytes() == (b / "metrics.csv").read_bytes()
+    with h5py.File(a / "checkpoints/last.h5") as fa, h5py.File(b / "checkpoints/last.h5") as fb:
+        for layer in fa["params"]:
+            for w in fa["params"][layer]:
+                assert fa["params"][layer][w][()].tobytes() == fb["params"][layer][w][()].tobytes()
+
+
+def test_evaluate_predict_and_summary(runner, tmp_path):
+    run = train_mlp(runner, tmp_path)
+    result = nnrun(runner, tmp_path, "evaluate", str(run), "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["data"] == "test" and {"loss", "accuracy"} <= set(scores)
+    by_config = json.loads(nnrun(runner, tmp_path, "evaluate", MLP, "--json").output)
+    assert by_config["loss"] == scores["loss"]   # a config means its newest run
+
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "x.csv").write_text("a,b\n0,0\n0,1\n1,0\n1,1\n")
+    for src, dst in [("x.npy", "p.npy"), ("x.csv", "p.csv")]:
+        result = nnrun(runner, tmp_path, "predict", str(run), "--input", str(tmp_path / src),
+                       "--output", str(tmp_path / dst))
+        assert result.exit_code == 0, result.output
+    probs = np.load(tmp_path / "p.npy")
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "row,p1,class"
+    np.testing.assert_allclose([float(line.split(",")[1]) for line in lines[1:]],
+                               probs[:, 0], rtol=1e-6)
+    assert [int(line.split(",")[2]) for line in lines[1:]] == list((probs[:, 0] > 0.5) * 1)
+
+    result = nnrun(runner, tmp_path, "summary", MLP)
+    assert result.exit_code == 0
+    assert "Layer (type)" in result.output and "dense_1 (Dense)" in result.output
+    assert "Total params: 21 (84.00 B)" in result.output
+    summary = json.loads(nnrun(runner, tmp_path, "summary", str(run), "--json").output)
+    assert summary["total_params"] == 21
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["train", "missing.yaml"], 2, "does not exist"),
+    (["train"], 2, "Missing argument"),
+    (["trian", MLP], 2, "No such command"),
+    (["train", MLP, "--set", "fit.epochs=-1"], 2, "--set fit.epochs=-1: fit.epochs: expected"),
+    (["train", MLP, "--set", "compile.loss=msee"], 2, "did you mean 'mse'"),
+    (["train", MLP, "--set", "data.train={path: nowhere.csv, target: y}"], 3, "nowhere.csv"),
+    (["train", MLP, "--set", "model.layers[2].Dense=3"], 3, "do not fit the model output"),
+    (["evaluate", MLP], 2, "train it first"),
+])
+def test_error_exit_codes(runner, tmp_path, args, code, needle):
+    result = nnrun(runner, tmp_path, *args)
+    assert result.exit_code == code, result.output
+    assert needle in result.output
+
+
+def test_config_error_names_file_and_line(runner, tmp_path):
+    path = write(tmp_path, Path(MLP).read_text().replace("Dense: 1", "Dense: {units: 0}"))
+    result = nnrun(runner, tmp_path, "train", path)
+    assert result.exit_code == 2
+    assert f"{path}:16:" in result.output and "model.layers[2].Dense.units" in result.output
+    assert not (tmp_path / "runs").exists()   # nothing started
+
+
+def test_predict_refuses_unknown_output_type_before_work(runner, tmp_path):
+    run = train_mlp(runner, tmp_path, 1)
+    np.save(tmp_path / "x.npy", np.zeros((2, 2), np.float32))
+    result = nnrun(runner, tmp_path, "predict", str(run), "-i", str(tmp_path / "x.npy"),
+                   "-o", str(tmp_path / "p.xyz"))
+    assert result.exit_code == 2 and "unsupported output file type" in result.output
+
+
+def test_divergence_exits_4_and_keeps_a_loadable_checkpoint(runner, tmp_path):
+    config = write(tmp_path, (ROOT / "configs" / "regression.yaml").read_text())
+    result = nnrun(runner, tmp_path, "train", config, "--set", "fit.epochs=30", "--set",
+                   "compile.optimizer={name: sgd, learning_rate: 0.3, momentum: 0.9}")
+    assert result.exit_code == 4, result.output
+    run = Path(result.output.strip().splitlines()[-1])
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "diverged" and "non-finite" in info["stop_reason"]
+    assert info["epochs_completed"] == 2   # epoch 1 was finite, epoch 2 was not
+    assert nnrun(runner, tmp_path, "evaluate", str(run), "--json").exit_code == 0

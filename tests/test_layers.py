@@ -1,0 +1,106 @@
+"""Core layers: hand-computable outputs, parity with Keras 3, gradients, dropout statistics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from nnrun.model import build_model
+from nnrun.spec import spec_from_dict
+
+import keras  # noqa: E402  (a test dependency; conftest selects the JAX backend)
+
+
+def model_of(layers, input_shape):
+    spec = spec_from_dict({"model": {"input_shape": list(input_shape), "layers": layers},
+                           "compile": {"loss": "mse"}})
+    return build_model(spec.model)
+
+
+def test_dense_with_ones_is_hand_computable():
+    model = model_of([{"Dense": {"units": 3, "kernel_initializer": "ones",
+                                 "bias_initializer": "ones"}}], [4])
+    params, state = model.init(jax.random.key(0))
+    y, _ = model.apply(params, state, jnp.ones((2, 4)))
+    np.testing.assert_array_equal(np.asarray(y), np.full((2, 3), 5.0))
+
+
+@pytest.mark.parametrize("layer, kwargs, shape", [
+    ("Dense", {"units": 5, "activation": "relu"}, (7, 3)),
+    ("Dense", {"units": 2, "use_bias": False, "activation": "tanh"}, (7, 3)),
+    ("Dense", {"units": 4, "activation": "softmax"}, (5, 6, 3)),   # applied on the last axis
+    ("Activation", {"activation": "sigmoid"}, (4, 3)),
+    ("Flatten", {}, (4, 3, 2)),
+])
+def test_parity_with_keras(layer, kwargs, shape):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(np.float32)
+    klayer = getattr(keras.layers, layer)(**kwargs)
+    expected = np.asarray(klayer(x))
+    model = model_of([{layer: kwargs}], shape[1:])
+    params, state = model.init(jax.random.key(0))
+    if klayer.weights:
+        names = ["kernel", "bias"][: len(klayer.weights)]
+        params = {model.layers[0].name: {n: jnp.asarray(w.numpy())
+                                         for n, w in zip(names, klayer.weights)}}
+    y, _ = model.apply(params, state, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-6)
+    assert model.output_shape == tuple(expected.shape[1:])
+    keras_count = sum(int(np.prod(w.shape)) for w in klayer.weights)
+    assert sum(sum(c) for c in model.count_params().values()) == keras_count
+
+
+def test_dense_gradients():
+    model = model_of([{"Dense": {"units": 3, "activation": "tanh"}}], [4])
+    params, state = model.init(jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (5, 4))
+
+    def f(kernel, bias):
+        p = {"dense": {"kernel": kernel, "bias": bias}}
+        return jnp.sum(model.apply(p, state, x)[0] ** 2)
+
+    check_grads(f, (params["dense"]["kernel"], params["dense"]["bias"]), order=1,
+                modes=["rev"], atol=1e-2, rtol=1e-2)
+
+
+def test_dropout_inverted_and_training_only():
+    model = model_of([{"Dropout": 0.25}], [1000])
+    params, state = model.init(jax.random.key(0))
+    x = jnp.ones((20, 1000))
+    y_infer, _ = model.apply(params, state, x, training=False)
+    np.testing.assert_array_equal(np.asarray(y_infer), np.asarray(x))
+    y, _ = model.apply(params, state, x, training=True, key=jax.random.key(3))
+    y = np.asarray(y)
+    kept = y != 0
+    assert abs(1 - kept.mean() - 0.25) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 0.02   # expectation preserved
+
+
+def test_dropout_noise_shape_shares_the_mask():
+    model = model_of([{"Dropout": {"rate": 0.5, "noise_shape": [None, 1, 4]}}], [6, 4])
+    params, state = model.init(jax.random.key(0))
+    y, _ = model.apply(params, state, jnp.ones((3, 6, 4)), training=True, key=jax.random.key(1))
+    y = np.asarray(y)
+    assert (y == y[:, :1, :]).all()
+
+
+def test_model_init_is_deterministic_and_seeded():
+    model = model_of([{"Dense": 8}, {"Dense": 2}], [3])
+    a, _ = model.init(jax.random.key(0))
+    b, _ = model.init(jax.random.key(0))
+    c, _ = model.init(jax.random.key(1))
+    for x, y, z in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
+                       jax.tree_util.tree_leaves(c)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(a["dense"]["kernel"]), np.asarray(c["dense"]["kernel"]))
+
+
+def test_unknown_activation_is_a_located_config_error():
+    from nnrun.errors import ConfigError
+
+    spec = spec_from_dict({"model": {"input_shape": [2], "layers": [
+        {"Dense": {"units": 2, "activation": "rleu"}}]}, "compile": {"loss": "mse"}})
+    with pytest.raises(ConfigError, match="did you mean 'relu'"):
+        build_model(spec.model)

@@ -1,0 +1,111 @@
+"""The trainer: Keras-equal steps with a padded last batch, one compile, reproducible runs."""
+
+import jax
+import numpy as np
+import pytest
+
+import keras
+from nnrun import api
+from nnrun.spec import spec_from_dict
+from nnrun.trainer import Fitter, finalize, make_eval, resolve_objective
+
+
+def small_spec(**fit):
+    return spec_from_dict({
+        "seed": 3,
+        "data": {"train": {"builtin": "xor", "samples": 25}},
+        "model": {"input_shape": [2], "layers": [
+            {"Dense": {"units": 4, "activation": "tanh"}}, {"Dense": {"units": 1,
+                                                                   "activation": "sigmoid"}}]},
+        "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.5}, "loss": "mse",
+                    "metrics": ["accuracy"]},
+        "fit": {"batch_size": 10, "shuffle": False, **fit},
+    })
+
+
+def make_fitter(spec, x, y):
+    model = api.build(spec)
+    obj = resolve_objective(spec.compile.loss, spec.compile.metrics, (2, *y.shape[1:]),
+                            (2, *model.output_shape))
+    return model, Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
+                         batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle, x=x, y=y)
+
+
+def keras_twin(params):
+    k = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"),
+                          keras.layers.Dense(1, activation="sigmoid")])
+    k.layers[0].set_weights([np.asarray(params["dense"]["kernel"]),
+                             np.asarray(params["dense"]["bias"])])
+    k.layers[1].set_weights([np.asarray(params["dense_1"]["kernel"]),
+                             np.asarray(params["dense_1"]["bias"])])
+    k.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="mse",
+              metrics=["accuracy"])
+    return k
+
+
+def test_epoch_with_partial_last_batch_equals_keras():
+    spec = small_spec()
+    splits = api.load_data(spec)
+    x, y = splits.train.x, splits.train.y
+    model, fitter = make_fitter(spec, x, y)
+    ts = fitter.initial_state()
+    k = keras_twin(jax.device_get(ts.params))
+    history = k.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0).history
+    for epoch in range(2):
+        ts, res = fitter.run_epoch(ts)
+        assert res.logs["loss"] == pytest.approx(history["loss"][epoch], rel=1e-5)
+        assert res.logs["accuracy"] == pytest.approx(history["accuracy"][epoch], rel=1e-6)
+    for ours, theirs in zip([ts.params["dense"]["kernel"], ts.params["dense"]["bias"],
+                             ts.params["dense_1"]["kernel"], ts.params["dense_1"]["bias"]],
+                            k.get_weights()):
+        np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_equals_keras_evaluate():
+    spec = small_spec()
+    splits = api.load_data(spec)
+    x, y = splits.train.x, splits.train.y
+    model, fitter = make_fitter(spec, x, y)
+    ts = fitter.initial_state()
+    k = keras_twin(jax.device_get(ts.params))
+    loss, acc = k.evaluate(x, y, batch_size=10, verbose=0)
+    logs = finalize(fitter.obj, make_eval(model, fitter.obj, len(x), 10)(
+        ts.params, ts.state, x, y))
+    assert logs["loss"] == pytest.approx(loss, rel=1e-5)
+    assert logs["accuracy"] == pytest.approx(acc, rel=1e-6)
+
+
+def test_one_compile_for_all_epochs():
+    spec = small_spec(shuffle=True)
+    splits = api.load_data(spec)
+    _, fitter = make_fitter(spec, splits.train.x, splits.train.y)
+    ts = fitter.initial_state()
+    for _ in range(3):
+        ts, _ = fitter.run_epoch(ts)
+    assert fitter.train_epoch._cache_size() == 1
+
+
+def test_shuffle_changes_order_per_epoch_but_is_seeded():
+    spec = small_spec(shuffle=True)
+    splits = api.load_data(spec)
+    runs = []
+    for _ in range(2):
+        _, fitter = make_fitter(spec, splits.train.x, splits.train.y)
+        ts = fitter.initial_state()
+        logs = []
+        for _ in range(3):
+            ts, res = fitter.run_epoch(ts)
+            logs.append(res.logs["loss"])
+        runs.append(logs)
+    assert runs[0] == runs[1]
+
+
+def test_founding_network_learns_xor(tmp_path):
+    from nnrun.spec import load_spec
+
+    spec = load_spec(api.Path(__file__).resolve().parents[1] / "configs" / "mlp.yaml")
+    result = api.train(spec, runs_root=tmp_path, quiet=True)
+    assert result.status == "finished"
+    assert result.history["val_accuracy"][-1] >= 0.95
+    scores = api.evaluate(spec, result.run_dir)
+    assert scores["data"] == "test" and scores["accuracy"] >= 0.95
