@@ -1,4 +1,4 @@
-"""Data I/O: built-in generated datasets, file loaders (npz, npy, csv, tsv) and prediction writers.
+"""Data I/O: data sources, file loaders (npz, npy, csv, tsv) and prediction writers.
 
 numpy only (no jax): every array leaves this module as a host numpy array.
 """
@@ -8,21 +8,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import inspect
 import io
 import os
 import pathlib
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from nnrun.datasets import DATASETS, DEFAULT_SAMPLES, generate
 from nnrun.errors import ConfigError, DataError
-from nnrun.registry import Registry, unknown_name_message
+from nnrun.registry import unknown_name_message
 
-DATASETS = Registry("dataset")
-DEFAULT_SAMPLES = 1000
 _SOURCE_KEYS = {
     ".npz": ("path", "x", "y", "dtype"),
     ".npy": ("path", "target", "dtype"),
@@ -43,168 +40,6 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
-
-
-# ---------------------------------------------------------------- built-in datasets
-
-
-def _builtin(name: str, task: str) -> Callable[[Callable], Callable]:
-    """Register a generator; `task` is 'binary', 'multiclass' or 'regression'."""
-
-    def add(fn: Callable) -> Callable:
-        fn.task = task
-        return DATASETS.register(name)(fn)
-
-    return add
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _binary(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
-    order = rng.permutation(len(labels))
-    return x[order].astype(np.float32), labels[order].astype(np.float32).reshape(-1, 1)
-
-
-def _split_counts(samples: int, parts: int) -> np.ndarray:
-    """`samples` spread over `parts` groups as evenly as possible (the first get the rest)."""
-    return np.array([samples // parts + (i < samples % parts) for i in range(parts)])
-
-
-@_builtin("xor", "binary")
-def xor(samples: int, seed: int, *, noise: float = 0.1):
-    """The 4 corners of {0,1}^2 with Gaussian noise; label = XOR of the corner, y (n,1)."""
-    _check(noise >= 0, f"noise must be >= 0, got {noise}")
-    rng = np.random.default_rng(seed)
-    corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float64)[np.arange(samples) % 4]
-    x = corners + rng.normal(scale=noise, size=corners.shape)
-    return _binary(x, corners[:, 0] != corners[:, 1], rng)
-
-
-@_builtin("moons", "binary")
-def moons(samples: int, seed: int, *, noise: float = 0.1):
-    """Two interleaving half circles, as scikit-learn's make_moons; y (n,1)."""
-    _check(noise >= 0, f"noise must be >= 0, got {noise}")
-    rng = np.random.default_rng(seed)
-    n_out = samples // 2
-    t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, samples - n_out)
-    x = np.concatenate(
-        [
-            np.stack([np.cos(t_out), np.sin(t_out)], 1),
-            np.stack([1 - np.cos(t_in), 0.5 - np.sin(t_in)], 1),
-        ]
-    )
-    x = x + rng.normal(scale=noise, size=x.shape)
-    return _binary(x, np.arange(samples) >= n_out, rng)
-
-
-@_builtin("circles", "binary")
-def circles(samples: int, seed: int, *, factor: float = 0.5, noise: float = 0.05):
-    """A small circle inside a large one, as scikit-learn's make_circles; y (n,1)."""
-    _check(0 < factor < 1, f"factor must be in (0, 1), got {factor}")
-    _check(noise >= 0, f"noise must be >= 0, got {noise}")
-    rng = np.random.default_rng(seed)
-    n_out = samples // 2
-    t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
-    t_in = np.linspace(0, 2 * np.pi, samples - n_out, endpoint=False)
-    x = np.concatenate(
-        [
-            np.stack([np.cos(t_out), np.sin(t_out)], 1),
-            factor * np.stack([np.cos(t_in), np.sin(t_in)], 1),
-        ]
-    )
-    x = x + rng.normal(scale=noise, size=x.shape)
-    return _binary(x, np.arange(samples) >= n_out, rng)
-
-
-@_builtin("spirals", "multiclass")
-def spirals(samples: int, seed: int, *, classes: int = 3, noise: float = 0.2):
-    """`classes` interleaved spiral arms (the CS231n toy set); y int32 labels (n,)."""
-    _check(classes >= 2, f"classes must be >= 2, got {classes}")
-    _check(noise >= 0, f"noise must be >= 0, got {noise}")
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(classes), _split_counts(samples, classes))
-    radius = np.concatenate([np.linspace(0, 1, c) for c in _split_counts(samples, classes)])
-    theta = labels * 4.0 + radius * 4.0 + rng.normal(scale=noise, size=samples)
-    x = np.stack([radius * np.sin(theta), radius * np.cos(theta)], 1)
-    order = rng.permutation(samples)
-    return x[order].astype(np.float32), labels[order].astype(np.int32)
-
-
-@_builtin("blobs", "multiclass")
-def blobs(
-    samples: int, seed: int, *, classes: int = 3, features: int = 2, cluster_std: float = 1.0
-):
-    """Isotropic Gaussian clusters, centres uniform in [-10, 10]; y int32 labels (n,)."""
-    _check(classes >= 2, f"classes must be >= 2, got {classes}")
-    _check(features >= 1, f"features must be >= 1, got {features}")
-    _check(cluster_std > 0, f"cluster_std must be > 0, got {cluster_std}")
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(-10, 10, size=(classes, features))
-    labels = np.repeat(np.arange(classes), _split_counts(samples, classes))
-    x = centres[labels] + rng.normal(scale=cluster_std, size=(samples, features))
-    order = rng.permutation(samples)
-    return x[order].astype(np.float32), labels[order].astype(np.int32)
-
-
-@_builtin("sine", "regression")
-def sine(samples: int, seed: int, *, noise: float = 0.05):
-    """Regression: x uniform in [-pi, pi] (n,1), y = sin(x) + noise (n,1)."""
-    _check(noise >= 0, f"noise must be >= 0, got {noise}")
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-np.pi, np.pi, size=(samples, 1))
-    y = np.sin(x) + rng.normal(scale=noise, size=x.shape)
-    return x.astype(np.float32), y.astype(np.float32)
-
-
-def _option_defaults(fn: Callable) -> dict[str, Any]:
-    params = inspect.signature(fn).parameters.values()
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
-
-
-def _check_option(name: str, value: Any, default: Any) -> None:
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    else:
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    if not ok:
-        raise ConfigError(f"expected {expected}, got {value!r}", where=name)
-
-
-def generate(name: str, samples: int, seed: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Run the built-in generator `name`, checking its options; `one_hot=True` on a
-    classification dataset returns float32 one-hot targets (n, classes)."""
-    try:
-        fn = DATASETS.get(name)
-    except ConfigError as e:
-        raise ConfigError(e.message, where="builtin") from e
-    allowed = _option_defaults(fn)
-    if fn.task != "regression":
-        allowed["one_hot"] = False
-    for key, value in options.items():
-        if key not in allowed:
-            raise ConfigError(
-                unknown_name_message(
-                    f"option of dataset {name!r}", key, ["samples", "seed", *allowed]
-                ),
-                where=key,
-            )
-        _check_option(key, value, allowed[key])
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ConfigError(f"expected a positive integer, got {samples!r}", where="samples")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"expected an integer, got {seed!r}", where="seed")
-    one_hot = options.pop("one_hot", False)
-    x, y = fn(samples, seed, **options)
-    if one_hot:
-        labels = y[:, 0].astype(np.int64) if fn.task == "binary" else y
-        width = 2 if fn.task == "binary" else options.get("classes", allowed["classes"])
-        y = np.eye(width, dtype=np.float32)[labels]
-    return x, y
 
 
 # ---------------------------------------------------------------- file sources
