@@ -7,8 +7,9 @@ checks that the two agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 Checker = Callable[[Any], Any]
 REQUIRED = object()
@@ -19,7 +20,9 @@ class ArgTypeError(ValueError):
 
 
 def _got(value: Any) -> str:
-    return f"got {value!r}" if not isinstance(value, (dict, list)) else f"got a {type(value).__name__}"
+    if isinstance(value, (dict, list)):
+        return f"got a {type(value).__name__}"
+    return f"got {value!r}"
 
 
 def positive_int(value: Any) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,19 @@ import yaml
 from nnrun.errors import ConfigError
 from nnrun.registry import unknown_name_message
 from nnrun.schema import (
-    COMMON_ALIASES, COMMON_ARGS, LAYERS, REQUIRED, ArgTypeError, boolean, canonical_type,
-    identifier, integer, number, positive_int, shape, string,
+    COMMON_ALIASES,
+    COMMON_ARGS,
+    LAYERS,
+    REQUIRED,
+    ArgTypeError,
+    boolean,
+    canonical_type,
+    identifier,
+    integer,
+    number,
+    positive_int,
+    shape,
+    string,
 )
 from nnrun.yamlsrc import Origins, PathT, format_path, parse_yaml, read_yaml_file
 

@@ -7,10 +7,9 @@ path (a tuple of keys and indices) to its `file:line:col`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 import yaml
 

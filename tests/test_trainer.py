@@ -1,10 +1,10 @@
 """The trainer: Keras-equal steps with a padded last batch, one compile, reproducible runs."""
 
 import jax
+import keras
 import numpy as np
 import pytest
 
-import keras
 from nnrun import api
 from nnrun.spec import spec_from_dict
 from nnrun.trainer import Fitter, finalize, make_eval, resolve_objective
