@@ -55,7 +55,7 @@ class Objective:
 def resolve_objective(loss_id: Any, metric_ids: tuple, y_shape: tuple,
                       out_shape: tuple) -> Objective:
     """Build the loss and metrics; shapes include the batch axis."""
-    loss = losses_mod.get(loss_id)
+    loss = losses_mod.resolve_loss(loss_id, tuple(y_shape), tuple(out_shape))
     metrics = {}
     for ident in metric_ids:
         key, metric = metrics_mod.resolve_metric(ident, tuple(y_shape), tuple(out_shape))
@@ -92,8 +92,8 @@ def finalize(obj: Objective, sums: dict) -> dict[str, float]:
     for key in obj.keys():
         total, count = host[key]
         mean = float(total) / max(float(count), 1.0)
-        fn = obj.loss.finalize if key == "loss" else obj.metrics[key].finalize
-        out[key] = float(fn(np.float32(mean)))
+        # Batch losses were finalized per batch; the epoch loss is their size-weighted mean.
+        out[key] = mean if key == "loss" else float(obj.metrics[key].finalize(np.float32(mean)))
     return out
 
 

@@ -109,3 +109,20 @@ def test_founding_network_learns_xor(tmp_path):
     assert result.history["val_accuracy"][-1] >= 0.95
     scores = api.evaluate(spec, result.run_dir)
     assert scores["data"] == "test" and scores["accuracy"] >= 0.95
+
+
+def test_rmse_loss_epoch_value_is_the_weighted_mean_of_batch_values():
+    spec = spec_from_dict({
+        "data": {"train": {"builtin": "sine", "samples": 25}},
+        "model": {"input_shape": [1], "layers": [{"Dense": 1}]},
+        "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.0}, "loss": "rmse"},
+        "fit": {"batch_size": 10, "shuffle": False}})
+    splits = api.load_data(spec)
+    x, y = splits.train.x, splits.train.y
+    model, fitter = make_fitter(spec, x, y)
+    ts = fitter.initial_state()
+    preds = np.asarray(model.apply(ts.params, ts.state, x)[0])
+    batches = [np.sqrt(np.mean((preds[i:i + 10] - y[i:i + 10]) ** 2)) for i in (0, 10, 20)]
+    expected = (batches[0] * 10 + batches[1] * 10 + batches[2] * 5) / 25
+    _, res = fitter.run_epoch(ts)
+    assert res.logs["loss"] == pytest.approx(expected, rel=1e-5)
