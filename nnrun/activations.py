@@ -9,7 +9,6 @@ a mapping `{name: leaky_relu, negative_slope: 0.1}` or a callable.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from nnrun.errors import ConfigError
-from nnrun.registry import Registry, did_you_mean
+from nnrun.registry import Registry, split_identifier
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -213,16 +212,6 @@ def get(identifier: str | Mapping[str, Any] | Callable[..., Any] | None) -> Acti
 
 
 def _from_mapping(spec: Mapping[str, Any]) -> Activation:
-    kwargs = dict(spec)
-    name = kwargs.pop("name", None)
-    if not isinstance(name, str):
-        raise ConfigError(f"an activation mapping needs a 'name:' string, got {dict(spec)!r}")
-    fn = ACTIVATIONS.get(name)
-    allowed = list(inspect.signature(fn).parameters)[1:]
-    for key in kwargs:
-        if key not in allowed:
-            raise ConfigError(
-                f"activation {name!r} has no argument {key!r}{did_you_mean(key, allowed)};"
-                f" allowed: {', '.join(allowed) or 'none'}"
-            )
+    name, kwargs = split_identifier(spec, "activation")
+    fn = ACTIVATIONS.checked(name, kwargs, skip=1)
     return functools.partial(fn, **kwargs) if kwargs else fn

@@ -9,7 +9,6 @@ returns a pure `init(key, shape, dtype=jnp.float32) -> array`. Fans follow Keras
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from nnrun.errors import ConfigError
-from nnrun.registry import Registry, did_you_mean
+from nnrun.registry import Registry, did_you_mean, split_identifier
 
 Initializer = Callable[..., jax.Array]
 Shape = Sequence[int]
@@ -225,32 +224,10 @@ def get(identifier: str | Mapping[str, Any] | Callable[..., Any]) -> Initializer
     if isinstance(identifier, str):
         return INITIALIZERS.get(identifier)()
     if isinstance(identifier, Mapping):
-        name, kwargs = _split_mapping(identifier)
-        return _build(name, kwargs)
+        name, kwargs = split_identifier(identifier, "initializer")
+        return INITIALIZERS.checked(name, kwargs)(**kwargs)
     if callable(identifier):
         return identifier
     raise ConfigError(f"cannot interpret {identifier!r} as an initializer")
 
 
-def _split_mapping(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    if "class_name" in spec:
-        config = dict(spec.get("config") or {})
-        return spec["class_name"], config
-    kwargs = dict(spec)
-    name = kwargs.pop("name", None)
-    if not isinstance(name, str):
-        raise ConfigError(f"an initializer mapping needs a 'name:' string, got {dict(spec)!r}")
-    return name, kwargs
-
-
-def _build(name: str, kwargs: dict[str, Any]) -> Initializer:
-    factory = INITIALIZERS.get(name)
-    allowed = list(inspect.signature(factory).parameters)
-    unknown = [k for k in kwargs if k not in allowed]
-    if unknown:
-        hints = "".join(did_you_mean(k, allowed) for k in unknown)
-        raise ConfigError(
-            f"initializer {INITIALIZERS.canonical(name)!r} has no argument"
-            f" {', '.join(map(repr, unknown))}{hints}; allowed: {', '.join(allowed) or 'none'}"
-        )
-    return factory(**kwargs)

@@ -14,7 +14,6 @@ where Keras would reduce over the batch axis itself.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from nnrun.errors import ConfigError
-from nnrun.registry import Registry, did_you_mean
+from nnrun.registry import Registry, split_identifier
 
 EPSILON = 1e-7
 
@@ -346,31 +345,17 @@ def is_binary_or_sparse_categorical(y_true_shape: tuple, y_pred_shape: tuple) ->
 
 
 def split_mapping(spec: Mapping[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
-    """`{name: x, **kw}` or Keras's `{class_name: x, config: kw}` -> (x, kw)."""
+    """`split_identifier`, dropping the keys of a Keras loss config that carry no maths."""
+    name, kwargs = split_identifier(spec, kind)
     if "class_name" in spec:
-        kwargs = dict(spec.get("config") or {})
         reduction = kwargs.get("reduction", "sum_over_batch_size")
         if reduction not in ("sum_over_batch_size", "mean", None):
             raise ConfigError(f"{kind} reduction {reduction!r} is not supported")
         for key in _KERAS_CONFIG_KEYS:
             kwargs.pop(key, None)
-        return spec["class_name"], kwargs
-    kwargs = dict(spec)
-    name = kwargs.pop("name", None)
-    if not isinstance(name, str):
-        raise ConfigError(f"a {kind} mapping needs a 'name:' string, got {dict(spec)!r}")
     return name, kwargs
 
 
 def build(registry: Registry, name: str, kwargs: Mapping[str, Any], kind: str = "") -> Any:
     """Call `registry`'s factory for `name` with `kwargs`, naming any unknown argument."""
-    factory = registry.get(name)
-    allowed = list(inspect.signature(factory).parameters)
-    unknown = [k for k in kwargs if k not in allowed]
-    if unknown:
-        hints = "".join(did_you_mean(str(k), allowed) for k in unknown)
-        raise ConfigError(
-            f"{kind or registry.kind} {registry.canonical(name)!r} has no argument"
-            f" {', '.join(map(repr, unknown))}{hints}; allowed: {', '.join(allowed) or 'none'}"
-        )
-    return factory(**kwargs)
+    return registry.checked(name, kwargs, kind=kind)(**kwargs)

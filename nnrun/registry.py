@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from nnrun.errors import ConfigError
@@ -23,6 +24,17 @@ def unknown_name_message(kind: str, name: Any, choices: list[str]) -> str:
     hint = did_you_mean(str(name), choices)
     allowed = ", ".join(sorted(choices))
     return f"unknown {kind} {name!r}{hint}; allowed: {allowed}"
+
+
+def split_identifier(spec: Mapping[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
+    """`{name: x, **kw}` or Keras's `{class_name: x, config: kw}` -> (x, kw)."""
+    if "class_name" in spec:
+        return spec["class_name"], dict(spec.get("config") or {})
+    kwargs = dict(spec)
+    name = kwargs.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"a {kind} mapping needs a 'name:' string, got {dict(spec)!r}")
+    return name, kwargs
 
 
 class Registry:
@@ -59,6 +71,24 @@ class Registry:
 
     def get(self, name: str) -> Any:
         return self._items[self.canonical(name)]
+
+    def checked(self, name: str, kwargs: Mapping[str, Any], *, skip: int = 0,
+                kind: str = "") -> Any:
+        """The entry for `name`, after checking `kwargs` against its signature.
+
+        `skip` leading parameters are not arguments a config gives (an activation's x).
+        Unknown arguments are a ConfigError naming them, with close matches.
+        """
+        factory = self.get(name)
+        allowed = list(inspect.signature(factory).parameters)[skip:]
+        unknown = [k for k in kwargs if k not in allowed]
+        if unknown:
+            hints = "".join(did_you_mean(str(k), allowed) for k in unknown)
+            raise ConfigError(
+                f"{kind or self.kind} {self.canonical(name)!r} has no argument"
+                f" {', '.join(map(repr, unknown))}{hints}; allowed: {', '.join(allowed) or 'none'}"
+            )
+        return factory
 
     def names(self, aliases: bool = False) -> list[str]:
         out = list(self._items)
