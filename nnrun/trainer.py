@@ -205,8 +205,13 @@ class Fitter:
         self.first_epoch_seconds: float | None = None  # compile included
 
     def initial_state(self) -> TrainState:
-        params, state = self.model.init(named_key(self.seed, "init"))
-        return TrainState(params, state, self.optimizer.init(params))
+        """Initial weights and optimizer state, built by one compiled program."""
+
+        def init(key):
+            params, state = self.model.init(key)
+            return TrainState(params, state, self.optimizer.init(params))
+
+        return jax.jit(init)(named_key(self.seed, "init"))
 
     def learning_rate(self, ts: TrainState) -> float:
         return float(current_learning_rate(ts.opt_state))
