@@ -350,6 +350,8 @@ def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x_shape=None):
 
 def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, Any]:
     """Loss and metrics of a trained run on the test data (else validation, else train)."""
+    import jax
+
     from nnrun.trainer import finalize, make_eval
 
     splits = load_data(spec, need_train=spec.data.test is None)
@@ -360,7 +362,8 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
     model, params, state = load_trained(spec, run, checkpoint, ds.x.shape[1:])
     _check_features(model, ds.x, ds.source)
     obj = objective_for(spec, model, ds.y)
-    sums = make_eval(model, obj, len(ds.x), spec.fit.batch_size)(params, state, ds.x, ds.y)
+    evaluate_fn = jax.jit(make_eval(model, obj, len(ds.x), spec.fit.batch_size))
+    sums = evaluate_fn(params, state, ds.x, ds.y)
     return {"run": str(run), "data": name, "source": ds.source, "samples": len(ds.x),
             **finalize(obj, sums)}
 

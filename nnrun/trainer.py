@@ -9,6 +9,7 @@ as (weighted sum, count) pairs and are read once per epoch.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,21 +109,37 @@ def make_loss_fn(model: Model, obj: Objective) -> Callable:
     return loss_fn
 
 
-def _epoch_indices(n: int, batch_size: int, shuffle: bool, key: jax.Array):
+def _padded_batches(order: jax.Array, n: int, batch_size: int):
+    """Row indices (steps, batch) of an epoch in `order`, padded with row 0, and 0/1 weights."""
     steps, pad = _batch_plan(n, batch_size)
-    order = jax.random.permutation(key, n) if shuffle else jnp.arange(n)
     idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
     w = (jnp.arange(steps * batch_size) < n).astype(jnp.float32).reshape(steps, batch_size)
     return idx, w
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The row order of one epoch: a permutation drawn from (seed, "shuffle", epoch).
+
+    Drawn on the host with numpy (microseconds, no device program to compile) and
+    sent to the device, where the batches are gathered from the resident data.
+    """
+    rng = np.random.default_rng([seed, KEY_STREAMS["shuffle"], epoch])
+    return rng.permutation(n).astype(np.int32)
+
+
 def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTransformation,
-                     n: int, batch_size: int, shuffle: bool) -> Callable:
-    """A jitted `(TrainState, x, y, shuffle_key, dropout_key) -> (TrainState, sums)`."""
+                     n: int, batch_size: int, traces: dict | None = None) -> Callable:
+    """`(TrainState, x, y, order, seed, epoch) -> (TrainState, sums)`, to be jitted.
+
+    `traces["epoch"]` counts how often the function is traced (once per fit).
+    """
     grad_fn = jax.value_and_grad(make_loss_fn(model, obj), has_aux=True)
 
-    def epoch(ts: TrainState, x, y, shuffle_key, dropout_key):
-        idx, w = _epoch_indices(n, batch_size, shuffle, shuffle_key)
+    def epoch_fn(ts: TrainState, x, y, order, seed, epoch):
+        if traces is not None:
+            traces["epoch"] = traces.get("epoch", 0) + 1
+        idx, w = _padded_batches(order, n, batch_size)
+        dropout_key = jax.random.fold_in(named_key(seed, "dropout"), epoch)
 
         def step(carry, inputs):
             ts, acc = carry
@@ -139,14 +156,14 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
         (ts, acc), _ = jax.lax.scan(step, (ts, _zeros(obj)), (idx, w, jnp.arange(steps)))
         return ts, acc
 
-    return jax.jit(epoch, donate_argnums=(0,))
+    return epoch_fn
 
 
 def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable:
-    """A jitted `(params, state, x, y) -> sums` in inference mode, batch by batch."""
+    """`(params, state, x, y) -> sums` in inference mode, batch by batch (to be jitted)."""
 
     def evaluate(params, state, x, y):
-        idx, w = _epoch_indices(n, batch_size, False, jax.random.key(0))
+        idx, w = _padded_batches(jnp.arange(n), n, batch_size)
 
         def step(acc, inputs):
             ib, wb = inputs
@@ -158,14 +175,14 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
         acc, _ = jax.lax.scan(step, _zeros(obj), (idx, w))
         return acc
 
-    return jax.jit(evaluate)
+    return evaluate
 
 
 def make_predict(model: Model, n: int, batch_size: int) -> Callable:
     """A jitted `(params, state, x) -> predictions` (n rows), batch by batch."""
 
     def predict(params, state, x):
-        idx, _ = _epoch_indices(n, batch_size, False, jax.random.key(0))
+        idx, _ = _padded_batches(jnp.arange(n), n, batch_size)
 
         def step(carry, ib):
             preds, _ = model.apply(params, state, jnp.take(x, ib, axis=0), training=False)
@@ -184,6 +201,38 @@ class EpochResult:
     seconds: float
 
 
+class BackgroundCompile:
+    """`jax.jit(fn)` lowered and compiled in a thread for given argument shapes.
+
+    XLA compiles without the GIL, so the programs of one fit compile side by side
+    (and beside the initial-state program) on a multi-core machine. Calling the
+    object waits for its compile, then runs the executable.
+    """
+
+    def __init__(self, fn: Callable, args: tuple, donate_argnums: tuple = ()):
+        self._jitted = jax.jit(fn, donate_argnums=donate_argnums)
+        self._compiled = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._compile, args=(args,), daemon=True)
+        self._thread.start()
+
+    def _compile(self, args: tuple) -> None:
+        try:
+            self._compiled = self._jitted.lower(*args).compile()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def __call__(self, *args):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._compiled(*args)
+
+
+def _abstract(tree):
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+
+
 class Fitter:
     """Holds the compiled programs and the train state of one `fit`."""
 
@@ -195,34 +244,49 @@ class Fitter:
         self.x, self.y = jnp.asarray(x), jnp.asarray(y)
         self.val = tuple(jnp.asarray(a) for a in val) if val is not None else None
         self.batch_size = batch_size
-        self.train_epoch = make_train_epoch(model, obj, self.optimizer, len(x), batch_size,
-                                            shuffle)
-        self.eval_val = make_eval(model, obj, len(val[0]), batch_size) if val else None
-        self.shuffle_key = named_key(seed, "shuffle")
-        self.dropout_key = named_key(seed, "dropout")
+        self.seed_array = np.int32(seed)
+        self.traces: dict[str, int] = {}
+        self._init = jax.jit(self._init_fn)
+        self._start_compiles(len(x), shuffle)
         self.epoch = 0  # epochs completed
         self.epoch_seconds: list[float] = []  # epochs after the first
         self.first_epoch_seconds: float | None = None  # compile included
 
+    def _init_fn(self, seed):
+        params, state = self.model.init(named_key(seed, "init"))
+        return TrainState(params, state, self.optimizer.init(params))
+
+    def _start_compiles(self, n: int, shuffle: bool) -> None:
+        scalar = jax.ShapeDtypeStruct((), jnp.int32)
+        order = jax.ShapeDtypeStruct((n,), jnp.int32)
+        ts = jax.eval_shape(self._init_fn, self.seed_array)
+        epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
+                                    self.traces)
+        self.train_epoch = BackgroundCompile(
+            epoch_fn, (ts, _abstract(self.x), _abstract(self.y), order, scalar, scalar),
+            donate_argnums=(0,))
+        self.shuffle = shuffle
+        self.fixed_order = np.arange(n, dtype=np.int32)
+        self.eval_val = None
+        if self.val is not None:
+            self.eval_val = BackgroundCompile(
+                make_eval(self.model, self.obj, len(self.val[0]), self.batch_size),
+                (ts.params, ts.state, *_abstract(self.val)))
+
     def initial_state(self) -> TrainState:
         """Initial weights and optimizer state, built by one compiled program."""
-
-        def init(key):
-            params, state = self.model.init(key)
-            return TrainState(params, state, self.optimizer.init(params))
-
-        return jax.jit(init)(named_key(self.seed, "init"))
+        return self._init(self.seed_array)
 
     def learning_rate(self, ts: TrainState) -> float:
         return float(current_learning_rate(ts.opt_state))
 
     def run_epoch(self, ts: TrainState) -> tuple[TrainState, EpochResult]:
         """Train one epoch, then evaluate the validation data; returns the new state."""
-        e = self.epoch
+        e = np.int32(self.epoch)
         start = time.perf_counter()
-        ts, sums = self.train_epoch(ts, self.x, self.y,
-                                    jax.random.fold_in(self.shuffle_key, e),
-                                    jax.random.fold_in(self.dropout_key, e))
+        order = epoch_order(self.seed, self.epoch, len(self.x)) if self.shuffle \
+            else self.fixed_order
+        ts, sums = self.train_epoch(ts, self.x, self.y, order, self.seed_array, e)
         logs = finalize(self.obj, sums)
         if self.eval_val is not None:
             vsums = self.eval_val(ts.params, ts.state, *self.val)

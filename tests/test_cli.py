@@ -131,8 +131,9 @@ def test_predict_refuses_unknown_output_type_before_work(runner, tmp_path):
 
 def test_divergence_exits_4_and_keeps_a_loadable_checkpoint(runner, tmp_path):
     config = write(tmp_path, (ROOT / "configs" / "regression.yaml").read_text())
-    result = nnrun(runner, tmp_path, "train", config, "--set", "fit.epochs=30", "--set",
-                   "compile.optimizer={name: sgd, learning_rate: 0.3, momentum: 0.9}")
+    result = nnrun(runner, tmp_path, "train", config, "--set", "fit.epochs=30",
+                   "--set", "fit.shuffle=false",
+                   "--set", "compile.optimizer={name: sgd, learning_rate: 0.2, momentum: 0.9}")
     assert result.exit_code == 4, result.output
     run = Path(result.output.strip().splitlines()[-1])
     info = json.loads((run / "run.json").read_text())
