@@ -226,12 +226,17 @@ class _Checkpointer:
 
     def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
         import jax
+        import jax.numpy as jnp
 
         value = logs.get(self.monitor, np.inf)
+        write_now = final or time.monotonic() - self.last_write >= CHECKPOINT_SECONDS
         if np.isfinite(value) and value < self.best_value:
             self.best_value = value
-            self.best = (jax.device_get(ts), epoch, value)
-        if final or time.monotonic() - self.last_write >= CHECKPOINT_SECONDS:
+            # Written now, or kept as a device copy: the next epoch donates `ts`'s buffers.
+            kept = ts if write_now else jax.tree_util.tree_map(
+                lambda a: jnp.array(a, copy=True), ts)
+            self.best = (kept, epoch, value)
+        if write_now:
             self.flush(ts, epoch)
 
     def flush(self, ts, epoch: int) -> None:
@@ -291,8 +296,12 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
             ts = _fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result)
     except KeyboardInterrupt:
         result.status, result.stop_reason, result.exit_code = "interrupted", "aborted", 130
+    except BaseException as exc:
+        result.status, result.stop_reason = "failed", f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         reporter.close()
+        log.close()
         _finish_run(run, info, fitter, result)
     return result
 

@@ -85,7 +85,7 @@ def _as_features(arr: np.ndarray, dtype: str, what: str, path: pathlib.Path) -> 
                 f"{what} has non-integer values but dtype int32 was asked", where=str(path)
             )
         return arr.astype(np.int32)
-    out = arr.astype(np.float32)
+    out = arr.astype(np.float32, copy=False)
     _check_finite(out, what, path)
     return out
 
@@ -98,7 +98,7 @@ def _as_targets(arr: np.ndarray, what: str, path: pathlib.Path) -> np.ndarray:
         raise DataError(f"{what} is empty", where=str(path))
     if np.issubdtype(arr.dtype, np.integer):
         return arr.astype(np.int32)
-    out = arr.astype(np.float32)
+    out = arr.astype(np.float32, copy=False)
     _check_finite(out, what, path)
     return out
 

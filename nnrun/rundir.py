@@ -7,7 +7,6 @@ when the name is taken); runs/latest is a relative symlink to the newest run.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -89,22 +88,23 @@ class MetricsLog:
 
     def __init__(self, run: Path, keys: list[str]):
         self.keys = ["epoch", *keys, "lr"]
-        self.csv_path, self.jsonl_path = run / "metrics.csv", run / "metrics.jsonl"
-        with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow(self.keys)
-        self.jsonl_path.write_text("", encoding="utf-8")
+        self._csv = open(run / "metrics.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._jsonl = open(run / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.writer(self._csv)
+        self._writer.writerow(self.keys)
+        self._csv.flush()
 
     def append(self, epoch: int, logs: dict[str, float], lr: float, seconds: float) -> None:
         row = {"epoch": epoch, **logs, "lr": lr}
-        buf = io.StringIO()
-        csv.writer(buf).writerow([_fmt(row.get(k)) for k in self.keys])
-        for path, text in ((self.csv_path, buf.getvalue()),
-                           (self.jsonl_path, json.dumps(
-                               {k: _json_safe(v) for k, v in {**row, "seconds": seconds}.items()})
-                            + "\n")):
-            with open(path, "a", encoding="utf-8", newline="") as f:
-                f.write(text)
-                f.flush()
+        self._writer.writerow([_fmt(row.get(k)) for k in self.keys])
+        self._csv.flush()
+        record = {k: _json_safe(v) for k, v in {**row, "seconds": seconds}.items()}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        self._csv.close()
+        self._jsonl.close()
 
 
 def _fmt(value: Any) -> str:
