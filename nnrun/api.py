@@ -319,9 +319,9 @@ def _fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result):
             result.status, result.exit_code = "diverged", 4
             result.stop_reason = f"non-finite loss or metric at epoch {res.epoch}"
             return ts
-        last = res.epoch == spec.fit.epochs or stop.requested is not None
-        checkpointer.epoch_end(ts, res.epoch, res.logs, final=last)
+        checkpointer.epoch_end(ts, res.epoch, res.logs, final=res.epoch == spec.fit.epochs)
         if stop.requested:
+            checkpointer.flush(ts, res.epoch)
             result.status, result.exit_code = "interrupted", 130
             result.stop_reason = f"{stop.requested} after epoch {res.epoch}"
             return ts

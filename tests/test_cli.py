@@ -140,3 +140,28 @@ def test_divergence_exits_4_and_keeps_a_loadable_checkpoint(runner, tmp_path):
     assert info["status"] == "diverged" and "non-finite" in info["stop_reason"]
     assert info["epochs_completed"] == 2   # epoch 1 was finite, epoch 2 was not
     assert nnrun(runner, tmp_path, "evaluate", str(run), "--json").exit_code == 0
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnrun.cli", "train", MLP, "--set", "fit.epochs=100000",
+         "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**__import__("os").environ, "NNRUN_NO_COMPILE_CACHE": "1"})
+    for line in proc.stdout:           # wait until training is under way
+        if line.startswith("Epoch 3/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    run = next((tmp_path / "runs").glob("xor-mlp-*"))
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "interrupted" and "SIGINT" in info["stop_reason"]
+    import h5py
+    with h5py.File(run / "checkpoints" / "last.h5") as f:
+        assert f.attrs["epoch"] == info["epochs_completed"] >= 3
