@@ -67,7 +67,13 @@ def _file_record(path: pathlib.Path) -> dict:
 
 
 def _check_finite(arr: np.ndarray, what: str, path: pathlib.Path) -> None:
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    # A float64 sum is non-finite if any value is (or, rarely, if it overflows): a fast
+    # screen that allocates nothing; the element-wise check runs only to locate the value.
+    if np.isfinite(np.sum(arr, dtype=np.float64)):
+        return
+    if not np.isfinite(arr).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise DataError(f"{what} contains NaN or inf (first at index {index})", where=str(path))
 
