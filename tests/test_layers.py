@@ -102,3 +102,18 @@ def test_unknown_activation_is_a_located_config_error():
         {"Dense": {"units": 2, "activation": "rleu"}}]}, "compile": {"loss": "mse"}})
     with pytest.raises(ConfigError, match="did you mean 'relu'"):
         build_model(spec.model)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.999])
+def test_keep_mask_statistics(keep):
+    from nnrun.layers.core import keep_mask
+
+    a = np.asarray(keep_mask(jax.random.key(0), (500, 401), keep))   # odd size: 200,500 draws
+    b = np.asarray(keep_mask(jax.random.key(1), (500, 401), keep))
+    n = a.size
+    sd = np.sqrt(keep * (1 - keep) / n)
+    assert abs(a.mean() - keep) < 5 * sd + 1e-5
+    assert abs((a == b).mean() - (keep ** 2 + (1 - keep) ** 2)) < 5 * sd + 1e-5  # independent keys
+    flat = a.ravel().astype(float)
+    if 0 < flat.mean() < 1:
+        assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02   # no structure between neighbours
