@@ -246,7 +246,8 @@ class Fitter:
         self.batch_size = batch_size
         self.seed_array = np.int32(seed)
         self.traces: dict[str, int] = {}
-        self._init = jax.jit(self._init_fn)
+        scalar = jax.ShapeDtypeStruct((), jnp.int32)
+        self._init = BackgroundCompile(self._init_fn, (scalar,))
         self._start_compiles(len(x), shuffle)
         self.epoch = 0  # epochs completed
         self.epoch_seconds: list[float] = []  # epochs after the first
