@@ -1,0 +1,475 @@
+"""nnrun vs Keras 3 (JAX backend): training throughput and first-epoch time, in one process.
+
+    python benchmarks/bench.py [--only small|mlp] [--quick] [--epochs-mlp N] [--repeat N]
+
+Workloads (DESIGN.md section 6; the targets are nnrun >= 10x Keras on "small",
+>= 1.1x Keras on "mlp", first epoch no slower than Keras):
+
+  small  the founding notes' network: 1,000 xor samples of 2 features, Dense 5 relu,
+         Dense 1 sigmoid, SGD(lr 0.01), mse, batch 10, 100 epochs, no validation.
+  mlp    MNIST-sized MLP: 60,000 x 784 random float32, 10 classes (sparse int labels),
+         Dense 512 relu, Dropout 0.2, Dense 512 relu, Dropout 0.2, Dense 10 softmax,
+         Adam, sparse_categorical_crossentropy, batch 128, 3 epochs (2 with --quick).
+
+For each workload it times, in this order:
+  nnrun train()   the full `nnrun.api.train` path: data load, model build, run directory,
+                  metrics log and checkpoint writes (the headline number);
+  nnrun Fitter    only the in-process epoch loop (`Fitter.run_epoch`, synchronous);
+  Keras fit       `model.fit(..., verbose=0, shuffle=True)`.
+samples/s is steady state: epochs after the first, from the end of epoch 1 to the
+end of the last epoch; "CPU s/epoch" is the process CPU time per steady epoch (less
+disturbed by other processes). "first epoch" is wall time from the call that starts
+training (train() / Fitter construction / keras.Sequential) to the end of epoch 1,
+weight init and compile included (NNRUN_NO_COMPILE_CACHE=1, the persistent JAX cache
+off, jax.clear_caches() before every runner: every program is new). Imports and a
+trivial JAX op run before any timing. With --repeat N (default 2) each runner runs N
+times and the best of each column is kept. Results and how to read them:
+benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ["NNRUN_NO_COMPILE_CACHE"] = "1"
+
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+@dataclass
+class Timing:
+    """Epoch-end timestamps relative to the start of the training call."""
+
+    name: str
+    samples: int  # per epoch
+    ends: list[float] = field(default_factory=list)
+    cpu_ends: list[float] = field(default_factory=list)  # process CPU seconds, all threads
+    total: float = 0.0  # the whole call, setup and teardown included
+    note: str = ""
+
+    def mark(self, start: float, cpu_start: float) -> None:
+        self.ends.append(time.perf_counter() - start)
+        self.cpu_ends.append(time.process_time() - cpu_start)
+
+    @property
+    def first_epoch(self) -> float:
+        return self.ends[0]
+
+    @property
+    def steady_epoch(self) -> float:
+        if len(self.ends) < 2:
+            return float("nan")
+        return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.steady_epoch
+
+    @property
+    def steady_cpu(self) -> float:
+        """CPU seconds per steady epoch: less sensitive than wall time to other processes."""
+        if len(self.cpu_ends) < 2:
+            return float("nan")
+        return (self.cpu_ends[-1] - self.cpu_ends[0]) / (len(self.cpu_ends) - 1)
+
+
+# ---------------------------------------------------------------- workloads
+
+
+@dataclass
+class Workload:
+    key: str
+    title: str
+    x: np.ndarray
+    y: np.ndarray
+    cfg: dict  # the nnrun config, with data.train filled in
+    keras_layers: list  # callables building the Keras layers
+    keras_optimizer: object
+    keras_loss: str
+    batch_size: int
+    epochs: int
+
+
+def small_workload(workdir: Path) -> Workload:
+    from nnrun import data as data_mod
+
+    x, y = data_mod.generate("xor", 1000, 0)
+    cfg = {
+        "name": "bench-small",
+        "seed": 0,
+        "data": {"train": {"builtin": "xor", "samples": 1000}},
+        "model": {
+            "input_shape": [2],
+            "layers": [
+                {"Dense": {"units": 5, "activation": "relu"}},
+                {"Dense": {"units": 1, "activation": "sigmoid"}},
+            ],
+        },
+        "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.01}, "loss": "mse"},
+        "fit": {"batch_size": 10, "epochs": 100, "shuffle": True},
+    }
+
+    def layers(keras):
+        return [
+            keras.Input((2,)),
+            keras.layers.Dense(5, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+
+    return Workload(
+        "small",
+        "small: 2-5-1, SGD, batch 10, 1,000 samples",
+        x,
+        y,
+        cfg,
+        layers,
+        lambda keras: keras.optimizers.SGD(learning_rate=0.01),
+        "mse",
+        10,
+        100,
+    )
+
+
+def mlp_workload(workdir: Path, epochs: int) -> Workload:
+    rng = np.random.default_rng(0)
+    x = rng.random((60_000, 784), dtype=np.float32)
+    y = rng.integers(0, 10, size=(60_000,)).astype(np.int32)
+    path = workdir / "mlp.npz"
+    np.savez(path, x=x, y=y)
+    cfg = {
+        "name": "bench-mlp",
+        "seed": 0,
+        "data": {"train": {"path": str(path), "x": "x", "y": "y"}},
+        "model": {
+            "input_shape": [784],
+            "layers": [
+                {"Dense": {"units": 512, "activation": "relu"}},
+                {"Dropout": {"rate": 0.2}},
+                {"Dense": {"units": 512, "activation": "relu"}},
+                {"Dropout": {"rate": 0.2}},
+                {"Dense": {"units": 10, "activation": "softmax"}},
+            ],
+        },
+        "compile": {"optimizer": {"name": "adam"}, "loss": "sparse_categorical_crossentropy"},
+        "fit": {"batch_size": 128, "epochs": epochs, "shuffle": True},
+    }
+
+    def layers(keras):
+        return [
+            keras.Input((784,)),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+
+    return Workload(
+        "mlp",
+        f"mlp: 784-512-512-10, Adam, batch 128, 60,000 samples, {epochs} epochs",
+        x,
+        y,
+        cfg,
+        layers,
+        lambda keras: keras.optimizers.Adam(),
+        "sparse_categorical_crossentropy",
+        128,
+        epochs,
+    )
+
+
+# ---------------------------------------------------------------- runners
+
+
+def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
+    """The full `nnrun.api.train` path; epoch ends are taken after each checkpointer call."""
+    from nnrun import api
+    from nnrun.spec import spec_from_dict
+
+    spec = spec_from_dict(w.cfg)
+    t = Timing("nnrun train()", len(w.x))
+    original, original_load = api._Checkpointer.epoch_end, api.load_data
+    start = cpu_start = 0.0
+    load_seconds = []
+
+    def epoch_end(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        t.mark(start, cpu_start)
+
+    def load_data(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return original_load(*args, **kwargs)
+        finally:
+            load_seconds.append(time.perf_counter() - began)
+
+    runs = workdir / f"runs-{w.key}"
+    api._Checkpointer.epoch_end, api.load_data = epoch_end, load_data
+    try:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = api.train(spec, runs_root=runs, quiet=True)
+        t.total = time.perf_counter() - start
+    finally:
+        api._Checkpointer.epoch_end, api.load_data = original, original_load
+    if result.status != "finished":
+        raise RuntimeError(f"nnrun train: {result.status} ({result.stop_reason})")
+    t.note = (
+        f"loss {result.history['loss'][-1]:.4f}; first epoch includes data load "
+        f"{sum(load_seconds):.2f}s"
+    )
+    shutil.rmtree(runs, ignore_errors=True)
+    return t
+
+
+def time_nnrun_fitter(w: Workload) -> Timing:
+    """Only the epoch loop: Fitter construction (device transfer), init, run_epoch per epoch."""
+    from nnrun import api
+    from nnrun.spec import spec_from_dict
+    from nnrun.trainer import Fitter
+
+    spec = spec_from_dict(w.cfg)
+    splits = api.load_data(spec)
+    model = api.build(spec, splits.train.x.shape[1:])
+    obj = api.objective_for(spec, model, splits.train.y)
+    t = Timing("nnrun Fitter", len(splits.train.x))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    fitter = Fitter(
+        model,
+        obj,
+        spec.compile.optimizer,
+        seed=spec.seed,
+        batch_size=spec.fit.batch_size,
+        shuffle=spec.fit.shuffle,
+        x=splits.train.x,
+        y=splits.train.y,
+    )
+    ts = fitter.initial_state()
+    for _ in range(spec.fit.epochs):
+        ts, res = fitter.run_epoch(ts)  # returns after the epoch's metrics were read back
+        t.mark(start, cpu_start)
+    t.total = time.perf_counter() - start
+    t.note = f"loss {res.logs['loss']:.4f}"
+    return t
+
+
+def time_keras(w: Workload) -> Timing:
+    """Sequential construction (weight init), compile() and fit(); the clock starts before
+    the model is built, as nnrun's includes its model build and weight init."""
+    import keras
+
+    t = Timing("Keras fit", len(w.x))
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            t.mark(start, cpu_start)
+
+    keras.utils.set_random_seed(0)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model = keras.Sequential(w.keras_layers(keras))
+    model.compile(optimizer=w.keras_optimizer(keras), loss=w.keras_loss)
+    hist = model.fit(
+        w.x,
+        w.y,
+        batch_size=w.batch_size,
+        epochs=w.epochs,
+        verbose=0,
+        shuffle=True,
+        callbacks=[EpochTimes()],
+    )
+    t.total = time.perf_counter() - start
+    t.note = f"loss {hist.history['loss'][-1]:.4f}"
+    return t
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def machine_info() -> list[str]:
+    import jax
+    import keras
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
+    return [
+        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"- host: {platform.machine()} {platform.processor() or ''} "
+        f"{_cpu_model()}; os.cpu_count()={os.cpu_count()}; "
+        f"affinity={len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}",
+        f"- load average (1/5/15 min) at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"- python {platform.python_version()}, numpy {np.__version__}, jax {jax.__version__}, "
+        f"jaxlib {_version('jaxlib')}, keras {keras.__version__} "
+        f"(backend {keras.backend.backend()}), nnrun {_version('nnrun')}",
+        f"- devices: {jax.devices()}",
+    ]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "(" + line.split(":", 1)[1].strip() + ")"
+    except OSError:
+        pass
+    return ""
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _best(a: Timing, b: Timing) -> Timing:
+    """The run with the faster steady state, given the faster first epoch of the two
+    (its epoch ends shift; its total stays that of its own run)."""
+    fast = a if a.samples_per_s >= b.samples_per_s else b
+    other = b if fast is a else a
+    if other.first_epoch < fast.first_epoch:
+        shift = fast.ends[0] - other.first_epoch
+        fast.ends = [e - shift for e in fast.ends]
+    if other.steady_cpu < fast.steady_cpu:
+        fast.cpu_ends, other.cpu_ends = other.cpu_ends, fast.cpu_ends
+    return fast
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms" if seconds < 0.1 else f"{seconds:.2f}"
+
+
+def table(rows: list[tuple[Workload, list[Timing]]]) -> str:
+    lines = [
+        "| workload | runner | samples/s (steady) | vs Keras | CPU s/epoch | vs Keras (CPU) "
+        "| first epoch (s) | vs Keras | total (s) | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for w, timings in rows:
+        keras_t = next(t for t in timings if t.name.startswith("Keras"))
+        for t in timings:
+            ratio = t.samples_per_s / keras_t.samples_per_s
+            first = keras_t.first_epoch / t.first_epoch  # > 1: faster than Keras
+            cpu = keras_t.steady_cpu / t.steady_cpu
+            lines.append(
+                f"| {w.key} | {t.name} | {t.samples_per_s:,.0f} | {ratio:.2f}x "
+                f"| {_fmt_s(t.steady_cpu)} | {cpu:.2f}x "
+                f"| {t.first_epoch:.2f} | {first:.2f}x | {t.total:.2f} | {t.note} |"
+            )
+    return "\n".join(lines)
+
+
+def targets(rows: list[tuple[Workload, list[Timing]]]) -> list[str]:
+    want = {"small": 10.0, "mlp": 1.1}
+    out = []
+    for w, timings in rows:
+        keras_t = next(t for t in timings if t.name.startswith("Keras"))
+        head = timings[0]
+        ratio = head.samples_per_s / keras_t.samples_per_s
+        ok_speed = ratio >= want[w.key]
+        ok_first = head.first_epoch <= keras_t.first_epoch
+        out.append(
+            f"- {w.key}: throughput {ratio:.2f}x Keras (target >= {want[w.key]}x): "
+            f"{'met' if ok_speed else 'MISSED'}; first epoch {head.first_epoch:.2f}s "
+            f"vs Keras {keras_t.first_epoch:.2f}s: {'met' if ok_first else 'MISSED'}"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=("small", "mlp"))
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer MLP epochs (2) for a fast check"
+    )
+    parser.add_argument("--epochs-mlp", type=int, default=None)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="run each runner N times (each cold) and keep the best "
+        "steady-state and the best first-epoch time (default 2, "
+        "1 with --quick)",
+    )
+    args = parser.parse_args(argv)
+
+    # Import everything and initialise the JAX backend before any timing.
+    import jax
+    import jax.numpy as jnp
+    import keras  # noqa: F401
+
+    import nnrun.api  # noqa: F401
+    import nnrun.checkpoint  # noqa: F401
+    import nnrun.report  # noqa: F401
+    import nnrun.trainer  # noqa: F401
+
+    # No persistent compilation cache for anyone: first epochs include a real compile.
+    jax.config.update("jax_enable_compilation_cache", False)
+    jnp.ones(4).block_until_ready()
+
+    print("## Machine\n")
+    print("\n".join(machine_info()))
+    print(f"- command: python {' '.join([sys.argv[0], *(argv or sys.argv[1:])])}\n", flush=True)
+
+    mlp_epochs = args.epochs_mlp or (2 if args.quick else 3)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nnrun-bench-") as tmp:
+        workdir = Path(tmp)
+        builders = {
+            "small": lambda: small_workload(workdir),
+            "mlp": lambda: mlp_workload(workdir, mlp_epochs),
+        }
+        for key in ("small", "mlp"):
+            if args.only and args.only != key:
+                continue
+            w = builders[key]()
+            print(
+                f"running {w.title} (load average {os.getloadavg()[0]:.2f}) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            runners = (
+                (time_nnrun_train, (w, workdir)),
+                (time_nnrun_fitter, (w,)),
+                (time_keras, (w,)),
+            )
+            best: list[Timing | None] = [None] * len(runners)
+            for rep in range(args.repeat):
+                for i, (runner, runner_args) in enumerate(runners):
+                    jax.clear_caches()  # every runner starts cold: no program compiled before
+                    t = runner(*runner_args)
+                    print(
+                        f"  [{rep + 1}/{args.repeat}] {t.name}: {t.samples_per_s:,.0f} "
+                        f"samples/s, first epoch {t.first_epoch:.2f}s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    best[i] = t if best[i] is None else _best(best[i], t)
+            rows.append((w, best))
+
+    print("## Results\n")
+    print(table(rows))
+    load = os.getloadavg()
+    print(
+        f"\nload average (1/5/15 min) at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. "
+        "samples/s and first epoch: best of the repeats (wall clock); CPU s/epoch: "
+        "process CPU time (all threads) per steady epoch, best of the repeats.\n"
+    )
+    print("## Targets (headline: nnrun train())\n")
+    print("\n".join(targets(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
