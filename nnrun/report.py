@@ -11,7 +11,14 @@ from typing import Any, TextIO
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from nnrun.model import Model, format_shape
@@ -68,26 +75,28 @@ def format_logs(logs: dict[str, float]) -> str:
 class EpochReporter:
     """Per-epoch output: a rich progress bar on a terminal, plain lines otherwise."""
 
-    def __init__(self, epochs: int, stream: TextIO, *, quiet: bool = False):
+    def __init__(self, epochs: int, stream: TextIO, *, quiet: bool = False,
+                 force_terminal: bool | None = None):
         self.epochs, self.stream, self.quiet = epochs, stream, quiet
-        self.console = Console(file=stream)
+        self.console = Console(file=stream, force_terminal=force_terminal)
         self.progress: Progress | None = None
         if not quiet and self.console.is_terminal:
-            self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
-                                     TextColumn("{task.description}"), TimeElapsedColumn(),
-                                     console=self.console)
-            self.task = self.progress.add_task("", total=epochs)
+            self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(),
+                                     BarColumn(bar_width=30), TimeElapsedColumn(),
+                                     TextColumn("eta"), TimeRemainingColumn(),
+                                     console=self.console, transient=False)
+            self.task = self.progress.add_task("train", total=epochs)
             self.progress.start()
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         if self.quiet:
             return
-        text = format_logs(logs)
-        if self.progress is not None:
-            self.progress.update(self.task, completed=epoch, description=text)
+        line = f"Epoch {epoch}/{self.epochs} - {seconds:.3f}s - {format_logs(logs)}"
+        if self.progress is not None:  # the epoch's line above a bar of the whole run
+            self.progress.console.print(line, highlight=False, soft_wrap=True)
+            self.progress.update(self.task, completed=epoch)
         else:
-            print(f"Epoch {epoch}/{self.epochs} - {seconds:.3f}s - {text}", file=self.stream,
-                  flush=True)
+            print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.progress is not None:

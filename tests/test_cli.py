@@ -48,6 +48,12 @@ def test_train_writes_the_run_directory(runner, tmp_path):
     arch = json.loads((run / "model.json").read_text())
     assert [next(iter(layer)) for layer in arch["model"]["layers"]] == [
         "Dense", "Activation", "Dense", "Activation"]
+    for saved in ("model.json", "model.yaml"):   # the architecture loads as a config's model:
+        config = tmp_path / f"from_{saved}.yaml"
+        config.write_text(f"model: {run / saved}\ncompile: {{loss: mse}}\n")
+        result = nnrun(runner, tmp_path, "summary", str(config))
+        assert result.exit_code == 0, result.output
+        assert "Total params: 21 (84.00 B)" in result.output
 
 
 def test_two_identical_runs_are_identical(runner, tmp_path):
