@@ -116,4 +116,4 @@ def test_keep_mask_statistics(keep):
     assert abs((a == b).mean() - (keep ** 2 + (1 - keep) ** 2)) < 5 * sd + 1e-5  # independent keys
     flat = a.ravel().astype(float)
     if 0 < flat.mean() < 1:
-        assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02   # no structure between neighbours
+        assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02  # neighbours unrelated
