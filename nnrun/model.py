@@ -38,42 +38,39 @@ class Model:
         self.input_shape = input_shape
         self.input_dtype = jnp.int32 if spec.input_dtype == "int32" else jnp.float32
         self._where = where
-        self.infos = self._infer_shapes()
+        self.infos: list[LayerInfo] = []
+        # One abstract trace of init gives every layer's output shape and the params'
+        # shapes, and locates a layer that cannot take its input.
+        self._shapes = jax.eval_shape(lambda k: self._init(k, self.infos), jax.random.key(0))
         self.output_shape = self.infos[-1].output_shape if self.infos else input_shape
 
-    def _infer_shapes(self) -> list[LayerInfo]:
-        infos, shape = [], self.input_shape
-        key = jax.random.key(0)
-        for layer, lspec in zip(self.layers, self.spec.layers):
-            captured: dict = {}
+    def _init_layer(self, i: int, key: jax.Array, shape: Shape):
+        layer, lspec = self.layers[i], self.spec.layers[i]
+        try:
+            return layer.init(key, shape)
+        except NnrunError as exc:
+            raise ConfigError(exc.message, where=self._where(lspec.path)) from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cannot apply {lspec.type} to input shape "
+                              f"{format_shape(shape)}: {exc}",
+                              where=self._where(lspec.path)) from None
 
-            def init_params(k, layer=layer, s=shape, captured=captured):
-                params, state, captured["shape"] = layer.init(k, s)
-                return params, state
-
-            try:
-                jax.eval_shape(init_params, key)
-                out = captured["shape"]
-            except NnrunError as exc:
-                raise ConfigError(exc.message, where=self._where(lspec.path)) from None
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"cannot apply {lspec.type} to input shape "
-                                  f"{format_shape(shape)}: {exc}",
-                                  where=self._where(lspec.path)) from None
-            shape = tuple(out)
-            infos.append(LayerInfo(layer.name, lspec.type, shape))
-        return infos
-
-    def init(self, key: jax.Array) -> tuple[dict, dict]:
-        """Initial (params, state); layer i draws from fold_in(key, i)."""
+    def _init(self, key: jax.Array, infos: list[LayerInfo] | None = None) -> tuple[dict, dict]:
         params, state, shape = {}, {}, self.input_shape
         for i, layer in enumerate(self.layers):
-            p, s, shape = layer.init(jax.random.fold_in(key, i), shape)
+            p, s, shape = self._init_layer(i, jax.random.fold_in(key, i), shape)
+            shape = tuple(shape)
+            if infos is not None:
+                infos.append(LayerInfo(layer.name, self.spec.layers[i].type, shape))
             if p:
                 params[layer.name] = p
             if s:
                 state[layer.name] = s
         return params, state
+
+    def init(self, key: jax.Array) -> tuple[dict, dict]:
+        """Initial (params, state); layer i draws from fold_in(key, i)."""
+        return self._init(key)
 
     def apply(self, params: dict, state: dict, x: jax.Array, *, training: bool = False,
               key: jax.Array | None = None) -> tuple[jax.Array, dict]:
@@ -89,7 +86,7 @@ class Model:
 
     def param_shapes(self) -> tuple[Any, Any]:
         """(params, state) as ShapeDtypeStructs, without computing anything."""
-        return jax.eval_shape(self.init, jax.random.key(0))
+        return self._shapes
 
     def count_params(self) -> dict[str, int]:
         """Per layer name: number of trainable and non-trainable values."""
