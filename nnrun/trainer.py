@@ -239,6 +239,7 @@ class Fitter:
     def __init__(self, model: Model, obj: Objective, optimizer_id: Any, *, seed: int,
                  batch_size: int, shuffle: bool, x: np.ndarray, y: np.ndarray,
                  val: tuple[np.ndarray, np.ndarray] | None = None):
+        self.created = time.perf_counter()
         self.model, self.obj, self.seed = model, obj, seed
         self.optimizer = build_optimizer(optimizer_id)
         self.x, self.y = jnp.asarray(x), jnp.asarray(y)
@@ -251,7 +252,7 @@ class Fitter:
         self._start_compiles(len(x), shuffle)
         self.epoch = 0  # epochs completed
         self.epoch_seconds: list[float] = []  # epochs after the first
-        self.first_epoch_seconds: float | None = None  # compile included
+        self.first_epoch_seconds: float | None = None  # from construction: compiles included
 
     def _init_fn(self, seed):
         params, state = self.model.init(named_key(seed, "init"))
@@ -294,7 +295,7 @@ class Fitter:
             logs.update({f"val_{k}": v for k, v in finalize(self.obj, vsums).items()})
         seconds = time.perf_counter() - start
         if self.first_epoch_seconds is None:
-            self.first_epoch_seconds = seconds
+            self.first_epoch_seconds = time.perf_counter() - self.created
         else:
             self.epoch_seconds.append(seconds)
         self.epoch += 1
