@@ -43,13 +43,19 @@ def keras_twin(params):
     return k
 
 
-def test_epoch_with_partial_last_batch_equals_keras():
+@pytest.fixture
+def twins():
+    """nnrun and Keras on the same 25 rows, from the same initial weights."""
     spec = small_spec()
     splits = api.load_data(spec)
     x, y = splits.train.x, splits.train.y
     model, fitter = make_fitter(spec, x, y)
     ts = fitter.initial_state()
-    k = keras_twin(jax.device_get(ts.params))
+    return x, y, model, fitter, ts, keras_twin(jax.device_get(ts.params))
+
+
+def test_epoch_with_partial_last_batch_equals_keras(twins):
+    x, y, model, fitter, ts, k = twins
     history = k.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0).history
     for epoch in range(2):
         ts, res = fitter.run_epoch(ts)
@@ -61,13 +67,8 @@ def test_epoch_with_partial_last_batch_equals_keras():
         np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_evaluate_equals_keras_evaluate():
-    spec = small_spec()
-    splits = api.load_data(spec)
-    x, y = splits.train.x, splits.train.y
-    model, fitter = make_fitter(spec, x, y)
-    ts = fitter.initial_state()
-    k = keras_twin(jax.device_get(ts.params))
+def test_evaluate_equals_keras_evaluate(twins):
+    x, y, model, fitter, ts, k = twins
     loss, acc = k.evaluate(x, y, batch_size=10, verbose=0)
     logs = finalize(fitter.obj, jax.jit(make_eval(model, fitter.obj, len(x), 10))(
         ts.params, ts.state, x, y))
