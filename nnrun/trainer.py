@@ -1,9 +1,10 @@
 """The trainer: one jitted program per epoch (a `lax.scan` over on-device batches).
 
-Batches are gathered on the device from a permutation drawn there; the last
-partial batch is padded with row 0 and masked with weight 0, so every epoch has
-the same shapes and compiles once. Loss and metrics accumulate on the device
-as (weighted sum, count) pairs and are read once per epoch.
+Batches are gathered on the device, from the resident data, in an order drawn on
+the host from (seed, epoch); the last partial batch is padded with row 0 and
+masked with weight 0, so every epoch has the same shapes and compiles once. Loss
+and metrics accumulate on the device as (weighted sum, count) pairs and are read
+once per epoch. The programs of a fit compile side by side in background threads.
 """
 
 from __future__ import annotations

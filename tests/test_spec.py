@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from nnrun.errors import ConfigError
-from nnrun.spec import dump_yaml, load_spec, parse_override_path, spec_from_dict
+from nnrun.overrides import parse_override_path
+from nnrun.spec import dump_yaml, load_spec, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
