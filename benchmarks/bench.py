@@ -197,15 +197,15 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
     The modules `train()` imports lazily are imported before the clock starts, as
     `import keras` is for Keras.
     """
-    import nnrun.checkpoint  # noqa: F401
     import nnrun.report  # noqa: F401
     import nnrun.trainer  # noqa: F401
     from nnrun import api
+    from nnrun.checkpoint import Checkpointer
     from nnrun.spec import spec_from_dict
 
     spec = spec_from_dict(w.cfg)
     t = Timing("nnrun train()", len(w.x))
-    original, original_load = api._Checkpointer.epoch_end, api.load_data
+    original, original_load = Checkpointer.epoch_end, api.load_data
     start = cpu_start = 0.0
     load_seconds = []
 
@@ -221,13 +221,13 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
             load_seconds.append(time.perf_counter() - began)
 
     runs = workdir / f"runs-{w.key}"
-    api._Checkpointer.epoch_end, api.load_data = epoch_end, load_data
+    Checkpointer.epoch_end, api.load_data = epoch_end, load_data
     try:
         start, cpu_start = time.perf_counter(), time.process_time()
         result = api.train(spec, runs_root=runs, quiet=True)
         t.total = time.perf_counter() - start
     finally:
-        api._Checkpointer.epoch_end, api.load_data = original, original_load
+        Checkpointer.epoch_end, api.load_data = original, original_load
     if result.status != "finished":
         raise RuntimeError(f"nnrun train: {result.status} ({result.stop_reason})")
     t.note = (

@@ -20,9 +20,6 @@ from nnrun import rundir
 from nnrun.errors import ConfigError, DataError, DivergedError, NnrunError
 from nnrun.spec import Spec, dump_yaml, load_spec, model_to_dict
 
-CHECKPOINT_SECONDS = 1.0  # the most training a crash can cost (kill -9)
-
-
 # ---------------------------------------------------------------- targets
 
 def resolve_target(target: str | Path, overrides: tuple[str, ...] = (), *,
@@ -206,50 +203,6 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-class _Checkpointer:
-    """Keeps last.h5 and best.h5 current, writing at most every CHECKPOINT_SECONDS."""
-
-    def __init__(self, run: Path, spec: Spec, monitor: str):
-        self.run, self.monitor = run, monitor
-        self.config_text = dump_yaml(spec.resolved)
-        self.seed = spec.seed
-        self.best_value = np.inf
-        self.best: tuple | None = None  # (host TrainState, epoch, value) not yet written
-        self.last_write = time.monotonic()
-
-    def _write(self, name: str, ts, epoch: int, extra: dict | None = None) -> None:
-        from nnrun.checkpoint import save_checkpoint
-
-        attrs = {"epoch": epoch, "seed": self.seed, "config": self.config_text, **(extra or {})}
-        save_checkpoint(self.run / "checkpoints" / name, params=ts.params, state=ts.state,
-                        opt_state=ts.opt_state, attrs=attrs)
-
-    def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        value = logs.get(self.monitor, np.inf)
-        write_now = final or time.monotonic() - self.last_write >= CHECKPOINT_SECONDS
-        if np.isfinite(value) and value < self.best_value:
-            self.best_value = value
-            # Written now, or kept as a device copy: the next epoch donates `ts`'s buffers.
-            kept = ts if write_now else jax.tree_util.tree_map(
-                lambda a: jnp.array(a, copy=True), ts)
-            self.best = (kept, epoch, value)
-        if write_now:
-            self.flush(ts, epoch)
-
-    def flush(self, ts, epoch: int) -> None:
-        if ts is not None:
-            self._write("last.h5", ts, epoch)
-        if self.best is not None:
-            best_ts, best_epoch, value = self.best
-            self._write("best.h5", best_ts, best_epoch, {"monitor": self.monitor,
-                                                         "value": float(value)})
-            self.best = None
-        self.last_write = time.monotonic()
-
-
 def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Splits) -> tuple:
     from nnrun.report import summary_text
 
@@ -286,7 +239,10 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     run, info = _start_run(spec, model, runs_root, list(argv or sys.argv), splits)
     log = rundir.MetricsLog(run, [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val
                                                  else [])])
-    checkpointer = _Checkpointer(run, spec, "val_loss" if val else "loss")
+    from nnrun.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(run / "checkpoints", monitor="val_loss" if val else "loss",
+                                attrs={"seed": spec.seed, "config": dump_yaml(spec.resolved)})
     result = TrainResult(run)
     reporter = EpochReporter(spec.fit.epochs, stream, quiet=quiet)
     ts = fitter.initial_state()

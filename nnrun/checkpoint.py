@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import h5py
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nnrun import __version__
@@ -127,3 +129,47 @@ def load_checkpoint(path: Path, *, params: dict, state: dict,
     except (OSError, KeyError) as exc:
         raise CheckpointError(f"cannot read checkpoint: {exc}", where=str(path)) from None
     return p, s, o, attrs
+
+
+CHECKPOINT_SECONDS = 1.0  # the most training a crash (kill -9) can cost
+
+
+class Checkpointer:
+    """Keeps last.h5 and best.h5 of a run current, writing at most every CHECKPOINT_SECONDS.
+
+    The best state (lowest `monitor`) is written when found if a write is due, else
+    kept as a device copy until the next write: the next epoch donates the buffers.
+    """
+
+    def __init__(self, folder: Path, *, monitor: str, attrs: dict):
+        self.folder, self.monitor, self.attrs = Path(folder), monitor, attrs
+        self.best_value = np.inf
+        self.best: tuple | None = None  # (TrainState, epoch, value) not yet written
+        self.last_write = time.monotonic()
+
+    def _write(self, name: str, ts, epoch: int, extra: dict | None = None) -> None:
+        save_checkpoint(self.folder / name, params=ts.params, state=ts.state,
+                        opt_state=ts.opt_state, attrs={"epoch": epoch, **self.attrs,
+                                                       **(extra or {})})
+
+    def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
+        value = logs.get(self.monitor, np.inf)
+        write_now = final or time.monotonic() - self.last_write >= CHECKPOINT_SECONDS
+        if np.isfinite(value) and value < self.best_value:
+            self.best_value = value
+            kept = ts if write_now else jax.tree_util.tree_map(
+                lambda a: jnp.array(a, copy=True), ts)
+            self.best = (kept, epoch, value)
+        if write_now:
+            self.flush(ts, epoch)
+
+    def flush(self, ts, epoch: int) -> None:
+        """Write last.h5 from `ts` (unless None) and any best state not yet written."""
+        if ts is not None:
+            self._write("last.h5", ts, epoch)
+        if self.best is not None:
+            best_ts, best_epoch, value = self.best
+            self._write("best.h5", best_ts, best_epoch, {"monitor": self.monitor,
+                                                         "value": float(value)})
+            self.best = None
+        self.last_write = time.monotonic()
