@@ -194,11 +194,9 @@ def mlp_workload(workdir: Path, epochs: int) -> Workload:
 def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
     """The full `nnrun.api.train` path; epoch ends are taken after each checkpointer call.
 
-    The modules `train()` imports lazily are imported before the clock starts, as
-    `import keras` is for Keras.
+    (main() imports the modules `train()` imports lazily before any clock starts, as
+    `import keras` is for Keras.)
     """
-    import nnrun.report  # noqa: F401
-    import nnrun.trainer  # noqa: F401
     from nnrun import api
     from nnrun.checkpoint import Checkpointer
     from nnrun.spec import spec_from_dict
