@@ -95,6 +95,28 @@ def load_data(spec: Spec, *, need_train: bool = True) -> Splits:
 
 # ---------------------------------------------------------------- model
 
+def check_compile(spec: Spec) -> None:
+    """Resolve the optimizer and loss before any data is read: all problems, located."""
+    from nnrun import losses
+    from nnrun.optimizers import resolve_optimizer
+
+    problems: list[tuple[str | None, str]] = []
+    for key, resolve in (("optimizer", resolve_optimizer), ("loss", losses.get)):
+        identifier = getattr(spec.compile, key)
+        if key == "loss" and isinstance(identifier, str) and identifier.lower() in (
+                "crossentropy", "ce"):
+            continue  # resolved from the data's shapes, as Keras does
+        try:
+            resolve(identifier)
+        except ConfigError as exc:
+            for where, message in exc.problems:
+                inner = (where or "name",) if isinstance(identifier, dict) else ()
+                problems.append((spec.origins.where(("compile", key, *inner), key=True),
+                                 message))
+    if problems:
+        raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
+
+
 def build(spec: Spec, x_shape: tuple[int, ...] | None = None):
     """Build the model; the input shape comes from the spec or else the data."""
     from nnrun.model import build_model
@@ -226,6 +248,9 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     from nnrun.report import EpochReporter
     from nnrun.trainer import Fitter
 
+    check_compile(spec)
+    if spec.model.input_shape is not None:
+        build(spec)  # a config error in the model is reported before any data is read
     splits = load_data(spec)
     model = build(spec, splits.train.x.shape[1:])
     _check_features(model, splits.train.x, splits.train.source)

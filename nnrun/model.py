@@ -117,8 +117,9 @@ def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None
         cls = get_layer_class(lspec.type)
         try:
             layers.append(cls(lspec.name, **lspec.args))
-        except ConfigError as exc:
-            raise ConfigError(f"{lspec.type}: {exc.message}", where=where(lspec.path)) from None
+        except ConfigError as exc:  # exc.where names the argument, if any
+            path = lspec.arg_path(exc.where) if exc.where else lspec.path
+            raise ConfigError(exc.message, where=where(path)) from None
     return Model(spec, layers, tuple(shape), where)
 
 

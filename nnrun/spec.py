@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,12 @@ class LayerSpec:
     type: str
     name: str
     args: dict[str, Any]
-    path: PathT
+    path: PathT  # of the list item: ("model", "layers", i)
+    arg_paths: dict[str, PathT] = field(default_factory=dict)  # canonical arg -> as written
+
+    def arg_path(self, arg: str) -> PathT:
+        """The config path of an argument as the user wrote it (alias names included)."""
+        return self.arg_paths.get(arg, self.path)
 
 
 @dataclass(frozen=True)
@@ -398,7 +403,9 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
         n = counts.get(base, 0)
         counts[base] = n + 1
         name = base if n == 0 else f"{base}_{n}"
-    return LayerSpec(type=type_, name=name, args=args, path=path)
+    arg_paths = {canon: apath + (key,) for canon, (key, _) in given.items()}
+    return LayerSpec(type=type_, name=name, args=args, path=path,
+                     arg_paths=arg_paths)
 
 
 def _layer_input_shape(given, apath, problems) -> tuple[int, ...] | None:

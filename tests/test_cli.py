@@ -127,6 +127,25 @@ def test_config_error_names_file_and_line(runner, tmp_path):
     assert not (tmp_path / "runs").exists()   # nothing started
 
 
+def test_compile_and_layer_errors_are_located_before_data_is_read(runner, tmp_path):
+    path = write(tmp_path, "model:\n  layers:\n    - Dense: {units: 5, input_dim: 2}\n"
+                           "    - Dense: {units: 1, activation: sigmod}\n"
+                           "compile:\n  loss: mse\n"
+                           "  optimizer: {name: adam, bta_1: 0.9, clipnorm: 1, clipvalue: 2}\n"
+                           "data: {train: {path: missing.csv, target: y}}\n")
+    result = nnrun(runner, tmp_path, "train", path)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:7:27: compile.optimizer.bta_1: unknown parameter 'bta_1'" in result.output
+    assert "did you mean 'beta_1'" in result.output
+    assert f"{path}:7:52: compile.optimizer.clipvalue: only one of" in result.output
+    fixed = Path(path).read_text().replace("bta_1: 0.9, clipnorm: 1, clipvalue: 2", "amsgrad: true")
+    Path(path).write_text(fixed)
+    result = nnrun(runner, tmp_path, "train", path)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:4:37: model.layers[1].Dense.activation: unknown activation 'sigmod' " \
+           "(did you mean 'sigmoid'" in result.output
+
+
 def test_predict_refuses_unknown_output_type_before_work(runner, tmp_path):
     run = train_mlp(runner, tmp_path, 1)
     np.save(tmp_path / "x.npy", np.zeros((2, 2), np.float32))

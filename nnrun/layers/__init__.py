@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 
+from nnrun.errors import ConfigError
 from nnrun.registry import Registry
 
 LAYER_TYPES = Registry("layer type")
@@ -26,6 +28,13 @@ class Layer:
     def __init__(self, name: str, **args: Any):
         self.name = name
         self.args = args
+
+    def resolve(self, arg: str, getter: Callable[[Any], Any], default: Any = None) -> Any:
+        """`getter(self.args[arg])` (a registry lookup); a ConfigError names the argument."""
+        try:
+            return getter(self.args.get(arg, default))
+        except ConfigError as exc:
+            raise ConfigError(exc.message, where=arg) from None
 
     def init(self, key: jax.Array, input_shape: Shape) -> tuple[dict, dict, Shape]:
         return {}, {}, self.output_shape(input_shape)

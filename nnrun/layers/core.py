@@ -17,9 +17,9 @@ class Dense(Layer):
 
     def __init__(self, name: str, **args):
         super().__init__(name, **args)
-        self.activation = activations.get(args.get("activation"))
-        self.kernel_init = initializers.get(args.get("kernel_initializer", "glorot_uniform"))
-        self.bias_init = initializers.get(args.get("bias_initializer", "zeros"))
+        self.activation = self.resolve("activation", activations.get)
+        self.kernel_init = self.resolve("kernel_initializer", initializers.get, "glorot_uniform")
+        self.bias_init = self.resolve("bias_initializer", initializers.get, "zeros")
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (*input_shape[:-1], self.args["units"])
@@ -45,7 +45,7 @@ class Activation(Layer):
 
     def __init__(self, name: str, **args):
         super().__init__(name, **args)
-        self.fn = activations.get(args["activation"])
+        self.fn = self.resolve("activation", activations.get)
 
     def apply(self, params, state, x, *, training, key):
         return self.fn(x), state
