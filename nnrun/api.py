@@ -249,10 +249,10 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     from nnrun.trainer import Fitter
 
     check_compile(spec)
-    if spec.model.input_shape is not None:
-        build(spec)  # a config error in the model is reported before any data is read
+    # With an input shape in the config, model errors show before any data is read.
+    model = build(spec) if spec.model.input_shape is not None else None
     splits = load_data(spec)
-    model = build(spec, splits.train.x.shape[1:])
+    model = model or build(spec, splits.train.x.shape[1:])
     _check_features(model, splits.train.x, splits.train.source)
     obj = objective_for(spec, model, splits.train.y)
     val = (splits.validation.x, splits.validation.y) if splits.validation else None

@@ -116,19 +116,19 @@ def _fmt(value: Any) -> str:
 
 
 def git_info(cwd: Path) -> dict:
-    """The git commit and dirty flag of the working directory, if it is a checkout."""
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                                 timeout=5)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
+    """The git commit and dirty flag (tracked files) of the working directory, in one call."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain=v2", "--branch",
+                              "--untracked-files=no"], cwd=cwd, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain"))}
+    if out.returncode != 0:
+        return {"commit": None, "dirty": None}
+    lines = out.stdout.splitlines()
+    oid = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
+    commit = oid if oid and oid != "(initial)" else None
+    return {"commit": commit, "dirty": any(not line.startswith("#") for line in lines)}
 
 
 def versions() -> dict:

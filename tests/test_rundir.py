@@ -1,0 +1,46 @@
+"""The run directory: fresh names, runs/latest, metrics logs, git provenance."""
+
+import json
+import subprocess
+
+from nnrun.rundir import MetricsLog, create_run_dir, git_info, latest_run_of
+
+
+def test_run_dirs_are_never_reused_and_latest_follows(tmp_path):
+    a = create_run_dir(tmp_path, "exp")
+    b = create_run_dir(tmp_path, "exp")
+    assert a != b and a.name.startswith("exp-") and (a / "checkpoints").is_dir()
+    assert (tmp_path / "latest").resolve() == b.resolve()
+    (b / "config.yaml").write_text("name: exp\n")
+    assert latest_run_of(tmp_path, "exp") == b
+    assert latest_run_of(tmp_path, "other") is None
+
+
+def test_metrics_log_rows(tmp_path):
+    log = MetricsLog(tmp_path, ["loss", "accuracy"])
+    log.append(1, {"loss": 0.5, "accuracy": 0.25}, 0.01, 1.5)
+    log.append(2, {"loss": float("nan"), "accuracy": 0.5}, 0.01, 1.0)
+    log.close()
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == [
+        "epoch,loss,accuracy,lr", "1,0.5,0.25,0.01", "2,nan,0.5,0.01"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0] == {"epoch": 1, "loss": 0.5, "accuracy": 0.25, "lr": 0.01, "seconds": 1.5}
+    assert rows[1]["loss"] == "nan"   # JSON has no NaN
+
+
+def test_git_info(tmp_path):
+    assert git_info(tmp_path) == {"commit": None, "dirty": None}
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("commit", "-qm", "one")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True).stdout.strip()
+    assert git_info(tmp_path) == {"commit": head, "dirty": False}
+    (tmp_path / "a.txt").write_text("2")
+    assert git_info(tmp_path) == {"commit": head, "dirty": True}
