@@ -262,7 +262,8 @@ class Fitter:
     def _start_compiles(self, n: int, shuffle: bool) -> None:
         scalar = jax.ShapeDtypeStruct((), jnp.int32)
         order = jax.ShapeDtypeStruct((n,), jnp.int32)
-        ts = jax.eval_shape(self._init_fn, self.seed_array)
+        params, state = self.model.param_shapes()  # traced once, when the model was built
+        ts = TrainState(params, state, jax.eval_shape(self.optimizer.init, params))
         epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
                                     self.traces)
         self.train_epoch = BackgroundCompile(
