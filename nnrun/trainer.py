@@ -210,8 +210,10 @@ class BackgroundCompile:
     object waits for its compile, then runs the executable.
     """
 
-    def __init__(self, fn: Callable, args: tuple, donate_argnums: tuple = ()):
+    def __init__(self, fn: Callable, args: tuple, donate_argnums: tuple = (),
+                 compiler_options: dict | None = None):
         self._jitted = jax.jit(fn, donate_argnums=donate_argnums)
+        self._options = compiler_options
         self._compiled = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._compile, args=(args,), daemon=True)
@@ -219,7 +221,7 @@ class BackgroundCompile:
 
     def _compile(self, args: tuple) -> None:
         try:
-            self._compiled = self._jitted.lower(*args).compile()
+            self._compiled = self._jitted.lower(*args).compile(self._options)
         except BaseException as exc:  # re-raised in the caller's thread
             self._error = exc
 
@@ -249,7 +251,10 @@ class Fitter:
         self.seed_array = np.int32(seed)
         self.traces: dict[str, int] = {}
         scalar = jax.ShapeDtypeStruct((), jnp.int32)
-        self._init = BackgroundCompile(self._init_fn, (scalar,))
+        # The init program runs once: XLA's cheapest optimisation level compiles it
+        # faster (threefry is slow to optimise) and gives the same values.
+        self._init = BackgroundCompile(self._init_fn, (scalar,),
+                                       compiler_options={"xla_backend_optimization_level": 0})
         self._start_compiles(len(x), shuffle)
         self.epoch = 0  # epochs completed
         self.epoch_seconds: list[float] = []  # epochs after the first
