@@ -203,25 +203,26 @@ class EpochResult:
 
 
 class BackgroundCompile:
-    """`jax.jit(fn)` lowered and compiled in a thread for given argument shapes.
+    """`jax.jit(fn)` lowered now for given argument shapes and compiled in a thread.
 
-    XLA compiles without the GIL, so the programs of one fit compile side by side
-    (and beside the initial-state program) on a multi-core machine. Calling the
-    object waits for its compile, then runs the executable.
+    Lowering (tracing, Python) runs in the caller's thread; XLA's compile releases the
+    GIL, so the programs of one fit compile side by side on a multi-core machine
+    while the caller goes on (writing the run directory). Calling the object waits
+    for its compile, then runs the executable.
     """
 
     def __init__(self, fn: Callable, args: tuple, donate_argnums: tuple = (),
                  compiler_options: dict | None = None):
-        self._jitted = jax.jit(fn, donate_argnums=donate_argnums)
-        self._options = compiler_options
+        lowered = jax.jit(fn, donate_argnums=donate_argnums).lower(*args)
         self._compiled = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._compile, args=(args,), daemon=True)
+        self._thread = threading.Thread(target=self._compile, args=(lowered, compiler_options),
+                                        daemon=True)
         self._thread.start()
 
-    def _compile(self, args: tuple) -> None:
+    def _compile(self, lowered, options: dict | None) -> None:
         try:
-            self._compiled = self._jitted.lower(*args).compile(self._options)
+            self._compiled = lowered.compile(options)
         except BaseException as exc:  # re-raised in the caller's thread
             self._error = exc
 
