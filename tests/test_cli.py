@@ -192,3 +192,39 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
     import h5py
     with h5py.File(run / "checkpoints" / "last.h5") as f:
         assert f.attrs["epoch"] == info["epochs_completed"] >= 3
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npz", "npy"])
+def test_trains_and_predicts_from_files(runner, tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3)).astype(np.float32)
+    y = (x.sum(axis=1, keepdims=True) > 0).astype(np.float32)
+    if fmt == "csv":
+        rows = ["a,b,c,label"] + [",".join(f"{v:.6f}" for v in (*r, t[0])) for r, t in zip(x, y)]
+        (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+        source = "{path: train.csv, target: label}"
+    elif fmt == "npz":
+        np.savez(tmp_path / "train.npz", features=x, labels=y)
+        source = "{path: train.npz, x: features, y: labels}"
+    else:
+        np.save(tmp_path / "train.npy", x)
+        np.save(tmp_path / "labels.npy", y)
+        source = "{path: train.npy, target: labels.npy}"
+    config = write(tmp_path, f"name: files\ndata:\n  train: {source}\n  validation_split: 0.25\n"
+                             "model:\n  layers:\n    - Dense: {units: 8, activation: relu}\n"
+                             "    - Dense: {units: 1, activation: sigmoid}\n"
+                             "compile: {optimizer: adam, loss: binary_crossentropy, "
+                             "metrics: [accuracy]}\nfit: {epochs: 3, batch_size: 16}\n")
+    result = nnrun(runner, tmp_path, "train", config)   # input shape taken from the data
+    assert result.exit_code == 0, result.output
+    run = Path(result.output.strip().splitlines()[-1])
+    info = json.loads((run / "run.json").read_text())
+    assert info["samples"] == {"train": 90, "validation": 30}
+    assert all(len(f["sha256"]) == 64 for f in info["data_files"]) and info["data_files"]
+    src = tmp_path / ("train.csv" if fmt == "csv" else "train.npy" if fmt == "npy" else "x.npy")
+    if fmt == "npz":
+        np.save(src, x)
+    result = nnrun(runner, tmp_path, "predict", str(run), "-i", str(src),
+                   "-o", str(tmp_path / "p.npy"))    # the CSV's label column is dropped
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "p.npy").shape == (120, 1)
