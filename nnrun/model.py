@@ -48,8 +48,9 @@ class Model:
         layer, lspec = self.layers[i], self.spec.layers[i]
         try:
             return layer.init(key, shape)
-        except NnrunError as exc:
-            raise ConfigError(exc.message, where=self._where(lspec.path)) from None
+        except NnrunError as exc:  # exc.where names the argument, if any
+            path = lspec.arg_path(exc.where) if exc.where else lspec.path
+            raise ConfigError(exc.message, where=self._where(path)) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"cannot apply {lspec.type} to input shape "
                               f"{format_shape(shape)}: {exc}",

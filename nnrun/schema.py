@@ -106,6 +106,69 @@ def noise_shape(value: Any) -> tuple[int | None, ...]:
     raise ArgTypeError(f"expected a list such as [null, 1, 8] (batch axis first), {_got(value)}")
 
 
+def one_of(*choices: str) -> Checker:
+    def check_choice(value: Any) -> str:
+        if value not in choices:
+            raise ArgTypeError(f"expected one of {', '.join(choices)}, {_got(value)}")
+        return value
+
+    return check_choice
+
+
+def int_list(value: Any) -> tuple[int, ...]:
+    """A non-empty list of integers (a target shape may hold one -1)."""
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise ArgTypeError(f"expected a list of integers, {_got(value)}")
+
+
+def _non_negative(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ArgTypeError(f"expected non-negative integers, {_got(value)}")
+    return value
+
+
+def pairs(n_axes: int) -> Checker:
+    """Per-axis (before, after) amounts, Keras-style: `1`, `[1, 2]` (per axis in 2-D,
+    before/after in 1-D) or `[[1, 1], [2, 2]]`; normalised to n_axes pairs."""
+
+    def check_pairs(value: Any) -> tuple[tuple[int, int], ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            v = _non_negative(value)
+            return ((v, v),) * n_axes
+        if not isinstance(value, (list, tuple)):
+            raise ArgTypeError(f"expected an integer or a list, {_got(value)}")
+        if n_axes == 1 and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return ((_non_negative(value[0]), _non_negative(value[1])),)
+        if len(value) != n_axes:
+            raise ArgTypeError(f"expected {n_axes} entries, one per spatial axis, got {value!r}")
+        out = []
+        for item in value:
+            if isinstance(item, int) and not isinstance(item, bool):
+                out.append((_non_negative(item), item))
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                out.append((_non_negative(item[0]), _non_negative(item[1])))
+            else:
+                raise ArgTypeError(f"expected [before, after] pairs, got {value!r}")
+        return tuple(out)
+
+    return check_pairs
+
+
+def sizes(n_axes: int) -> Checker:
+    """A positive integer per spatial axis: `2` or `[2, 3]`."""
+
+    def check_sizes(value: Any) -> tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (positive_int(value),) * n_axes
+        if isinstance(value, (list, tuple)) and len(value) == n_axes:
+            return tuple(positive_int(v) for v in value)
+        raise ArgTypeError(f"expected a positive integer or {n_axes} of them, {_got(value)}")
+
+    return check_sizes
+
+
 @dataclass(frozen=True)
 class Arg:
     """One layer argument: Keras 3 name, type checker, default (or REQUIRED)."""
@@ -177,6 +240,51 @@ LAYERS: dict[str, LayerSchema] = {
         doc="Sets a fraction `rate` of inputs to zero in training, scaling the rest by 1/(1-rate).",
     ),
     "Flatten": LayerSchema(args=(), doc="Flattens all axes but the batch axis."),
+    # Advanced activations as layers (Keras 3, and two of Keras 1's).
+    "LeakyReLU": LayerSchema(args=(Arg("negative_slope", number, 0.3),),
+                             aliases={"alpha": "negative_slope"},
+                             doc="x for x >= 0, negative_slope * x otherwise."),
+    "PReLU": LayerSchema(args=(Arg("alpha_initializer", identifier, "zeros"),
+                               Arg("shared_axes", optional(int_list), None)),
+                         aliases={"init": "alpha_initializer"},
+                         doc="Leaky ReLU with a learned slope per unit (shared along "
+                             "`shared_axes`, 1-based as Keras)."),
+    "ELU": LayerSchema(args=(Arg("alpha", number, 1.0),), doc="x, or alpha*(exp(x)-1) below 0."),
+    "ThresholdedReLU": LayerSchema(args=(Arg("theta", number, 1.0),),
+                                   doc="x where x > theta, else 0 (Keras 2)."),
+    "ReLU": LayerSchema(args=(Arg("max_value", optional(number), None),
+                              Arg("negative_slope", number, 0.0),
+                              Arg("threshold", number, 0.0)),
+                        doc="Keras 3 ReLU with max_value, negative_slope and threshold."),
+    "Softmax": LayerSchema(args=(Arg("axis", integer, -1),), doc="Softmax along `axis`."),
+    "ParametricSoftplus": LayerSchema(
+        args=(Arg("alpha_init", number, 0.2), Arg("beta_init", number, 5.0)),
+        doc="alpha * softplus(beta * x) with alpha and beta learned per unit (Keras 1)."),
+    "ThresholdedLinear": LayerSchema(args=(Arg("theta", number, 1.0),),
+                                     doc="x where |x| >= theta, else 0 (Keras 1)."),
+    # Shape layers.
+    "Reshape": LayerSchema(args=(Arg("target_shape", int_list, REQUIRED),),
+                           aliases={"dims": "target_shape"},
+                           doc="Reshapes all axes but the batch axis; one entry may be -1."),
+    "Permute": LayerSchema(args=(Arg("dims", int_list, REQUIRED),),
+                           doc="Permutes the non-batch axes; `dims` is 1-based as Keras."),
+    "RepeatVector": LayerSchema(args=(Arg("n", positive_int, REQUIRED),),
+                                doc="(batch, features) -> (batch, n, features)."),
+    "Cropping1D": LayerSchema(args=(Arg("cropping", pairs(1), ((1, 1),)),),
+                              doc="Crops the time axis: (before, after)."),
+    "Cropping2D": LayerSchema(args=(Arg("cropping", pairs(2), ((0, 0), (0, 0))),),
+                              doc="Crops rows and columns: ((top, bottom), (left, right))."),
+    "ZeroPadding1D": LayerSchema(args=(Arg("padding", pairs(1), ((1, 1),)),),
+                                 doc="Pads the time axis with zeros."),
+    "ZeroPadding2D": LayerSchema(args=(Arg("padding", pairs(2), ((1, 1), (1, 1))),),
+                                 doc="Pads rows and columns with zeros."),
+    "UpSampling1D": LayerSchema(args=(Arg("size", positive_int, 2),),
+                                aliases={"length": "size"},
+                                doc="Repeats each time step `size` times."),
+    "UpSampling2D": LayerSchema(args=(Arg("size", sizes(2), (2, 2)),
+                                      Arg("interpolation", one_of("nearest", "bilinear"),
+                                          "nearest")),
+                                doc="Enlarges rows and columns by `size`."),
 }
 
 

@@ -25,13 +25,33 @@ def test_dense_with_ones_is_hand_computable():
     np.testing.assert_array_equal(np.asarray(y), np.full((2, 3), 5.0))
 
 
-@pytest.mark.parametrize("layer, kwargs, shape", [
+KERAS_CASES = [
     ("Dense", {"units": 5, "activation": "relu"}, (7, 3)),
     ("Dense", {"units": 2, "use_bias": False, "activation": "tanh"}, (7, 3)),
     ("Dense", {"units": 4, "activation": "softmax"}, (5, 6, 3)),   # applied on the last axis
     ("Activation", {"activation": "sigmoid"}, (4, 3)),
     ("Flatten", {}, (4, 3, 2)),
-])
+    ("LeakyReLU", {}, (4, 5)),
+    ("LeakyReLU", {"negative_slope": 0.1}, (4, 5)),
+    ("PReLU", {"alpha_initializer": "random_uniform"}, (4, 3, 5)),
+    ("PReLU", {"alpha_initializer": "random_uniform", "shared_axes": [1]}, (4, 3, 5)),
+    ("ELU", {"alpha": 0.5}, (4, 5)),
+    ("ReLU", {"max_value": 1.5, "negative_slope": 0.1, "threshold": 0.2}, (4, 5)),
+    ("Softmax", {"axis": 1}, (4, 3, 5)),
+    ("Reshape", {"target_shape": [2, -1]}, (4, 3, 4)),
+    ("Permute", {"dims": [2, 1]}, (4, 3, 5)),
+    ("RepeatVector", {"n": 3}, (4, 5)),
+    ("Cropping1D", {"cropping": [1, 2]}, (2, 7, 3)),
+    ("Cropping2D", {"cropping": [[1, 0], [2, 1]]}, (2, 6, 7, 3)),
+    ("ZeroPadding1D", {"padding": 2}, (2, 5, 3)),
+    ("ZeroPadding2D", {"padding": [[1, 0], [2, 1]]}, (2, 4, 5, 3)),
+    ("UpSampling1D", {"size": 3}, (2, 4, 3)),
+    ("UpSampling2D", {"size": [2, 3]}, (2, 3, 4, 2)),
+    ("UpSampling2D", {"size": 2, "interpolation": "bilinear"}, (2, 3, 4, 2)),
+]
+
+
+@pytest.mark.parametrize("layer, kwargs, shape", KERAS_CASES)
 def test_parity_with_keras(layer, kwargs, shape):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(np.float32)
@@ -39,15 +59,51 @@ def test_parity_with_keras(layer, kwargs, shape):
     expected = np.asarray(klayer(x))
     model = model_of([{layer: kwargs}], shape[1:])
     params, state = model.init(jax.random.key(0))
-    if klayer.weights:
-        names = ["kernel", "bias"][: len(klayer.weights)]
-        params = {model.layers[0].name: {n: jnp.asarray(w.numpy())
-                                         for n, w in zip(names, klayer.weights)}}
+    if klayer.weights:   # the same weights in both, by Keras's variable names
+        params = {model.layers[0].name: {w.name: jnp.asarray(w.numpy()) for w in klayer.weights}}
+        assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+            model.init(jax.random.key(0))[0])
     y, _ = model.apply(params, state, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-6)
     assert model.output_shape == tuple(expected.shape[1:])
     keras_count = sum(int(np.prod(w.shape)) for w in klayer.weights)
     assert sum(sum(c) for c in model.count_params().values()) == keras_count
+
+
+@pytest.mark.parametrize("layer, kwargs, reference", [
+    ("ThresholdedReLU", {"theta": 0.5}, lambda x: np.where(x > 0.5, x, 0.0)),
+    ("ThresholdedLinear", {"theta": 0.5}, lambda x: np.where(np.abs(x) >= 0.5, x, 0.0)),
+    ("ParametricSoftplus", {}, lambda x: 0.2 * np.log1p(np.exp(5.0 * x))),
+])
+def test_keras1_activation_layers(layer, kwargs, reference):
+    x = np.random.default_rng(1).normal(size=(6, 4))
+    model = model_of([{layer: kwargs}], [4])
+    params, state = model.init(jax.random.key(0))
+    y, _ = model.apply(params, state, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(y), reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_schemas_and_implementations_agree():
+    from nnrun.layers import LAYER_TYPES
+    from nnrun.schema import LAYERS
+
+    assert sorted(LAYERS) == sorted(LAYER_TYPES.names())
+
+
+@pytest.mark.parametrize("layers, shape, needle", [
+    ([{"Reshape": [4, 4]}], [3, 5], "cannot reshape 15 values"),
+    ([{"Permute": [1, 3]}], [3, 5], "must be a permutation of 1..2"),
+    ([{"Cropping1D": [3, 3]}], [5, 2], "leaves nothing"),
+    ([{"RepeatVector": 2}], [3, 5], "RepeatVector takes (batch, features)"),
+    ([{"PReLU": {"shared_axes": [3]}}], [3, 5], "out of range"),
+])
+def test_shape_errors_name_the_layer(layers, shape, needle):
+    from nnrun.errors import ConfigError
+
+    spec = spec_from_dict({"model": {"input_shape": shape, "layers": layers},
+                           "compile": {"loss": "mse"}})
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        build_model(spec.model)
 
 
 def test_dense_gradients():
