@@ -169,6 +169,13 @@ def sizes(n_axes: int) -> Checker:
     return check_sizes
 
 
+def axes(value: Any) -> tuple[int, ...]:
+    """An axis or a list of axes (Keras counts the batch axis as 0)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    return int_list(value)
+
+
 @dataclass(frozen=True)
 class Arg:
     """One layer argument: Keras 3 name, type checker, default (or REQUIRED)."""
@@ -262,6 +269,35 @@ LAYERS: dict[str, LayerSchema] = {
         doc="alpha * softplus(beta * x) with alpha and beta learned per unit (Keras 1)."),
     "ThresholdedLinear": LayerSchema(args=(Arg("theta", number, 1.0),),
                                      doc="x where |x| >= theta, else 0 (Keras 1)."),
+    # Normalization.
+    "LayerNormalization": LayerSchema(
+        args=(Arg("axis", axes, (-1,)), Arg("epsilon", number, 1e-3),
+              Arg("center", boolean, True), Arg("scale", boolean, True),
+              Arg("beta_initializer", identifier, "zeros"),
+              Arg("gamma_initializer", identifier, "ones")),
+        doc="Normalizes each sample over `axis`, then gamma * x + beta."),
+    # Noise and dropout variants: active in training only.
+    "GaussianNoise": LayerSchema(args=(Arg("stddev", number, REQUIRED),
+                                       Arg("seed", optional(integer), None)),
+                                 aliases={"sigma": "stddev"},
+                                 doc="Adds N(0, stddev^2) noise in training."),
+    "GaussianDropout": LayerSchema(args=(Arg("rate", rate, REQUIRED),
+                                         Arg("seed", optional(integer), None)),
+                                   aliases={"p": "rate"},
+                                   doc="Multiplies by N(1, rate/(1-rate)) noise in training."),
+    "AlphaDropout": LayerSchema(args=(Arg("rate", rate, REQUIRED),
+                                      Arg("noise_shape", optional(noise_shape), None),
+                                      Arg("seed", optional(integer), None)),
+                                aliases={"p": "rate"},
+                                doc="Dropout that keeps SELU's mean and variance."),
+    "SpatialDropout1D": LayerSchema(args=(Arg("rate", rate, REQUIRED),
+                                          Arg("seed", optional(integer), None)),
+                                    aliases={"p": "rate"},
+                                    doc="Drops whole channels of (batch, steps, channels)."),
+    "SpatialDropout2D": LayerSchema(args=(Arg("rate", rate, REQUIRED),
+                                          Arg("seed", optional(integer), None)),
+                                    aliases={"p": "rate"},
+                                    doc="Drops whole channels of (batch, rows, cols, channels)."),
     # Shape layers.
     "Reshape": LayerSchema(args=(Arg("target_shape", int_list, REQUIRED),),
                            aliases={"dims": "target_shape"},

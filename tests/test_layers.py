@@ -48,6 +48,15 @@ KERAS_CASES = [
     ("UpSampling1D", {"size": 3}, (2, 4, 3)),
     ("UpSampling2D", {"size": [2, 3]}, (2, 3, 4, 2)),
     ("UpSampling2D", {"size": 2, "interpolation": "bilinear"}, (2, 3, 4, 2)),
+    ("LayerNormalization", {"gamma_initializer": "random_uniform",
+                            "beta_initializer": "random_uniform"}, (4, 6)),
+    ("LayerNormalization", {"axis": [1, 2], "gamma_initializer": "random_uniform"}, (3, 4, 5)),
+    ("LayerNormalization", {"axis": 1, "center": False, "epsilon": 0.1}, (3, 4, 5)),
+    ("GaussianNoise", {"stddev": 0.5}, (4, 5)),          # inference: identity
+    ("GaussianDropout", {"rate": 0.3}, (4, 5)),
+    ("AlphaDropout", {"rate": 0.3}, (4, 5)),
+    ("SpatialDropout1D", {"rate": 0.3}, (2, 4, 5)),
+    ("SpatialDropout2D", {"rate": 0.3}, (2, 3, 4, 5)),
 ]
 
 
@@ -173,3 +182,38 @@ def test_keep_mask_statistics(keep):
     flat = a.ravel().astype(float)
     if 0 < flat.mean() < 1:
         assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02  # neighbours unrelated
+
+
+def train_mode(layer, kwargs, shape, x=None, seed=3):
+    model = model_of([{layer: kwargs}], shape[1:])
+    params, state = model.init(jax.random.key(0))
+    x = jnp.ones(shape) if x is None else x
+    return np.asarray(model.apply(params, state, x, training=True, key=jax.random.key(seed))[0])
+
+
+def test_gaussian_noise_and_dropout_statistics():
+    x = jnp.full((400, 500), 2.0)
+    noise = train_mode("GaussianNoise", {"sigma": 0.5}, x.shape, x) - 2.0   # Keras 1 name
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 0.5) < 0.01
+    factor = train_mode("GaussianDropout", {"p": 0.2}, x.shape, x) / 2.0
+    assert abs(factor.mean() - 1) < 0.01 and abs(factor.std() - np.sqrt(0.2 / 0.8)) < 0.01
+
+
+def test_alpha_dropout_keeps_selu_moments():
+    x = jax.random.normal(jax.random.key(5), (400, 500))
+    y = train_mode("AlphaDropout", {"rate": 0.2}, x.shape, x)
+    assert abs(y.mean()) < 0.02 and abs(y.var() - 1) < 0.03
+    alpha_p = -1.6732632423543772 * 1.0507009873554805
+    a = ((1 - 0.2) * (1 + 0.2 * alpha_p ** 2)) ** -0.5
+    dropped = a * alpha_p - a * alpha_p * 0.2                     # Keras's a * alpha_p + b
+    assert abs(np.isclose(y, dropped, rtol=1e-6).mean() - 0.2) < 0.01
+
+
+@pytest.mark.parametrize("layer, shape", [("SpatialDropout1D", (50, 7, 40)),
+                                          ("SpatialDropout2D", (50, 3, 4, 40))])
+def test_spatial_dropout_drops_whole_channels(layer, shape):
+    y = train_mode(layer, {"rate": 0.25}, shape)
+    per_channel = y.reshape(shape[0], -1, shape[-1])
+    assert (per_channel == per_channel[:, :1, :]).all()          # one draw per channel
+    assert set(np.unique(per_channel)) <= {0.0, np.float32(1 / 0.75)}
+    assert abs((per_channel[:, 0, :] == 0).mean() - 0.25) < 0.05

@@ -51,4 +51,4 @@ def get_layer_class(type_name: str) -> type[Layer]:
     return LAYER_TYPES.get(type_name)
 
 
-from nnrun.layers import activation_layers, core, shape_layers  # noqa: E402,F401  (registers)
+from nnrun.layers import activation_layers, core, norm_noise, shape_layers  # noqa: E402,F401

@@ -1,0 +1,137 @@
+"""LayerNormalization and the noise layers: GaussianNoise, GaussianDropout, AlphaDropout,
+SpatialDropout1D/2D (Keras 3 formulas; the noise layers act in training only)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from nnrun import initializers
+from nnrun.errors import ConfigError
+from nnrun.layers import LAYER_TYPES, Layer
+from nnrun.layers.core import keep_mask
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@LAYER_TYPES.register("LayerNormalization")
+class LayerNormalization(Layer):
+    """(x - mean) / sqrt(var + epsilon) over `axis` per sample, then gamma * . + beta."""
+
+    def __init__(self, name, **args):
+        super().__init__(name, **args)
+        self.gamma_init = self.resolve("gamma_initializer", initializers.get, "ones")
+        self.beta_init = self.resolve("beta_initializer", initializers.get, "zeros")
+
+    def _axes(self, rank: int) -> tuple[int, ...]:
+        """Axes of the full input (batch = 0), as positive indices."""
+        out = []
+        for a in self.args.get("axis", (-1,)):
+            full = a + rank if a < 0 else a
+            if not 1 <= full < rank:
+                raise ConfigError(f"axis {a} is not a non-batch axis of a rank-{rank} input",
+                                  where="axis")
+            out.append(full)
+        return tuple(sorted(out))
+
+    def init(self, key, input_shape):
+        param_shape = tuple(input_shape[a - 1] for a in self._axes(len(input_shape) + 1))
+        k_gamma, k_beta = jax.random.split(key)
+        params = {}
+        if self.args.get("scale", True):
+            params["gamma"] = self.gamma_init(k_gamma, param_shape, jnp.float32)
+        if self.args.get("center", True):
+            params["beta"] = self.beta_init(k_beta, param_shape, jnp.float32)
+        return params, {}, input_shape
+
+    def apply(self, params, state, x, *, training, key):
+        axes = self._axes(x.ndim)
+        shape = [1] * x.ndim
+        for a in axes:
+            shape[a] = x.shape[a]
+        mean = jnp.mean(x, axis=axes, keepdims=True)
+        variance = jnp.var(x, axis=axes, keepdims=True)
+        inv = jax.lax.rsqrt(variance + self.args.get("epsilon", 1e-3))
+        if "gamma" in params:
+            inv = inv * params["gamma"].reshape(shape)
+        res = -mean * inv
+        if "beta" in params:
+            res = res + params["beta"].reshape(shape)
+        return x * inv + res, state
+
+
+class _Noise(Layer):
+    """A layer that changes its input in training only, with its own PRNG key."""
+
+    uses_rng = True
+
+    def noise(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def apply(self, params, state, x, *, training, key):
+        if not training or self.args.get("rate", 1.0) == 0.0:
+            return x, state
+        if self.args.get("seed") is not None:
+            key = jax.random.fold_in(key, self.args["seed"])
+        return self.noise(x, key), state
+
+
+@LAYER_TYPES.register("GaussianNoise")
+class GaussianNoise(_Noise):
+    def noise(self, x, key):
+        return x + self.args["stddev"] * jax.random.normal(key, x.shape, x.dtype)
+
+
+@LAYER_TYPES.register("GaussianDropout")
+class GaussianDropout(_Noise):
+    def noise(self, x, key):
+        rate = self.args["rate"]
+        stddev = math.sqrt(rate / (1.0 - rate))
+        return x * (1.0 + stddev * jax.random.normal(key, x.shape, x.dtype))
+
+
+@LAYER_TYPES.register("AlphaDropout")
+class AlphaDropout(_Noise):
+    """Keras 3: kept values stay, dropped ones become -alpha*scale, then an affine fix-up."""
+
+    def noise(self, x, key):
+        rate = self.args["rate"]
+        shape = x.shape
+        if self.args.get("noise_shape") is not None:
+            shape = tuple(d if n is None else n for d, n in zip(x.shape, self.args["noise_shape"]))
+        kept = keep_mask(key, shape, 1.0 - rate).astype(x.dtype)
+        alpha_p = -SELU_ALPHA * SELU_SCALE
+        a = ((1 - rate) * (1 + rate * alpha_p ** 2)) ** -0.5
+        b = -a * alpha_p * rate
+        return a * (x * kept + alpha_p * (1 - kept)) + b
+
+
+class _SpatialDropout(_Noise):
+    """Dropout of whole channels: one draw per sample and channel, scaled by 1/(1-rate)."""
+
+    rank = 3
+
+    def output_shape(self, input_shape):
+        if len(input_shape) + 1 != self.rank:
+            raise ConfigError(f"expects a rank-{self.rank} input (channels last), got rank "
+                              f"{len(input_shape) + 1}")
+        return input_shape
+
+    def noise(self, x, key):
+        rate = self.args["rate"]
+        shape = (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
+        keep = keep_mask(key, shape, 1.0 - rate)
+        return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
+@LAYER_TYPES.register("SpatialDropout1D")
+class SpatialDropout1D(_SpatialDropout):
+    rank = 3
+
+
+@LAYER_TYPES.register("SpatialDropout2D")
+class SpatialDropout2D(_SpatialDropout):
+    rank = 4
