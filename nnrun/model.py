@@ -74,13 +74,15 @@ class Model:
         return self._init(key)
 
     def apply(self, params: dict, state: dict, x: jax.Array, *, training: bool = False,
-              key: jax.Array | None = None) -> tuple[jax.Array, dict]:
-        """Forward pass on a batch; returns (y, new_state)."""
+              key: jax.Array | None = None,
+              mask: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """Forward pass on a batch; returns (y, new_state). `mask`: 0/1 row weights."""
         new_state = dict(state)
         for i, layer in enumerate(self.layers):
             lkey = jax.random.fold_in(key, i) if (training and layer.uses_rng) else None
+            extra = {"mask": mask} if layer.uses_mask else {}
             x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x,
-                               training=training, key=lkey)
+                               training=training, key=lkey, **extra)
             if s:
                 new_state[layer.name] = s
         return x, new_state

@@ -270,6 +270,15 @@ LAYERS: dict[str, LayerSchema] = {
     "ThresholdedLinear": LayerSchema(args=(Arg("theta", number, 1.0),),
                                      doc="x where |x| >= theta, else 0 (Keras 1)."),
     # Normalization.
+    "BatchNormalization": LayerSchema(
+        args=(Arg("axis", integer, -1), Arg("momentum", rate, 0.99),
+              Arg("epsilon", number, 1e-3), Arg("center", boolean, True),
+              Arg("scale", boolean, True), Arg("beta_initializer", identifier, "zeros"),
+              Arg("gamma_initializer", identifier, "ones"),
+              Arg("moving_mean_initializer", identifier, "zeros"),
+              Arg("moving_variance_initializer", identifier, "ones")),
+        doc="Normalizes with the batch's statistics in training (padded rows excluded) and "
+            "the moving ones in inference; the moving statistics are non-trainable state."),
     "LayerNormalization": LayerSchema(
         args=(Arg("axis", axes, (-1,)), Arg("epsilon", number, 1e-3),
               Arg("center", boolean, True), Arg("scale", boolean, True),

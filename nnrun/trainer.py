@@ -103,7 +103,7 @@ def make_loss_fn(model: Model, obj: Objective) -> Callable:
     """(params, state, x, y, w, key) -> (batch loss, (new state, predictions))."""
 
     def loss_fn(params, state, xb, yb, w, key):
-        preds, new_state = model.apply(params, state, xb, training=True, key=key)
+        preds, new_state = model.apply(params, state, xb, training=True, key=key, mask=w)
         per_sample = obj.loss.per_sample(yb, preds)
         return obj.loss.finalize(_weighted_mean(per_sample, w)), (new_state, preds)
 

@@ -217,3 +217,48 @@ def test_spatial_dropout_drops_whole_channels(layer, shape):
     assert (per_channel == per_channel[:, :1, :]).all()          # one draw per channel
     assert set(np.unique(per_channel)) <= {0.0, np.float32(1 / 0.75)}
     assert abs((per_channel[:, 0, :] == 0).mean() - 0.25) < 0.05
+
+
+@pytest.mark.parametrize("kwargs, shape", [({}, (6, 5)), ({"momentum": 0.9, "epsilon": 0.01},
+                                                            (4, 3, 5)),
+                                           ({"axis": 1, "center": False}, (4, 3, 5))])
+def test_batch_normalization_equals_keras(kwargs, shape):
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, size=shape).astype(np.float32)
+    klayer = keras.layers.BatchNormalization(**kwargs)
+    klayer.build(shape)
+    for w in klayer.weights:   # non-trivial statistics and parameters
+        w.assign(rng.uniform(0.5, 1.5, size=w.shape).astype(np.float32))
+    weights = {w.name: jnp.asarray(w.numpy()) for w in klayer.weights}
+    model = model_of([{"BatchNormalization": kwargs}], shape[1:])
+    name = model.layers[0].name
+    params = {name: {k: v for k, v in weights.items() if k in ("gamma", "beta")}}
+    state = {name: {k: weights[k] for k in ("moving_mean", "moving_variance")}}
+    infer, _ = model.apply(params, state, jnp.asarray(x), training=False)
+    np.testing.assert_allclose(np.asarray(infer), np.asarray(klayer(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+    train, new_state = model.apply(params, state, jnp.asarray(x), training=True,
+                                   key=jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(train), np.asarray(klayer(x, training=True)),
+                               rtol=1e-4, atol=1e-5)
+    for k in ("moving_mean", "moving_variance"):   # Keras updated its variables in place
+        kvar = next(w for w in klayer.weights if w.name == k)
+        np.testing.assert_allclose(np.asarray(new_state[name][k]), kvar.numpy(), rtol=1e-5)
+    trainable, fixed = model.count_params()[name]
+    assert (trainable, fixed) == (sum(int(np.prod(w.shape)) for w in klayer.trainable_weights),
+                                  sum(int(np.prod(w.shape)) for w in
+                                      klayer.non_trainable_weights))
+
+
+def test_batch_normalization_skips_masked_rows():
+    model = model_of([{"BatchNormalization": {}}], [3])
+    params, state = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (8, 3))
+    mask = jnp.array([1, 1, 1, 1, 1, 0, 0, 0], jnp.float32)
+    padded = x.at[5:].set(x[0])       # what the trainer's padding looks like
+    y_masked, s_masked = model.apply(params, state, padded, training=True, mask=mask)
+    y_real, s_real = model.apply(params, state, x[:5], training=True)
+    np.testing.assert_allclose(np.asarray(y_masked[:5]), np.asarray(y_real), rtol=1e-5,
+                               atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(s_masked), jax.tree_util.tree_leaves(s_real)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)

@@ -127,3 +127,38 @@ def test_rmse_loss_epoch_value_is_the_weighted_mean_of_batch_values():
     expected = (batches[0] * 10 + batches[1] * 10 + batches[2] * 5) / 25
     _, res = fitter.run_epoch(ts)
     assert res.logs["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_batch_normalization_epoch_equals_keras():
+    spec = spec_from_dict({
+        "seed": 1, "data": {"train": {"builtin": "moons", "samples": 25}},
+        "model": {"input_shape": [2], "layers": [
+            {"Dense": {"units": 4, "activation": "tanh"}}, {"BatchNormalization": {}},
+            {"Dense": {"units": 1, "activation": "sigmoid"}}]},
+        "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.5}, "loss": "mse"},
+        "fit": {"batch_size": 10, "shuffle": False}})
+    splits = api.load_data(spec)
+    x, y = splits.train.x, splits.train.y
+    model, fitter = make_fitter(spec, x, y)
+    ts = fitter.initial_state()
+    p, s = jax.device_get((ts.params, ts.state))
+    k = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"),
+                          keras.layers.BatchNormalization(),
+                          keras.layers.Dense(1, activation="sigmoid")])
+    bn = p["batch_normalization"]
+    k.set_weights([p["dense"]["kernel"], p["dense"]["bias"], bn["gamma"], bn["beta"],
+                   s["batch_normalization"]["moving_mean"],
+                   s["batch_normalization"]["moving_variance"],
+                   p["dense_1"]["kernel"], p["dense_1"]["bias"]])
+    k.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="mse")
+    history = k.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0).history
+    for epoch in range(2):
+        ts, res = fitter.run_epoch(ts)   # the last batch of 5 is padded to 10 and masked
+        assert res.logs["loss"] == pytest.approx(history["loss"][epoch], rel=1e-5)
+    ours = [ts.params["dense"]["kernel"], ts.params["dense"]["bias"],
+            ts.params["batch_normalization"]["gamma"], ts.params["batch_normalization"]["beta"],
+            ts.state["batch_normalization"]["moving_mean"],
+            ts.state["batch_normalization"]["moving_variance"],
+            ts.params["dense_1"]["kernel"], ts.params["dense_1"]["bias"]]
+    for a, b in zip(ours, k.get_weights()):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-6)

@@ -21,9 +21,12 @@ Shape = tuple[int, ...]
 
 
 class Layer:
-    """Base class. Subclasses set `uses_rng` when `apply` needs a PRNG key in training."""
+    """Base class. Subclasses set `uses_rng` when `apply` needs a PRNG key in training,
+    and `uses_mask` when it takes `mask=`: the 0/1 weights of the batch's rows (the
+    padded rows of a last partial batch are 0), as batch statistics must skip them."""
 
     uses_rng = False
+    uses_mask = False
 
     def __init__(self, name: str, **args: Any):
         self.name = name

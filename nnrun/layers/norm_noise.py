@@ -135,3 +135,64 @@ class SpatialDropout1D(_SpatialDropout):
 @LAYER_TYPES.register("SpatialDropout2D")
 class SpatialDropout2D(_SpatialDropout):
     rank = 4
+
+
+@LAYER_TYPES.register("BatchNormalization")
+class BatchNormalization(Layer):
+    """Keras 3 BatchNormalization: moving_x = moving_x * momentum + batch_x * (1 - momentum)."""
+
+    uses_mask = True
+
+    def __init__(self, name, **args):
+        super().__init__(name, **args)
+        self.inits = {n: self.resolve(f"{n}_initializer", initializers.get, d) for n, d in (
+            ("gamma", "ones"), ("beta", "zeros"), ("moving_mean", "zeros"),
+            ("moving_variance", "ones"))}
+
+    def _axis(self, rank: int) -> int:
+        a = self.args.get("axis", -1)
+        full = a + rank if a < 0 else a
+        if not 1 <= full < rank:
+            raise ConfigError(f"axis {a} is not a non-batch axis of a rank-{rank} input",
+                              where="axis")
+        return full
+
+    def init(self, key, input_shape):
+        size = (input_shape[self._axis(len(input_shape) + 1) - 1],)
+        keys = jax.random.split(key, 4)
+        make = {n: self.inits[n](k, size, jnp.float32) for n, k in zip(self.inits, keys)}
+        params = {n: make[n] for n, flag in (("gamma", "scale"), ("beta", "center"))
+                  if self.args.get(flag, True)}
+        state = {"moving_mean": make["moving_mean"], "moving_variance": make["moving_variance"]}
+        return params, state, input_shape
+
+    def apply(self, params, state, x, *, training, key, mask=None):
+        axis = self._axis(x.ndim)
+        shape = [1] * x.ndim
+        shape[axis] = x.shape[axis]
+        if training:
+            mean, variance = self._moments(x, axis, mask)
+            m = self.args.get("momentum", 0.99)
+            state = {"moving_mean": state["moving_mean"] * m + mean * (1 - m),
+                     "moving_variance": state["moving_variance"] * m + variance * (1 - m)}
+        else:
+            mean, variance = state["moving_mean"], state["moving_variance"]
+        inv = jax.lax.rsqrt(variance + self.args.get("epsilon", 1e-3))
+        if "gamma" in params:
+            inv = inv * params["gamma"]
+        res = -mean * inv
+        if "beta" in params:
+            res = res + params["beta"]
+        return x * inv.reshape(shape) + res.reshape(shape), state
+
+    @staticmethod
+    def _moments(x, axis, mask):
+        """Mean and (population) variance over every axis but `axis`, rows weighted by mask."""
+        axes = tuple(a for a in range(x.ndim) if a != axis)
+        if mask is None:
+            return jnp.mean(x, axis=axes), jnp.var(x, axis=axes)
+        w = mask.reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
+        count = jnp.maximum(jnp.sum(w * jnp.ones_like(x), axis=axes), 1.0)
+        mean = jnp.sum(w * x, axis=axes) / count
+        centred = x - mean.reshape([x.shape[a] if a == axis else 1 for a in range(x.ndim)])
+        return mean, jnp.sum(w * centred ** 2, axis=axes) / count
