@@ -269,6 +269,12 @@ LAYERS: dict[str, LayerSchema] = {
         doc="alpha * softplus(beta * x) with alpha and beta learned per unit (Keras 1)."),
     "ThresholdedLinear": LayerSchema(args=(Arg("theta", number, 1.0),),
                                      doc="x where |x| >= theta, else 0 (Keras 1)."),
+    "Embedding": LayerSchema(
+        args=(Arg("input_dim", positive_int, REQUIRED), Arg("output_dim", positive_int, REQUIRED),
+              Arg("embeddings_initializer", identifier, "uniform")),
+        aliases={"init": "embeddings_initializer"},
+        doc="Token ids (integers in [0, input_dim)) -> vectors of size output_dim. A first "
+            "layer's `input_length` gives the input shape; the model input is int32."),
     # Normalization.
     "BatchNormalization": LayerSchema(
         args=(Arg("axis", integer, -1), Arg("momentum", rate, 0.99),

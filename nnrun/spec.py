@@ -162,6 +162,7 @@ MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "layers")
 COMPILE_KEYS = ("optimizer", "loss", "metrics")
 FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split")
 INPUT_DTYPES = ("float32", "int32")
+INTEGER_INPUT_LAYERS = ("Embedding",)
 
 
 def _check_keys(section: dict, allowed: tuple[str, ...], path: PathT, problems: _Problems,
@@ -324,6 +325,8 @@ def _validate_model(model: dict, problems: _Problems) -> ModelSpec:
     for layer in layers:
         if names.count(layer.name) > 1:
             problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
+    if "input_dtype" not in model and layers and layers[0].type in INTEGER_INPUT_LAYERS:
+        dtype = "int32"   # token ids
     return ModelSpec(input_shape, dtype, tuple(layers))
 
 
@@ -364,7 +367,7 @@ def _validate_layer(item: Any, path: PathT, problems: _Problems,
         args = {schema.args[0].name: args}
     out: dict[str, Any] = {}
     for key, value in args.items():
-        canon = schema.aliases.get(key) or COMMON_ALIASES.get(key, key)
+        canon = key if schema.arg(key) else schema.aliases.get(key) or COMMON_ALIASES.get(key, key)
         if schema.arg(canon) is None and canon not in COMMON_ARGS:
             allowed = schema.names() + list(schema.aliases) + list(COMMON_ARGS)
             problems.add(apath + (key,), unknown_name_message(f"argument of {type_}", key,
@@ -391,7 +394,8 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
             args[arg.name] = arg.check(value)
         except ArgTypeError as exc:
             problems.add(apath + (key,), str(exc))
-    input_shape = _layer_input_shape(given, apath, problems)
+    input_shape = _layer_input_shape(given, apath, problems,
+                                     input_dim_is_arg=schema.arg("input_dim") is not None)
     if input_shape is not None:
         args["__input_shape__"] = input_shape
     name = given.get("name", (None, None))[1]
@@ -408,9 +412,16 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
                      arg_paths=arg_paths)
 
 
-def _layer_input_shape(given, apath, problems) -> tuple[int, ...] | None:
-    """Keras's input_shape / input_dim / batch_input_shape on a first layer."""
+def _layer_input_shape(given, apath, problems, *, input_dim_is_arg: bool = False
+                       ) -> tuple[int, ...] | None:
+    """Keras's input_shape / input_dim / batch_input_shape on a first layer.
+
+    On an Embedding, `input_dim` is the vocabulary size, and `input_length` alone
+    gives the input shape.
+    """
     try:
+        if input_dim_is_arg and "input_length" in given and "input_shape" not in given:
+            return (positive_int(given["input_length"][1]),)
         if "input_shape" in given:
             return shape(given["input_shape"][1])
         if "batch_input_shape" in given:
@@ -418,7 +429,7 @@ def _layer_input_shape(given, apath, problems) -> tuple[int, ...] | None:
             if not isinstance(value, list) or len(value) < 2:
                 raise ArgTypeError("expected [batch, dims...] with batch null")
             return shape(value[1:])
-        if "input_dim" in given:
+        if "input_dim" in given and not input_dim_is_arg:
             dim = positive_int(given["input_dim"][1])
             length = given.get("input_length", (None, None))[1]
             return (positive_int(length), dim) if length is not None else (dim,)

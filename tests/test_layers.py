@@ -262,3 +262,20 @@ def test_batch_normalization_skips_masked_rows():
                                atol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(s_masked), jax.tree_util.tree_leaves(s_real)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
+def test_embedding_equals_keras_and_reads_keras1_arguments():
+    spec = spec_from_dict({"model": {"layers": [
+        {"Embedding": {"input_dim": 50, "output_dim": 8, "input_length": 6, "init": "normal"}},
+        {"Flatten": {}}]}, "compile": {"loss": "mse"}})
+    assert spec.model.input_shape == (6,) and spec.model.input_dtype == "int32"
+    assert spec.model.layers[0].args["embeddings_initializer"] == "normal"
+    model = build_model(spec.model)
+    assert model.output_shape == (48,)
+    klayer = keras.layers.Embedding(50, 8)
+    ids = np.random.default_rng(0).integers(0, 50, size=(4, 6)).astype(np.int32)
+    expected = np.asarray(klayer(ids)).reshape(4, -1)
+    params = {"embedding": {"embeddings": jnp.asarray(klayer.embeddings.numpy())}}
+    y, _ = model.apply(params, {}, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-6)
+    assert model.count_params()["embedding"] == (400, 0)

@@ -106,3 +106,23 @@ class Flatten(Layer):
 
     def apply(self, params, state, x, *, training, key):
         return x.reshape(x.shape[0], -1), state
+
+
+@LAYER_TYPES.register("Embedding")
+class Embedding(Layer):
+    """Looks up rows of an (input_dim, output_dim) table; ids outside the table give zeros."""
+
+    def __init__(self, name: str, **args):
+        super().__init__(name, **args)
+        self.init_fn = self.resolve("embeddings_initializer", initializers.get, "uniform")
+
+    def output_shape(self, input_shape):
+        return (*input_shape, self.args["output_dim"])
+
+    def init(self, key, input_shape):
+        table = self.init_fn(key, (self.args["input_dim"], self.args["output_dim"]), jnp.float32)
+        return {"embeddings": table}, {}, self.output_shape(input_shape)
+
+    def apply(self, params, state, x, *, training, key):
+        return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0, mode="fill",
+                        fill_value=0.0), state
