@@ -275,6 +275,24 @@ LAYERS: dict[str, LayerSchema] = {
         aliases={"init": "embeddings_initializer"},
         doc="Token ids (integers in [0, input_dim)) -> vectors of size output_dim. A first "
             "layer's `input_length` gives the input shape; the model input is int32."),
+    # Recurrent layers (lax.scan over time; batch, steps, features in).
+    **{name: LayerSchema(
+        args=(Arg("units", positive_int, REQUIRED),
+              Arg("activation", identifier, "tanh"),
+              *((Arg("recurrent_activation", identifier, "sigmoid"),) if name != "SimpleRNN"
+                else ()),
+              Arg("use_bias", boolean, True),
+              Arg("kernel_initializer", identifier, "glorot_uniform"),
+              Arg("recurrent_initializer", identifier, "orthogonal"),
+              Arg("bias_initializer", identifier, "zeros"),
+              *((Arg("unit_forget_bias", boolean, True),) if name == "LSTM" else ()),
+              *((Arg("reset_after", boolean, True),) if name == "GRU" else ()),
+              Arg("return_sequences", boolean, False),
+              Arg("go_backwards", boolean, False),
+              Arg("consume_less", optional(string), None)),
+        aliases={"inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation"},
+        doc=f"Keras 3 {name}; Keras 1's `consume_less` is accepted and has no effect.")
+      for name in ("SimpleRNN", "LSTM", "GRU")},
     # Normalization.
     "BatchNormalization": LayerSchema(
         args=(Arg("axis", integer, -1), Arg("momentum", rate, 0.99),

@@ -279,3 +279,56 @@ def test_embedding_equals_keras_and_reads_keras1_arguments():
     y, _ = model.apply(params, {}, jnp.asarray(ids))
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-6)
     assert model.count_params()["embedding"] == (400, 0)
+
+
+@pytest.mark.parametrize("layer, kwargs", [
+    ("SimpleRNN", {"units": 4}),
+    ("SimpleRNN", {"units": 4, "return_sequences": True, "activation": "relu"}),
+    ("LSTM", {"units": 5}),
+    ("LSTM", {"units": 5, "return_sequences": True, "go_backwards": True}),
+    ("GRU", {"units": 3}),
+    ("GRU", {"units": 3, "reset_after": False, "return_sequences": True}),
+    ("GRU", {"units": 3, "go_backwards": True, "use_bias": False}),
+])
+def test_recurrent_equals_keras(layer, kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 7, 6)).astype(np.float32)
+    klayer = getattr(keras.layers, layer)(**kwargs)
+    klayer.build(x.shape)
+    for w in klayer.weights:   # random biases too, so every term is exercised
+        w.assign(rng.normal(0, 0.4, size=w.shape).astype(np.float32))
+    expected = np.asarray(klayer(x))
+    model = model_of([{layer: kwargs}], x.shape[1:])
+    ours, _ = model.init(jax.random.key(0))
+    params = {model.layers[0].name: {w.name: jnp.asarray(w.numpy()) for w in klayer.weights}}
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(ours)
+    assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(jnp.shape, ours)
+    y, _ = model.apply(params, {}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+    assert model.output_shape == expected.shape[1:]
+
+
+def test_lstm_keras1_arguments_and_forget_bias():
+    spec = spec_from_dict({"model": {"layers": [
+        {"LSTM": {"output_dim": 8, "input_dim": 3, "input_length": 10, "inner_init": "orthogonal",
+                  "consume_less": "gpu"}}]}, "compile": {"loss": "mse"}})
+    assert spec.model.input_shape == (10, 3)
+    model = build_model(spec.model)
+    params, _ = model.init(jax.random.key(0))
+    bias = np.asarray(params["lstm"]["bias"])
+    np.testing.assert_array_equal(bias, np.r_[np.zeros(8), np.ones(8), np.zeros(16)])
+    q = np.asarray(params["lstm"]["recurrent_kernel"])          # (8, 32): orthonormal rows
+    np.testing.assert_allclose(q @ q.T, np.eye(8), atol=1e-5)
+
+
+def test_recurrent_gradients():
+    model = model_of([{"GRU": {"units": 3}}], [5, 2])
+    params, state = model.init(jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (3, 5, 2))
+
+    def f(kernel, recurrent_kernel):
+        p = {"gru": {**params["gru"], "kernel": kernel, "recurrent_kernel": recurrent_kernel}}
+        return jnp.sum(model.apply(p, state, x)[0] ** 2)
+
+    check_grads(f, (params["gru"]["kernel"], params["gru"]["recurrent_kernel"]), order=1,
+                modes=["rev"], atol=1e-2, rtol=1e-2)

@@ -54,4 +54,10 @@ def get_layer_class(type_name: str) -> type[Layer]:
     return LAYER_TYPES.get(type_name)
 
 
-from nnrun.layers import activation_layers, core, norm_noise, shape_layers  # noqa: E402,F401
+from nnrun.layers import (  # noqa: E402,F401  (registers the layers)
+    activation_layers,
+    core,
+    norm_noise,
+    recurrent,
+    shape_layers,
+)

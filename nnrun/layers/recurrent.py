@@ -1,0 +1,137 @@
+"""Recurrent layers: SimpleRNN, LSTM (gates i, f, c, o) and GRU (gates z, r, h; reset_after),
+with Keras 3's weight layouts, each a `lax.scan` over the time axis."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nnrun import activations, initializers
+from nnrun.errors import ConfigError
+from nnrun.layers import LAYER_TYPES, Layer
+
+
+class _Recurrent(Layer):
+    """Shared by the three: weights, the scan over time, return_sequences, go_backwards."""
+
+    gates = 1  # blocks of `units` columns in the kernels
+
+    def __init__(self, name, **args):
+        super().__init__(name, **args)
+        self.act = self.resolve("activation", activations.get, "tanh")
+        self.rec_act = self.resolve("recurrent_activation", activations.get, "sigmoid")
+        self.inits = {n: self.resolve(f"{n}_initializer", initializers.get, d) for n, d in (
+            ("kernel", "glorot_uniform"), ("recurrent", "orthogonal"), ("bias", "zeros"))}
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ConfigError(f"expects (batch, steps, features) input, got rank "
+                              f"{len(input_shape) + 1}")
+        units = self.args["units"]
+        return (input_shape[0], units) if self.args.get("return_sequences") else (units,)
+
+    def bias_shape(self) -> tuple[int, ...]:
+        return (self.gates * self.args["units"],)
+
+    def init_bias(self, key):
+        return self.inits["bias"](key, self.bias_shape(), jnp.float32)
+
+    def init(self, key, input_shape):
+        out = self.output_shape(input_shape)
+        u, g = self.args["units"], self.gates
+        k1, k2, k3 = jax.random.split(key, 3)
+        params = {"kernel": self.inits["kernel"](k1, (input_shape[-1], g * u), jnp.float32),
+                  "recurrent_kernel": self.inits["recurrent"](k2, (u, g * u), jnp.float32)}
+        if self.args.get("use_bias", True):
+            params["bias"] = self.init_bias(k3)
+        return params, {}, out
+
+    def initial_carry(self, batch: int, dtype):
+        return jnp.zeros((batch, self.args["units"]), dtype)
+
+    def step(self, params, carry, x_t):
+        """One time step: (carry, x_t @ kernel [+ bias]) -> (carry, h_t)."""
+        raise NotImplementedError
+
+    def input_projection(self, params, x):
+        z = jnp.einsum("btf,fg->btg", x, params["kernel"])
+        bias = params.get("bias")
+        if bias is not None and bias.ndim == 1:
+            z = z + bias
+        return z
+
+    def apply(self, params, state, x, *, training, key):
+        projected = self.input_projection(params, x)  # all steps at once: one matmul
+        if self.args.get("go_backwards"):
+            projected = projected[:, ::-1]
+        carry = self.initial_carry(x.shape[0], x.dtype)
+        _, hs = jax.lax.scan(lambda c, z: self.step(params, c, z), carry,
+                             jnp.swapaxes(projected, 0, 1))
+        if self.args.get("return_sequences"):
+            return jnp.swapaxes(hs, 0, 1), state
+        return hs[-1], state
+
+
+@LAYER_TYPES.register("SimpleRNN")
+class SimpleRNN(_Recurrent):
+    def step(self, params, h, z):
+        h = self.act(z + h @ params["recurrent_kernel"])
+        return h, h
+
+
+@LAYER_TYPES.register("LSTM")
+class LSTM(_Recurrent):
+    gates = 4
+
+    def init_bias(self, key):
+        bias = super().init_bias(key)
+        if self.args.get("unit_forget_bias", True):
+            u = self.args["units"]
+            bias = jnp.concatenate([bias[:u], jnp.ones((u,), bias.dtype), bias[2 * u:]])
+        return bias
+
+    def initial_carry(self, batch, dtype):
+        zeros = super().initial_carry(batch, dtype)
+        return (zeros, zeros)
+
+    def step(self, params, carry, z):
+        h, c = carry
+        z = z + h @ params["recurrent_kernel"]
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = self.rec_act(f) * c + self.rec_act(i) * self.act(g)
+        h = self.rec_act(o) * self.act(c)
+        return (h, c), h
+
+
+@LAYER_TYPES.register("GRU")
+class GRU(_Recurrent):
+    gates = 3
+
+    def bias_shape(self):
+        u3 = 3 * self.args["units"]
+        return (2, u3) if self.args.get("reset_after", True) else (u3,)
+
+    def input_projection(self, params, x):
+        z = super().input_projection(params, x)
+        if "bias" in params and params["bias"].ndim == 2:
+            z = z + params["bias"][0]   # input bias; the recurrent one is added per step
+        return z
+
+    def step(self, params, h, z):
+        u = self.args["units"]
+        kernel = params["recurrent_kernel"]
+        x_z, x_r, x_h = z[:, :u], z[:, u:2 * u], z[:, 2 * u:]
+        if self.args.get("reset_after", True):
+            inner = h @ kernel
+            if "bias" in params:
+                inner = inner + params["bias"][1]
+            r_z, r_r, r_h = inner[:, :u], inner[:, u:2 * u], inner[:, 2 * u:]
+            zg = self.rec_act(x_z + r_z)
+            r = self.rec_act(x_r + r_r)
+            r_h = r * r_h
+        else:
+            zg = self.rec_act(x_z + h @ kernel[:, :u])
+            r = self.rec_act(x_r + h @ kernel[:, u:2 * u])
+            r_h = (r * h) @ kernel[:, 2 * u:]
+        h = zg * h + (1 - zg) * self.act(x_h + r_h)
+        return h, h
