@@ -220,7 +220,7 @@ COMMON_ALIASES = {
 }
 
 # Keras 1 layer type names.
-TYPE_ALIASES: dict[str, str] = {}
+TYPE_ALIASES: dict[str, str] = {"Convolution1D": "Conv1D", "Convolution2D": "Conv2D"}
 
 LAYERS: dict[str, LayerSchema] = {
     "Dense": LayerSchema(
@@ -293,6 +293,30 @@ LAYERS: dict[str, LayerSchema] = {
         aliases={"inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation"},
         doc=f"Keras 3 {name}; Keras 1's `consume_less` is accepted and has no effect.")
       for name in ("SimpleRNN", "LSTM", "GRU")},
+    # Convolution and pooling (channels last).
+    **{f"Conv{r}D": LayerSchema(
+        args=(Arg("filters", positive_int, REQUIRED), Arg("kernel_size", sizes(r), REQUIRED),
+              Arg("strides", sizes(r), (1,) * r),
+              Arg("padding", one_of("valid", "same", *(("causal",) if r == 1 else ())), "valid"),
+              Arg("dilation_rate", sizes(r), (1,) * r),
+              Arg("activation", optional(identifier), None), Arg("use_bias", boolean, True),
+              Arg("kernel_initializer", identifier, "glorot_uniform"),
+              Arg("bias_initializer", identifier, "zeros")),
+        aliases={"nb_filter": "filters", "filter_length": "kernel_size",
+                 "border_mode": "padding", "subsample_length": "strides",
+                 "subsample": "strides", "atrous_rate": "dilation_rate"},
+        doc=f"{r}-D convolution, kernel (*kernel_size, in, filters) as Keras (HWIO).")
+      for r in (1, 2)},
+    **{f"{kind}Pooling{r}D": LayerSchema(
+        args=(Arg("pool_size", sizes(r), (2,) * r), Arg("strides", optional(sizes(r)), None),
+              Arg("padding", one_of("valid", "same"), "valid")),
+        aliases={"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"},
+        doc=f"{kind} over windows; 'same' averages only the cells inside the input.")
+      for r in (1, 2) for kind in ("Max", "Average")},
+    **{f"Global{kind}Pooling{r}D": LayerSchema(
+        args=(Arg("keepdims", boolean, False),),
+        doc=f"{kind} over the spatial axes.")
+      for r in (1, 2) for kind in ("Max", "Average")},
     # Normalization.
     "BatchNormalization": LayerSchema(
         args=(Arg("axis", integer, -1), Arg("momentum", rate, 0.99),

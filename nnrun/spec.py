@@ -360,6 +360,8 @@ def _validate_layer(item: Any, path: PathT, problems: _Problems,
     apath = path + (given_type,)
     if args is None:
         args = {}
+    if isinstance(args, dict) and ("nb_row" in args or "nb_col" in args):
+        args = _keras1_kernel_size(args, apath, problems)
     if not isinstance(args, dict):  # a scalar fills the first argument
         if not schema.args:
             problems.add(apath, f"{type_} takes no arguments")
@@ -379,6 +381,17 @@ def _validate_layer(item: Any, path: PathT, problems: _Problems,
             continue
         out[canon] = (key, value)
     return _finish_layer(type_, schema, out, apath, path, problems, counts)
+
+
+def _keras1_kernel_size(args: dict, apath: PathT, problems: _Problems) -> dict:
+    """Keras 1's Convolution2D(nb_filter, nb_row, nb_col) -> kernel_size: [rows, cols]."""
+    args = dict(args)
+    row, col = args.pop("nb_row", None), args.pop("nb_col", None)
+    if row is None or col is None:
+        problems.add(apath, "give both nb_row and nb_col (or kernel_size)")
+    else:
+        args["kernel_size"] = [row, col]
+    return args
 
 
 def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerSpec:

@@ -48,6 +48,23 @@ KERAS_CASES = [
     ("UpSampling1D", {"size": 3}, (2, 4, 3)),
     ("UpSampling2D", {"size": [2, 3]}, (2, 3, 4, 2)),
     ("UpSampling2D", {"size": 2, "interpolation": "bilinear"}, (2, 3, 4, 2)),
+    ("Conv1D", {"filters": 4, "kernel_size": 3}, (2, 9, 3)),
+    ("Conv1D", {"filters": 4, "kernel_size": 3, "padding": "same", "strides": 2}, (2, 9, 3)),
+    ("Conv1D", {"filters": 2, "kernel_size": 2, "padding": "causal", "dilation_rate": 2},
+     (2, 9, 3)),
+    ("Conv2D", {"filters": 5, "kernel_size": 3, "activation": "relu"}, (2, 7, 8, 3)),
+    ("Conv2D", {"filters": 5, "kernel_size": [3, 2], "strides": [2, 1], "padding": "same"},
+     (2, 7, 8, 3)),
+    ("Conv2D", {"filters": 3, "kernel_size": 3, "dilation_rate": 2, "use_bias": False},
+     (2, 9, 9, 2)),
+    ("MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}, (2, 9, 3)),
+    ("AveragePooling1D", {"pool_size": 2}, (2, 9, 3)),
+    ("MaxPooling2D", {}, (2, 6, 8, 3)),
+    ("MaxPooling2D", {"pool_size": 3, "strides": 2, "padding": "same"}, (2, 7, 8, 3)),
+    ("AveragePooling2D", {"pool_size": 3, "strides": 2, "padding": "same"}, (2, 7, 8, 3)),
+    ("AveragePooling2D", {"pool_size": [2, 3]}, (2, 7, 8, 3)),
+    ("GlobalMaxPooling1D", {}, (2, 9, 3)),
+    ("GlobalAveragePooling2D", {"keepdims": True}, (2, 5, 4, 3)),
     ("LayerNormalization", {"gamma_initializer": "random_uniform",
                             "beta_initializer": "random_uniform"}, (4, 6)),
     ("LayerNormalization", {"axis": [1, 2], "gamma_initializer": "random_uniform"}, (3, 4, 5)),
@@ -332,3 +349,29 @@ def test_recurrent_gradients():
 
     check_grads(f, (params["gru"]["kernel"], params["gru"]["recurrent_kernel"]), order=1,
                 modes=["rev"], atol=1e-2, rtol=1e-2)
+
+
+def test_keras1_convolution_arguments():
+    spec = spec_from_dict({"model": {"input_shape": [28, 28, 1], "layers": [
+        {"Convolution2D": {"nb_filter": 8, "nb_row": 3, "nb_col": 5, "border_mode": "same",
+                           "subsample": [2, 2]}},
+        {"MaxPooling2D": {"pool_size": [2, 2]}}]}, "compile": {"loss": "mse"}})
+    conv = spec.model.layers[0]
+    assert conv.type == "Conv2D" and conv.name == "conv2d"
+    assert (conv.args["filters"], conv.args["kernel_size"], conv.args["padding"],
+            conv.args["strides"]) == (8, (3, 5), "same", (2, 2))
+    assert build_model(spec.model).output_shape == (7, 7, 8)
+
+
+def test_conv_gradients():
+    model = model_of([{"Conv2D": {"filters": 2, "kernel_size": 3, "padding": "same"}},
+                      {"MaxPooling2D": {}}], [6, 6, 2])
+    params, state = model.init(jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (2, 6, 6, 2))
+
+    def f(kernel, inputs):
+        p = {"conv2d": {**params["conv2d"], "kernel": kernel}}
+        return jnp.sum(model.apply(p, state, inputs)[0] ** 2)
+
+    check_grads(f, (params["conv2d"]["kernel"], x), order=1, modes=["rev"], atol=1e-2,
+                rtol=1e-2)

@@ -56,6 +56,7 @@ def get_layer_class(type_name: str) -> type[Layer]:
 
 from nnrun.layers import (  # noqa: E402,F401  (registers the layers)
     activation_layers,
+    conv,
     core,
     norm_noise,
     recurrent,
