@@ -140,6 +140,62 @@ def small_workload(workdir: Path) -> Workload:
     )
 
 
+def _npz_workload(workdir, key, title, x, y, layers_cfg, keras_layers, optimizer, keras_opt,
+                  loss, batch_size, epochs) -> Workload:
+    path = workdir / f"{key}.npz"
+    np.savez(path, x=x, y=y)
+    cfg = {"name": f"bench-{key}", "seed": 0,
+           "data": {"train": {"path": str(path), "x": "x", "y": "y"}},
+           "model": {"input_shape": list(x.shape[1:]), "layers": layers_cfg},
+           "compile": {"optimizer": optimizer, "loss": loss},
+           "fit": {"batch_size": batch_size, "epochs": epochs, "shuffle": True}}
+    return Workload(key, title, x, y, cfg, keras_layers, keras_opt, loss, batch_size, epochs)
+
+
+def cnn_workload(workdir: Path, epochs: int) -> Workload:
+    """Issue 3's CNN: 10,000 x 28x28x1, Conv2D 32, MaxPool, Conv2D 64, MaxPool, Flatten,
+    Dense 128, Dense 10, Adam, batch 128."""
+    rng = np.random.default_rng(0)
+    x = rng.random((10_000, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, size=(10_000,)).astype(np.int32)
+    layers_cfg = [{"Conv2D": {"filters": 32, "kernel_size": 3, "activation": "relu"}},
+                  {"MaxPooling2D": {}},
+                  {"Conv2D": {"filters": 64, "kernel_size": 3, "activation": "relu"}},
+                  {"MaxPooling2D": {}}, {"Flatten": {}},
+                  {"Dense": {"units": 128, "activation": "relu"}},
+                  {"Dense": {"units": 10, "activation": "softmax"}}]
+
+    def layers(keras):
+        return [keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3, activation="relu"),
+                keras.layers.MaxPooling2D(), keras.layers.Conv2D(64, 3, activation="relu"),
+                keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                keras.layers.Dense(128, activation="relu"),
+                keras.layers.Dense(10, activation="softmax")]
+
+    return _npz_workload(workdir, "cnn", f"cnn: 10,000 x 28x28x1, Adam, batch 128, {epochs} "
+                         "epochs", x, y, layers_cfg, layers, "adam",
+                         lambda keras: keras.optimizers.Adam(),
+                         "sparse_categorical_crossentropy", 128, epochs)
+
+
+def lstm_workload(workdir: Path, epochs: int) -> Workload:
+    """Issue 3's LSTM: 10,000 x 50 steps x 32 features, LSTM 64, Dense 1 sigmoid, RMSprop,
+    batch 64."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10_000, 50, 32)).astype(np.float32)
+    y = (x[:, :, 0].mean(axis=1, keepdims=True) > 0).astype(np.float32)
+    layers_cfg = [{"LSTM": {"units": 64}}, {"Dense": {"units": 1, "activation": "sigmoid"}}]
+
+    def layers(keras):
+        return [keras.Input((50, 32)), keras.layers.LSTM(64),
+                keras.layers.Dense(1, activation="sigmoid")]
+
+    return _npz_workload(workdir, "lstm", f"lstm: 10,000 x 50 x 32, RMSprop, batch 64, "
+                         f"{epochs} epochs", x, y, layers_cfg, layers, "rmsprop",
+                         lambda keras: keras.optimizers.RMSprop(), "binary_crossentropy",
+                         64, epochs)
+
+
 def mlp_workload(workdir: Path, epochs: int) -> Workload:
     rng = np.random.default_rng(0)
     x = rng.random((60_000, 784), dtype=np.float32)
@@ -374,7 +430,7 @@ def table(rows: list[tuple[Workload, list[Timing]]]) -> str:
 
 
 def targets(rows: list[tuple[Workload, list[Timing]]]) -> list[str]:
-    want = {"small": 10.0, "mlp": 1.1}
+    want = {"small": 10.0, "mlp": 1.1, "cnn": 2.5, "lstm": 1.2}
     out = []
     for w, timings in rows:
         keras_t = next(t for t in timings if t.name.startswith("Keras"))
@@ -392,7 +448,8 @@ def targets(rows: list[tuple[Workload, list[Timing]]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("small", "mlp"))
+    parser.add_argument("--only", choices=("small", "mlp", "cnn", "lstm"),
+                        help="one workload; cnn and lstm (issue 3) run only when named")
     parser.add_argument(
         "--quick", action="store_true", help="fewer MLP epochs (2) for a fast check"
     )
@@ -434,8 +491,12 @@ def main(argv: list[str] | None = None) -> int:
         builders = {
             "small": lambda: small_workload(workdir),
             "mlp": lambda: mlp_workload(workdir, mlp_epochs),
+            "cnn": lambda: cnn_workload(workdir, mlp_epochs),
+            "lstm": lambda: lstm_workload(workdir, mlp_epochs),
         }
-        for key in ("small", "mlp"):
+        for key in ("small", "mlp", "cnn", "lstm"):
+            if key in ("cnn", "lstm") and args.only != key:
+                continue
             if args.only and args.only != key:
                 continue
             w = builders[key]()

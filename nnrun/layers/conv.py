@@ -141,6 +141,8 @@ class _Pool(Layer):
 
     def apply(self, params, state, x, *, training, key):
         size, strides, padding = self._geometry(x.shape[1:])
+        if padding == "valid" and tuple(strides) == tuple(size):
+            return self._tiled(x, size), state
         ones = (1,) * self.rank
         if self.kind == "max":
             slices, _ = window_slices(x, size, strides, ones, padding, pad_value=-jnp.inf)
@@ -153,6 +155,18 @@ class _Pool(Layer):
         counts, _ = window_slices(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), size, strides,
                                   ones, padding)
         return total / jnp.sum(jnp.stack(counts), axis=0), state
+
+
+    def _tiled(self, x, size):
+        """Non-overlapping windows: crop to whole tiles, reshape, reduce (cheap gradient)."""
+        out = [s // k for s, k in zip(x.shape[1:-1], size)]
+        x = x[(slice(None), *(slice(0, n * k) for n, k in zip(out, size)), slice(None))]
+        shape = [x.shape[0]]
+        for n, k in zip(out, size):
+            shape += [n, k]
+        tiles = x.reshape(*shape, x.shape[-1])
+        axes = tuple(2 + 2 * i for i in range(self.rank))
+        return jnp.max(tiles, axis=axes) if self.kind == "max" else jnp.mean(tiles, axis=axes)
 
 
 for _rank in (1, 2):
