@@ -87,6 +87,26 @@ class Model:
                 new_state[layer.name] = s
         return x, new_state
 
+    def regularization(self, params: dict) -> jax.Array:
+        """The sum of the weight regularizers' penalties (added to the loss, as Keras)."""
+        total = jnp.zeros((), jnp.float32)
+        for layer in self.layers:
+            for name, penalty in layer.regularizers.items():
+                if name in params.get(layer.name, {}):
+                    total = total + penalty(params[layer.name][name])
+        return total
+
+    def constrain(self, params: dict) -> dict:
+        """Params with each layer's constraints applied (after an update, as Keras)."""
+        if not any(layer.constraints for layer in self.layers):
+            return params
+        out = dict(params)
+        for layer in self.layers:
+            if layer.constraints and layer.name in params:
+                out[layer.name] = {k: layer.constraints[k](v) if k in layer.constraints else v
+                                   for k, v in params[layer.name].items()}
+        return out
+
     def param_shapes(self) -> tuple[Any, Any]:
         """(params, state) as ShapeDtypeStructs, without computing anything."""
         return self._shapes

@@ -189,6 +189,12 @@ class Arg:
         return self.default is REQUIRED
 
 
+def weight_options(*weights: str) -> tuple[Arg, ...]:
+    """`<weight>_regularizer` and `<weight>_constraint` for each named weight."""
+    return tuple(Arg(f"{w}_{kind}", optional(identifier), None)
+                 for w in weights for kind in ("regularizer", "constraint"))
+
+
 @dataclass(frozen=True)
 class LayerSchema:
     """The arguments of one layer type, in Keras's positional order."""
@@ -230,6 +236,7 @@ LAYERS: dict[str, LayerSchema] = {
             Arg("use_bias", boolean, True),
             Arg("kernel_initializer", identifier, "glorot_uniform"),
             Arg("bias_initializer", identifier, "zeros"),
+            *weight_options("kernel", "bias"),
         ),
         doc="Fully connected layer: y = activation(x @ kernel + bias) on the last axis.",
     ),
@@ -252,6 +259,7 @@ LAYERS: dict[str, LayerSchema] = {
                              aliases={"alpha": "negative_slope"},
                              doc="x for x >= 0, negative_slope * x otherwise."),
     "PReLU": LayerSchema(args=(Arg("alpha_initializer", identifier, "zeros"),
+                               *weight_options("alpha"),
                                Arg("shared_axes", optional(int_list), None)),
                          aliases={"init": "alpha_initializer"},
                          doc="Leaky ReLU with a learned slope per unit (shared along "
@@ -271,8 +279,10 @@ LAYERS: dict[str, LayerSchema] = {
                                      doc="x where |x| >= theta, else 0 (Keras 1)."),
     "Embedding": LayerSchema(
         args=(Arg("input_dim", positive_int, REQUIRED), Arg("output_dim", positive_int, REQUIRED),
-              Arg("embeddings_initializer", identifier, "uniform")),
-        aliases={"init": "embeddings_initializer"},
+              Arg("embeddings_initializer", identifier, "uniform"),
+              *weight_options("embeddings")),
+        aliases={"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
+                 "W_constraint": "embeddings_constraint"},
         doc="Token ids (integers in [0, input_dim)) -> vectors of size output_dim. A first "
             "layer's `input_length` gives the input shape; the model input is int32."),
     # Recurrent layers (lax.scan over time; batch, steps, features in).
@@ -287,10 +297,12 @@ LAYERS: dict[str, LayerSchema] = {
               Arg("bias_initializer", identifier, "zeros"),
               *((Arg("unit_forget_bias", boolean, True),) if name == "LSTM" else ()),
               *((Arg("reset_after", boolean, True),) if name == "GRU" else ()),
+              *weight_options("kernel", "recurrent", "bias"),
               Arg("return_sequences", boolean, False),
               Arg("go_backwards", boolean, False),
               Arg("consume_less", optional(string), None)),
-        aliases={"inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation"},
+        aliases={"inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation",
+                 "U_regularizer": "recurrent_regularizer", "U_constraint": "recurrent_constraint"},
         doc=f"Keras 3 {name}; Keras 1's `consume_less` is accepted and has no effect.")
       for name in ("SimpleRNN", "LSTM", "GRU")},
     # Convolution and pooling (channels last).
@@ -301,7 +313,8 @@ LAYERS: dict[str, LayerSchema] = {
               Arg("dilation_rate", sizes(r), (1,) * r),
               Arg("activation", optional(identifier), None), Arg("use_bias", boolean, True),
               Arg("kernel_initializer", identifier, "glorot_uniform"),
-              Arg("bias_initializer", identifier, "zeros")),
+              Arg("bias_initializer", identifier, "zeros"),
+              *weight_options("kernel", "bias")),
         aliases={"nb_filter": "filters", "filter_length": "kernel_size",
                  "border_mode": "padding", "subsample_length": "strides",
                  "subsample": "strides", "atrous_rate": "dilation_rate"},
@@ -324,14 +337,16 @@ LAYERS: dict[str, LayerSchema] = {
               Arg("scale", boolean, True), Arg("beta_initializer", identifier, "zeros"),
               Arg("gamma_initializer", identifier, "ones"),
               Arg("moving_mean_initializer", identifier, "zeros"),
-              Arg("moving_variance_initializer", identifier, "ones")),
+              Arg("moving_variance_initializer", identifier, "ones"),
+              *weight_options("beta", "gamma")),
         doc="Normalizes with the batch's statistics in training (padded rows excluded) and "
             "the moving ones in inference; the moving statistics are non-trainable state."),
     "LayerNormalization": LayerSchema(
         args=(Arg("axis", axes, (-1,)), Arg("epsilon", number, 1e-3),
               Arg("center", boolean, True), Arg("scale", boolean, True),
               Arg("beta_initializer", identifier, "zeros"),
-              Arg("gamma_initializer", identifier, "ones")),
+              Arg("gamma_initializer", identifier, "ones"),
+              *weight_options("beta", "gamma")),
         doc="Normalizes each sample over `axis`, then gamma * x + beta."),
     # Noise and dropout variants: active in training only.
     "GaussianNoise": LayerSchema(args=(Arg("stddev", number, REQUIRED),

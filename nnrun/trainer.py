@@ -105,7 +105,8 @@ def make_loss_fn(model: Model, obj: Objective) -> Callable:
     def loss_fn(params, state, xb, yb, w, key):
         preds, new_state = model.apply(params, state, xb, training=True, key=key, mask=w)
         per_sample = obj.loss.per_sample(yb, preds)
-        return obj.loss.finalize(_weighted_mean(per_sample, w)), (new_state, preds)
+        loss = obj.loss.finalize(_weighted_mean(per_sample, w)) + model.regularization(params)
+        return loss, (new_state, preds)
 
     return loss_fn
 
@@ -149,7 +150,7 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
             (loss, (state, preds)), grads = grad_fn(ts.params, ts.state, xb, yb, wb,
                                                     jax.random.fold_in(dropout_key, i))
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
-            params = optax.apply_updates(ts.params, updates)
+            params = model.constrain(optax.apply_updates(ts.params, updates))
             acc = _accumulate(acc, obj, loss, yb, preds, wb)
             return (TrainState(params, state, opt_state), acc), None
 
@@ -170,7 +171,8 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
             ib, wb = inputs
             xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
             preds, _ = model.apply(params, state, xb, training=False)
-            loss = obj.loss.finalize(_weighted_mean(obj.loss.per_sample(yb, preds), wb))
+            loss = obj.loss.finalize(_weighted_mean(obj.loss.per_sample(yb, preds), wb)) \
+                + model.regularization(params)
             return _accumulate(acc, obj, loss, yb, preds, wb), None
 
         acc, _ = jax.lax.scan(step, _zeros(obj), (idx, w))

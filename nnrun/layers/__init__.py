@@ -19,6 +19,9 @@ LAYER_TYPES = Registry("layer type")
 
 Shape = tuple[int, ...]
 
+# Argument prefixes whose parameter has another name (Keras: recurrent_regularizer).
+PARAM_OF = {"recurrent": "recurrent_kernel"}
+
 
 class Layer:
     """Base class. Subclasses set `uses_rng` when `apply` needs a PRNG key in training,
@@ -31,6 +34,22 @@ class Layer:
     def __init__(self, name: str, **args: Any):
         self.name = name
         self.args = args
+        self.regularizers, self.constraints = self._weight_options()
+
+    def _weight_options(self) -> tuple[dict, dict]:
+        """`<weight>_regularizer` / `<weight>_constraint` args, keyed by param name."""
+        from nnrun.regularizers import get_constraint, get_regularizer
+
+        regs, cons = {}, {}
+        for arg, value in self.args.items():
+            if value is None:
+                continue
+            for suffix, getter, table in (("_regularizer", get_regularizer, regs),
+                                          ("_constraint", get_constraint, cons)):
+                if arg.endswith(suffix) and arg != "activity_regularizer":
+                    weight = arg[: -len(suffix)]
+                    table[PARAM_OF.get(weight, weight)] = self.resolve(arg, getter)
+        return regs, cons
 
     def resolve(self, arg: str, getter: Callable[[Any], Any], default: Any = None) -> Any:
         """`getter(self.args[arg])` (a registry lookup); a ConfigError names the argument."""
