@@ -130,6 +130,57 @@ def sine(samples: int, seed: int, *, noise: float = 0.05):
     return x.astype(np.float32), y.astype(np.float32)
 
 
+@_builtin("sequences", "binary")
+def sequences(samples: int, seed: int, *, steps: int = 20, noise: float = 0.3):
+    """Noisy random walks (n, steps, 1); label 1 when the walk ends above where it
+    started (a sequence classifier must integrate over time); y (n,1)."""
+    _check(steps >= 2 and noise >= 0, f"steps must be >= 2 and noise >= 0, got {steps}, {noise}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(samples) % 2
+    drift = np.where(labels == 1, 0.15, -0.15)[:, None]
+    walk = np.cumsum(drift + rng.normal(scale=noise, size=(samples, steps)), axis=1)
+    return _binary(walk[:, :, None], labels, rng)
+
+
+@_builtin("tokens", "binary")
+def tokens(samples: int, seed: int, *, vocab: int = 50, length: int = 20):
+    """Token-id sequences (n, length) in [1, vocab); label 1 when most tokens come from
+    the lower half of the vocabulary (an Embedding model's task); y (n,1). x holds
+    integers (float32 in memory; an Embedding layer reads them as ids)."""
+    _check(vocab >= 4 and length >= 1, f"vocab must be >= 4 and length >= 1, got {vocab}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(samples) % 2
+    low = rng.random((samples, 1)) * 0.3 + np.where(labels == 1, 0.55, 0.15)[:, None]
+    from_low = rng.random((samples, length)) < low
+    half = vocab // 2
+    ids = np.where(from_low, rng.integers(1, half, (samples, length)),
+                   rng.integers(half, vocab, (samples, length)))
+    return _binary(ids, labels, rng)
+
+
+@_builtin("shapes", "multiclass")
+def shapes(samples: int, seed: int, *, size: int = 16, noise: float = 0.2):
+    """Small images (n, size, size, 1) of a horizontal bar (0), a vertical bar (1) or a
+    square outline (2) at a random place, plus noise; y int class ids (n,)."""
+    _check(size >= 8 and noise >= 0, f"size must be >= 8 and noise >= 0, got {size}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(samples) % 3
+    images = rng.normal(scale=noise, size=(samples, size, size))
+    for i, label in enumerate(labels):
+        r, c = rng.integers(1, size - 6, 2)
+        if label == 0:
+            images[i, r + 2, c:c + 6] += 1.0
+        elif label == 1:
+            images[i, r:r + 6, c + 2] += 1.0
+        else:
+            images[i, r:r + 5, c] += 1.0
+            images[i, r:r + 5, c + 4] += 1.0
+            images[i, r, c:c + 5] += 1.0
+            images[i, r + 4, c:c + 5] += 1.0
+    order = rng.permutation(samples)
+    return images[order, :, :, None].astype(np.float32), labels[order].astype(np.int32)
+
+
 def _option_defaults(fn: Callable) -> dict[str, Any]:
     params = inspect.signature(fn).parameters.values()
     return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
@@ -173,6 +224,7 @@ def generate(name: str, samples: int, seed: int, **options: Any) -> tuple[np.nda
     x, y = fn(samples, seed, **options)
     if one_hot:
         labels = y[:, 0].astype(np.int64) if fn.task == "binary" else y
-        width = 2 if fn.task == "binary" else options.get("classes", allowed["classes"])
+        width = 2 if fn.task == "binary" else options.get(
+            "classes", allowed.get("classes", int(labels.max()) + 1))
         y = np.eye(width, dtype=np.float32)[labels]
     return x, y

@@ -29,6 +29,9 @@ BUILTINS = {
     "spirals": ((120, 2), (120,), np.int32, 3),
     "blobs": ((120, 2), (120,), np.int32, 3),
     "sine": ((120, 1), (120, 1), np.float32, None),
+    "sequences": ((120, 20, 1), (120, 1), np.float32, 2),
+    "tokens": ((120, 20), (120, 1), np.float32, 2),
+    "shapes": ((120, 16, 16, 1), (120,), np.int32, 3),
 }
 
 
