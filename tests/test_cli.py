@@ -228,3 +228,11 @@ def test_trains_and_predicts_from_files(runner, tmp_path, fmt):
                    "-o", str(tmp_path / "p.npy"))    # the CSV's label column is dropped
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "p.npy").shape == (120, 1)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_example_configs_train(runner, tmp_path, config):
+    result = nnrun(runner, tmp_path, "train", str(ROOT / "configs" / config),
+                   "--set", "fit.epochs=1", "--set", "data.train.samples=256")
+    assert result.exit_code == 0, result.output
+    assert nnrun(runner, tmp_path, "summary", str(ROOT / "configs" / config)).exit_code == 0
