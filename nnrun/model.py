@@ -91,21 +91,14 @@ class Model:
         """The sum of the weight regularizers' penalties (added to the loss, as Keras)."""
         total = jnp.zeros((), jnp.float32)
         for layer in self.layers:
-            for name, penalty in layer.regularizers.items():
-                if name in params.get(layer.name, {}):
-                    total = total + penalty(params[layer.name][name])
+            if layer.name in params:
+                total = total + layer.penalty(params[layer.name])
         return total
 
     def constrain(self, params: dict) -> dict:
         """Params with each layer's constraints applied (after an update, as Keras)."""
-        if not any(layer.constraints for layer in self.layers):
-            return params
-        out = dict(params)
-        for layer in self.layers:
-            if layer.constraints and layer.name in params:
-                out[layer.name] = {k: layer.constraints[k](v) if k in layer.constraints else v
-                                   for k, v in params[layer.name].items()}
-        return out
+        return {name: next(layer for layer in self.layers if layer.name == name).project(p)
+                for name, p in params.items()}
 
     def param_shapes(self) -> tuple[Any, Any]:
         """(params, state) as ShapeDtypeStructs, without computing anything."""

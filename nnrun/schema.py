@@ -176,6 +176,11 @@ def axes(value: Any) -> tuple[int, ...]:
     return int_list(value)
 
 
+def nested_layer(value: Any) -> Any:
+    """A wrapped layer, `{LSTM: {units: 8}}`: validated by the spec like any layer."""
+    return value
+
+
 @dataclass(frozen=True)
 class Arg:
     """One layer argument: Keras 3 name, type checker, default (or REQUIRED)."""
@@ -330,6 +335,14 @@ LAYERS: dict[str, LayerSchema] = {
         args=(Arg("keepdims", boolean, False),),
         doc=f"{kind} over the spatial axes.")
       for r in (1, 2) for kind in ("Max", "Average")},
+    # Wrappers.
+    "Bidirectional": LayerSchema(
+        args=(Arg("layer", nested_layer, REQUIRED),
+              Arg("merge_mode", one_of("concat", "sum", "mul", "ave"), "concat")),
+        doc="Runs a recurrent layer forwards and backwards and merges the two outputs."),
+    "TimeDistributed": LayerSchema(
+        args=(Arg("layer", nested_layer, REQUIRED),),
+        doc="Applies a layer to every time step (axis 1) of its input."),
     # Normalization.
     "BatchNormalization": LayerSchema(
         args=(Arg("axis", integer, -1), Arg("momentum", rate, 0.99),

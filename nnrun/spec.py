@@ -28,6 +28,7 @@ from nnrun.schema import (
     canonical_type,
     identifier,
     integer,
+    nested_layer,
     number,
     positive_int,
     shape,
@@ -383,6 +384,16 @@ def _validate_layer(item: Any, path: PathT, problems: _Problems,
     return _finish_layer(type_, schema, out, apath, path, problems, counts)
 
 
+def _nested_layer(value: Any, path: PathT, problems: _Problems) -> dict | None:
+    """A wrapper's layer, validated as a layer; kept as `{Type: {name, **args}}`."""
+    inner = _validate_layer(value, path, problems, {})
+    if inner is None:
+        return None
+    if inner.args.pop("__input_shape__", None) is not None:
+        problems.add(path, "give the input shape on the wrapper, not on the wrapped layer")
+    return {inner.type: {"name": inner.name, **inner.args}}
+
+
 def _keras1_kernel_size(args: dict, apath: PathT, problems: _Problems) -> dict:
     """Keras 1's Convolution2D(nb_filter, nb_row, nb_col) -> kernel_size: [rows, cols]."""
     args = dict(args)
@@ -403,6 +414,9 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
             args[arg.name] = None if arg.required else arg.default
             continue
         key, value = given[arg.name]
+        if arg.check is nested_layer:
+            args[arg.name] = _nested_layer(value, apath + (key,), problems)
+            continue
         try:
             args[arg.name] = arg.check(value)
         except ArgTypeError as exc:

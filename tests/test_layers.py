@@ -375,3 +375,60 @@ def test_conv_gradients():
 
     check_grads(f, (params["conv2d"]["kernel"], x), order=1, modes=["rev"], atol=1e-2,
                 rtol=1e-2)
+
+
+@pytest.mark.parametrize("inner, kwargs", [
+    ({"LSTM": {"units": 4}}, {}),
+    ({"GRU": {"units": 3, "return_sequences": True}}, {"merge_mode": "sum"}),
+    ({"SimpleRNN": {"units": 2, "return_sequences": True}}, {"merge_mode": "ave"}),
+])
+def test_bidirectional_equals_keras(inner, kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 6, 5)).astype(np.float32)
+    ((type_, inner_args),) = inner.items()
+    klayer = keras.layers.Bidirectional(getattr(keras.layers, type_)(**inner_args), **kwargs)
+    klayer.build(x.shape)
+    for w in klayer.weights:
+        w.assign(rng.normal(0, 0.4, size=w.shape).astype(np.float32))
+    expected = np.asarray(klayer(x))
+    model = model_of([{"Bidirectional": {"layer": inner, **kwargs}}], x.shape[1:])
+    params = {"bidirectional": {
+        "forward": {w.name: jnp.asarray(w.numpy()) for w in klayer.forward_layer.weights},
+        "backward": {w.name: jnp.asarray(w.numpy()) for w in klayer.backward_layer.weights}}}
+    ours, _ = model.init(jax.random.key(0))
+    assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(jnp.shape, ours)
+    y, _ = model.apply(params, {}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+    assert model.output_shape == expected.shape[1:]
+
+
+def test_time_distributed_equals_keras():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 6, 5)).astype(np.float32)
+    klayer = keras.layers.TimeDistributed(keras.layers.Dense(4, activation="tanh"))
+    expected = np.asarray(klayer(x))
+    model = model_of([{"TimeDistributed": {"layer": {"Dense": {"units": 4,
+                                                                "activation": "tanh"}}}}],
+                     x.shape[1:])
+    params = {"time_distributed": {w.name: jnp.asarray(w.numpy()) for w in klayer.weights}}
+    y, _ = model.apply(params, {}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-6)
+    assert model.output_shape == (6, 4)
+
+
+def test_wrapped_layer_errors_are_located(tmp_path):
+    from nnrun.errors import ConfigError
+    from nnrun.spec import load_spec
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  input_shape: [5, 3]\n  layers:\n"
+                    "    - Bidirectional: {layer: {LSMT: {units: 4}}}\n"
+                    "compile: {loss: mse}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:4:31: model.layers\[0\].Bidirectional.layer"
+                                          r".LSMT: unknown layer type 'LSMT' \(did you mean "
+                                          r"'LSTM'"):
+        load_spec(path)
+    spec = spec_from_dict({"model": {"input_shape": [5, 3], "layers": [
+        {"Bidirectional": {"layer": {"Dense": 3}}}]}, "compile": {"loss": "mse"}})
+    with pytest.raises(ConfigError, match="wraps a recurrent layer"):
+        build_model(spec.model)

@@ -58,6 +58,17 @@ class Layer:
         except ConfigError as exc:
             raise ConfigError(exc.message, where=arg) from None
 
+    def penalty(self, params: dict) -> jax.Array | float:
+        """The weight regularizers' penalty on this layer's params."""
+        return sum((fn(params[k]) for k, fn in self.regularizers.items() if k in params), 0.0)
+
+    def project(self, params: dict) -> dict:
+        """This layer's params with its constraints applied."""
+        if not self.constraints:
+            return params
+        return {k: self.constraints[k](v) if k in self.constraints else v
+                for k, v in params.items()}
+
     def init(self, key: jax.Array, input_shape: Shape) -> tuple[dict, dict, Shape]:
         return {}, {}, self.output_shape(input_shape)
 
@@ -80,4 +91,5 @@ from nnrun.layers import (  # noqa: E402,F401  (registers the layers)
     norm_noise,
     recurrent,
     shape_layers,
+    wrappers,
 )
