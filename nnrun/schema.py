@@ -303,11 +303,13 @@ LAYERS: dict[str, LayerSchema] = {
               *((Arg("unit_forget_bias", boolean, True),) if name == "LSTM" else ()),
               *((Arg("reset_after", boolean, True),) if name == "GRU" else ()),
               *weight_options("kernel", "recurrent", "bias"),
+              Arg("dropout", rate, 0.0), Arg("recurrent_dropout", rate, 0.0),
               Arg("return_sequences", boolean, False),
               Arg("go_backwards", boolean, False),
               Arg("consume_less", optional(string), None)),
         aliases={"inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation",
-                 "U_regularizer": "recurrent_regularizer", "U_constraint": "recurrent_constraint"},
+                 "U_regularizer": "recurrent_regularizer", "U_constraint": "recurrent_constraint",
+                 "dropout_W": "dropout", "dropout_U": "recurrent_dropout"},
         doc=f"Keras 3 {name}; Keras 1's `consume_less` is accepted and has no effect.")
       for name in ("SimpleRNN", "LSTM", "GRU")},
     # Convolution and pooling (channels last).

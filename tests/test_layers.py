@@ -432,3 +432,26 @@ def test_wrapped_layer_errors_are_located(tmp_path):
         {"Bidirectional": {"layer": {"Dense": 3}}}]}, "compile": {"loss": "mse"}})
     with pytest.raises(ConfigError, match="wraps a recurrent layer"):
         build_model(spec.model)
+
+
+@pytest.mark.parametrize("layer", ["SimpleRNN", "LSTM", "GRU"])
+def test_recurrent_dropout_masks_are_per_sequence(layer):
+    x = jax.random.normal(jax.random.key(3), (4, 6, 5))
+    model = model_of([{layer: {"units": 3, "dropout": 0.4}}], [6, 5])
+    params, state = model.init(jax.random.key(0))
+    rnn, key = model.layers[0], jax.random.key(9)
+    inference, _ = model.apply(params, state, x)
+    plain = model_of([{layer: {"units": 3}}], [6, 5])
+    np.testing.assert_allclose(np.asarray(inference), np.asarray(plain.apply(params, state, x)[0]),
+                               rtol=1e-6)
+    trained, _ = model.apply(params, state, x, training=True, key=key)
+    in_mask, rec_mask = rnn.dropout_masks(jax.random.fold_in(key, 0), 4, 5)
+    assert rec_mask is None and set(np.unique(np.asarray(in_mask))) <= {0.0, np.float32(1 / 0.6)}
+    # the same input mask at every step: training == inference on the masked inputs
+    masked, _ = model.apply(params, state, x * in_mask[:, None, :])
+    np.testing.assert_allclose(np.asarray(trained), np.asarray(masked), rtol=1e-5, atol=1e-6)
+    recurrent = model_of([{layer: {"units": 3, "recurrent_dropout": 0.4}}], [6, 5])
+    a, _ = recurrent.apply(params, state, x, training=True, key=key)
+    b, _ = recurrent.apply(params, state, x, training=True, key=key)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(a), np.asarray(inference))

@@ -9,12 +9,14 @@ import jax.numpy as jnp
 from nnrun import activations, initializers
 from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer
+from nnrun.layers.core import keep_mask
 
 
 class _Recurrent(Layer):
     """Shared by the three: weights, the scan over time, return_sequences, go_backwards."""
 
     gates = 1  # blocks of `units` columns in the kernels
+    uses_rng = True  # dropout / recurrent_dropout masks in training
 
     def __init__(self, name, **args):
         super().__init__(name, **args)
@@ -49,8 +51,9 @@ class _Recurrent(Layer):
     def initial_carry(self, batch: int, dtype):
         return jnp.zeros((batch, self.args["units"]), dtype)
 
-    def step(self, params, carry, x_t):
-        """One time step: (carry, x_t @ kernel [+ bias]) -> (carry, h_t)."""
+    def step(self, params, carry, z, rec_mask):
+        """One time step: (carry, x_t @ kernel [+ bias]) -> (carry, h_t); `rec_mask`
+        (or None) multiplies the previous output before the recurrent kernel."""
         raise NotImplementedError
 
     def input_projection(self, params, x):
@@ -60,22 +63,43 @@ class _Recurrent(Layer):
             z = z + bias
         return z
 
+    def dropout_masks(self, key, batch: int, features: int):
+        """Keras's masks: one per sequence (the same at every step), kept values 1/(1-rate)."""
+        masks = []
+        for i, (rate, width) in enumerate(((self.args.get("dropout", 0.0), features),
+                                           (self.args.get("recurrent_dropout", 0.0),
+                                            self.args["units"]))):
+            if key is None or not rate:
+                masks.append(None)
+                continue
+            keep = keep_mask(jax.random.fold_in(key, i), (batch, width), 1.0 - rate)
+            masks.append(keep.astype(jnp.float32) / (1.0 - rate))
+        return masks
+
     def apply(self, params, state, x, *, training, key):
+        in_mask, rec_mask = self.dropout_masks(key if training else None, x.shape[0],
+                                               x.shape[-1])
+        if in_mask is not None:
+            x = x * in_mask[:, None, :]
         projected = self.input_projection(params, x)  # all steps at once: one matmul
         if self.args.get("go_backwards"):
             projected = projected[:, ::-1]
         carry = self.initial_carry(x.shape[0], x.dtype)
-        _, hs = jax.lax.scan(lambda c, z: self.step(params, c, z), carry,
+        _, hs = jax.lax.scan(lambda c, z: self.step(params, c, z, rec_mask), carry,
                              jnp.swapaxes(projected, 0, 1))
         if self.args.get("return_sequences"):
             return jnp.swapaxes(hs, 0, 1), state
         return hs[-1], state
 
 
+def _masked(h, mask):
+    return h if mask is None else h * mask
+
+
 @LAYER_TYPES.register("SimpleRNN")
 class SimpleRNN(_Recurrent):
-    def step(self, params, h, z):
-        h = self.act(z + h @ params["recurrent_kernel"])
+    def step(self, params, h, z, rec_mask):
+        h = self.act(z + _masked(h, rec_mask) @ params["recurrent_kernel"])
         return h, h
 
 
@@ -94,9 +118,9 @@ class LSTM(_Recurrent):
         zeros = super().initial_carry(batch, dtype)
         return (zeros, zeros)
 
-    def step(self, params, carry, z):
+    def step(self, params, carry, z, rec_mask):
         h, c = carry
-        z = z + h @ params["recurrent_kernel"]
+        z = z + _masked(h, rec_mask) @ params["recurrent_kernel"]
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = self.rec_act(f) * c + self.rec_act(i) * self.act(g)
         h = self.rec_act(o) * self.act(c)
@@ -117,9 +141,10 @@ class GRU(_Recurrent):
             z = z + params["bias"][0]   # input bias; the recurrent one is added per step
         return z
 
-    def step(self, params, h, z):
+    def step(self, params, h_prev, z, rec_mask):
         u = self.args["units"]
         kernel = params["recurrent_kernel"]
+        h = _masked(h_prev, rec_mask)   # Keras: the dropped h_tm1 feeds the recurrent terms
         x_z, x_r, x_h = z[:, :u], z[:, u:2 * u], z[:, 2 * u:]
         if self.args.get("reset_after", True):
             inner = h @ kernel
@@ -133,5 +158,5 @@ class GRU(_Recurrent):
             zg = self.rec_act(x_z + h @ kernel[:, :u])
             r = self.rec_act(x_r + h @ kernel[:, u:2 * u])
             r_h = (r * h) @ kernel[:, 2 * u:]
-        h = zg * h + (1 - zg) * self.act(x_h + r_h)
+        h = zg * h_prev + (1 - zg) * self.act(x_h + r_h)
         return h, h

@@ -34,6 +34,7 @@ class Bidirectional(Layer):
         self.backward = cls(f"backward_{inner}", **{
             **inner_args, "go_backwards": not inner_args.get("go_backwards", False)})
         self.return_sequences = inner_args.get("return_sequences", False)
+        self.uses_rng = self.forward.uses_rng
 
     def output_shape(self, input_shape):
         out = self.forward.output_shape(input_shape)
@@ -48,8 +49,11 @@ class Bidirectional(Layer):
         return {"forward": pf, "backward": pb}, {}, self.output_shape(input_shape)
 
     def apply(self, params, state, x, *, training, key):
-        yf, _ = self.forward.apply(params["forward"], {}, x, training=training, key=key)
-        yb, _ = self.backward.apply(params["backward"], {}, x, training=training, key=key)
+        kf = kb = None
+        if key is not None:
+            kf, kb = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        yf, _ = self.forward.apply(params["forward"], {}, x, training=training, key=kf)
+        yb, _ = self.backward.apply(params["backward"], {}, x, training=training, key=kb)
         if self.return_sequences:
             yb = yb[:, ::-1]
         mode = self.args.get("merge_mode", "concat")
