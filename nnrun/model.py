@@ -77,15 +77,31 @@ class Model:
               key: jax.Array | None = None,
               mask: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """Forward pass on a batch; returns (y, new_state). `mask`: 0/1 row weights."""
+        y, new_state, _ = self.apply_with_activity(params, state, x, training=training,
+                                                   key=key, mask=mask)
+        return y, new_state
+
+    def apply_with_activity(self, params: dict, state: dict, x: jax.Array, *,
+                            training: bool = False, key: jax.Array | None = None,
+                            mask: jax.Array | None = None) -> tuple[jax.Array, dict, jax.Array]:
+        """`apply`, plus the layers' activity-regularizer penalties on their outputs (the
+        rows weighted by `mask`, divided by the batch size as Keras 3), added to the loss."""
         new_state = dict(state)
+        activity = jnp.zeros((), jnp.float32)
         for i, layer in enumerate(self.layers):
             lkey = jax.random.fold_in(key, i) if (training and layer.uses_rng) else None
             extra = {"mask": mask} if layer.uses_mask else {}
             x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x,
                                training=training, key=lkey, **extra)
+            if layer.activity is not None:   # Keras 3: divided by the batch size
+                if mask is None:
+                    activity = activity + layer.activity(x) / x.shape[0]
+                else:
+                    rows = x * mask.reshape(-1, *([1] * (x.ndim - 1)))
+                    activity = activity + layer.activity(rows) / jnp.maximum(jnp.sum(mask), 1)
             if s:
                 new_state[layer.name] = s
-        return x, new_state
+        return x, new_state, activity
 
     def regularization(self, params: dict) -> jax.Array:
         """The sum of the weight regularizers' penalties (added to the loss, as Keras)."""

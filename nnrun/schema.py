@@ -195,9 +195,11 @@ class Arg:
 
 
 def weight_options(*weights: str) -> tuple[Arg, ...]:
-    """`<weight>_regularizer` and `<weight>_constraint` for each named weight."""
+    """`<weight>_regularizer` and `<weight>_constraint` for each named weight, and the
+    layer's `activity_regularizer` (on its output)."""
     return tuple(Arg(f"{w}_{kind}", optional(identifier), None)
-                 for w in weights for kind in ("regularizer", "constraint"))
+                 for w in weights for kind in ("regularizer", "constraint")) + (
+        Arg("activity_regularizer", optional(identifier), None),)
 
 
 @dataclass(frozen=True)

@@ -103,9 +103,11 @@ def make_loss_fn(model: Model, obj: Objective) -> Callable:
     """(params, state, x, y, w, key) -> (batch loss, (new state, predictions))."""
 
     def loss_fn(params, state, xb, yb, w, key):
-        preds, new_state = model.apply(params, state, xb, training=True, key=key, mask=w)
+        preds, new_state, activity = model.apply_with_activity(params, state, xb, training=True,
+                                                               key=key, mask=w)
         per_sample = obj.loss.per_sample(yb, preds)
-        loss = obj.loss.finalize(_weighted_mean(per_sample, w)) + model.regularization(params)
+        loss = obj.loss.finalize(_weighted_mean(per_sample, w)) + model.regularization(params) \
+            + activity
         return loss, (new_state, preds)
 
     return loss_fn
@@ -170,9 +172,10 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
         def step(acc, inputs):
             ib, wb = inputs
             xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
-            preds, _ = model.apply(params, state, xb, training=False)
+            preds, _, activity = model.apply_with_activity(params, state, xb, training=False,
+                                                           mask=wb)
             loss = obj.loss.finalize(_weighted_mean(obj.loss.per_sample(yb, preds), wb)) \
-                + model.regularization(params)
+                + model.regularization(params) + activity
             return _accumulate(acc, obj, loss, yb, preds, wb), None
 
         acc, _ = jax.lax.scan(step, _zeros(obj), (idx, w))

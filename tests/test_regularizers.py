@@ -80,3 +80,37 @@ def test_an_epoch_with_regularizers_and_constraints_equals_keras():
             ts.params["dense_1"]["kernel"], ts.params["dense_1"]["bias"]]
     for a, b in zip(ours, k.get_weights()):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_epoch_with_an_activity_regularizer_equals_keras():
+    spec = spec_from_dict({
+        "seed": 4, "data": {"train": {"builtin": "xor", "samples": 25}},
+        "model": {"input_shape": [2], "layers": [
+            {"Dense": {"units": 4, "activation": "tanh",
+                       "activity_regularizer": {"name": "l2", "l2": 0.1}}},
+            {"Dense": {"units": 1, "activation": "sigmoid"}}]},
+        "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.5}, "loss": "mse"},
+        "fit": {"batch_size": 10, "shuffle": False}})
+    splits = api.load_data(spec)
+    x, y = splits.train.x, splits.train.y
+    obj = resolve_objective("mse", (), (2, 1), (2, 1))
+    fitter = Fitter(api.build(spec), obj, spec.compile.optimizer, seed=4, batch_size=10,
+                    shuffle=False, x=x, y=y)
+    ts = fitter.initial_state()
+    p = jax.device_get(ts.params)
+    k = keras.Sequential([
+        keras.Input((2,)),
+        keras.layers.Dense(4, activation="tanh",
+                           activity_regularizer=keras.regularizers.L2(0.1)),
+        keras.layers.Dense(1, activation="sigmoid")])
+    k.set_weights([p["dense"]["kernel"], p["dense"]["bias"], p["dense_1"]["kernel"],
+                   p["dense_1"]["bias"]])
+    k.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="mse")
+    history = k.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0).history
+    for epoch in range(2):   # the last batch of 5 is padded: padded rows add no penalty
+        ts, res = fitter.run_epoch(ts)
+        assert res.logs["loss"] == pytest.approx(history["loss"][epoch], rel=1e-5)
+    ours = [ts.params["dense"]["kernel"], ts.params["dense"]["bias"],
+            ts.params["dense_1"]["kernel"], ts.params["dense_1"]["bias"]]
+    for a, b in zip(ours, k.get_weights()):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)

@@ -35,6 +35,11 @@ class Layer:
         self.name = name
         self.args = args
         self.regularizers, self.constraints = self._weight_options()
+        self.activity = None
+        if args.get("activity_regularizer") is not None:
+            from nnrun.regularizers import get_regularizer
+
+            self.activity = self.resolve("activity_regularizer", get_regularizer)
 
     def _weight_options(self) -> tuple[dict, dict]:
         """`<weight>_regularizer` / `<weight>_constraint` args, keyed by param name."""
