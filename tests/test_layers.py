@@ -120,7 +120,7 @@ def test_layer_schemas_and_implementations_agree():
     ([{"Reshape": [4, 4]}], [3, 5], "cannot reshape 15 values"),
     ([{"Permute": [1, 3]}], [3, 5], "must be a permutation of 1..2"),
     ([{"Cropping1D": [3, 3]}], [5, 2], "leaves nothing"),
-    ([{"RepeatVector": 2}], [3, 5], "RepeatVector takes (batch, features)"),
+    ([{"RepeatVector": 2}], [3, 5], "expects a rank-2 input (batch, features)"),
     ([{"PReLU": {"shared_axes": [3]}}], [3, 5], "out of range"),
 ])
 def test_shape_errors_name_the_layer(layers, shape, needle):

@@ -85,6 +85,15 @@ class Layer:
         raise NotImplementedError
 
 
+def require_rank(input_shape: Shape, layout: str) -> None:
+    """ConfigError unless the input (batch axis included) has as many axes as `layout`,
+    e.g. "(batch, steps, channels)"."""
+    rank = layout.count(",") + 1
+    if len(input_shape) + 1 != rank:
+        raise ConfigError(f"expects a rank-{rank} input {layout}, got rank "
+                          f"{len(input_shape) + 1}")
+
+
 def get_layer_class(type_name: str) -> type[Layer]:
     return LAYER_TYPES.get(type_name)
 

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 
 from nnrun import activations, initializers
 from nnrun.errors import ConfigError
-from nnrun.layers import LAYER_TYPES, Layer
+from nnrun.layers import LAYER_TYPES, Layer, require_rank
+
+SPATIAL = {1: "(batch, steps, channels)", 2: "(batch, rows, cols, channels)"}
 
 
 def _out_size(size: int, k: int, stride: int, dilation: int, padding: str) -> int:
@@ -71,10 +73,7 @@ class _Conv(Layer):
                               where="dilation_rate")
 
     def _geometry(self, input_shape):
-        if len(input_shape) != self.rank + 1:
-            raise ConfigError(f"expects a rank-{self.rank + 2} input (batch, "
-                              f"{'steps' if self.rank == 1 else 'rows, cols'}, channels), got "
-                              f"rank {len(input_shape) + 1}")
+        require_rank(input_shape, SPATIAL[self.rank])
         a = self.args
         return a["kernel_size"], a["strides"], a["dilation_rate"], a.get("padding", "valid")
 
@@ -123,9 +122,7 @@ class _Pool(Layer):
     kind = "max"
 
     def _geometry(self, input_shape):
-        if len(input_shape) != self.rank + 1:
-            raise ConfigError(f"expects a rank-{self.rank + 2} input (channels last), got "
-                              f"rank {len(input_shape) + 1}")
+        require_rank(input_shape, SPATIAL[self.rank])
         size = self.args["pool_size"]
         strides = self.args.get("strides") or size
         return size, strides, self.args.get("padding", "valid")
@@ -180,9 +177,7 @@ class _GlobalPool(Layer):
     kind = "max"
 
     def output_shape(self, input_shape):
-        if len(input_shape) != self.rank + 1:
-            raise ConfigError(f"expects a rank-{self.rank + 2} input (channels last), got "
-                              f"rank {len(input_shape) + 1}")
+        require_rank(input_shape, SPATIAL[self.rank])
         if self.args.get("keepdims"):
             return (*([1] * self.rank), input_shape[-1])
         return (input_shape[-1],)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from nnrun import initializers
 from nnrun.errors import ConfigError
-from nnrun.layers import LAYER_TYPES, Layer
+from nnrun.layers import LAYER_TYPES, Layer, require_rank
 from nnrun.layers.core import keep_mask
 
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -112,12 +112,10 @@ class AlphaDropout(_Noise):
 class _SpatialDropout(_Noise):
     """Dropout of whole channels: one draw per sample and channel, scaled by 1/(1-rate)."""
 
-    rank = 3
+    layout = "(batch, steps, channels)"
 
     def output_shape(self, input_shape):
-        if len(input_shape) + 1 != self.rank:
-            raise ConfigError(f"expects a rank-{self.rank} input (channels last), got rank "
-                              f"{len(input_shape) + 1}")
+        require_rank(input_shape, self.layout)
         return input_shape
 
     def noise(self, x, key):
@@ -129,12 +127,12 @@ class _SpatialDropout(_Noise):
 
 @LAYER_TYPES.register("SpatialDropout1D")
 class SpatialDropout1D(_SpatialDropout):
-    rank = 3
+    layout = "(batch, steps, channels)"
 
 
 @LAYER_TYPES.register("SpatialDropout2D")
 class SpatialDropout2D(_SpatialDropout):
-    rank = 4
+    layout = "(batch, rows, cols, channels)"
 
 
 @LAYER_TYPES.register("BatchNormalization")

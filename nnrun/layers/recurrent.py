@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from nnrun import activations, initializers
-from nnrun.errors import ConfigError
-from nnrun.layers import LAYER_TYPES, Layer
+from nnrun.layers import LAYER_TYPES, Layer, require_rank
 from nnrun.layers.core import keep_mask
 
 
@@ -26,9 +25,7 @@ class _Recurrent(Layer):
             ("kernel", "glorot_uniform"), ("recurrent", "orthogonal"), ("bias", "zeros"))}
 
     def output_shape(self, input_shape):
-        if len(input_shape) != 2:
-            raise ConfigError(f"expects (batch, steps, features) input, got rank "
-                              f"{len(input_shape) + 1}")
+        require_rank(input_shape, "(batch, steps, features)")
         units = self.args["units"]
         return (input_shape[0], units) if self.args.get("return_sequences") else (units,)
 

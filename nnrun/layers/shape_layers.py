@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from nnrun.errors import ConfigError
-from nnrun.layers import LAYER_TYPES, Layer
+from nnrun.layers import LAYER_TYPES, Layer, require_rank
 
 
 @LAYER_TYPES.register("Reshape")
@@ -52,9 +52,7 @@ class Permute(Layer):
 @LAYER_TYPES.register("RepeatVector")
 class RepeatVector(Layer):
     def output_shape(self, input_shape):
-        if len(input_shape) != 1:
-            raise ConfigError(f"RepeatVector takes (batch, features), got rank "
-                              f"{len(input_shape) + 1}")
+        require_rank(input_shape, "(batch, features)")
         return (self.args["n"], input_shape[0])
 
     def apply(self, params, state, x, *, training, key):
@@ -67,9 +65,8 @@ class _Spatial(Layer):
     n_spatial = 1
 
     def check_rank(self, input_shape):
-        if len(input_shape) != self.n_spatial + 1:
-            raise ConfigError(f"expects (batch, {'rows, cols' if self.n_spatial == 2 else 'steps'}"
-                              f", channels) input, got rank {len(input_shape) + 1}")
+        require_rank(input_shape, "(batch, rows, cols, channels)" if self.n_spatial == 2
+                     else "(batch, steps, channels)")
 
 
 @LAYER_TYPES.register("Cropping1D")
