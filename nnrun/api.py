@@ -17,7 +17,7 @@ import numpy as np
 
 from nnrun import data as data_mod
 from nnrun import rundir
-from nnrun.errors import ConfigError, DataError, DivergedError, NnrunError
+from nnrun.errors import ConfigError, DataError
 from nnrun.spec import Spec, dump_yaml, load_spec, model_to_dict
 
 # ---------------------------------------------------------------- targets
@@ -399,19 +399,33 @@ def _target_columns(spec: Spec) -> list[str]:
     return list(target) if isinstance(target, list) else []
 
 
-def summary(spec: Spec) -> str:
-    """The Keras-style summary text; loads data only when the config has no input shape."""
-    from nnrun.report import summary_text
-
+def _summary_model(spec: Spec):
+    """The model to summarise; loads data only when the config has no input shape."""
     x_shape = None
     if spec.model.input_shape is None:
         x_shape = load_data(spec).train.x.shape[1:]
-    return summary_text(build(spec, x_shape), spec.name)
+    return build(spec, x_shape)
 
 
-def run_status_code(result: TrainResult) -> int:
-    return result.exit_code
+def summary(spec: Spec) -> str:
+    """The Keras-style summary text."""
+    from nnrun.report import summary_text
+
+    return summary_text(_summary_model(spec), spec.name)
+
+
+def summary_dict(spec: Spec) -> dict[str, Any]:
+    """The summary as data (for `--json`): layers with output shapes and parameter counts."""
+    from nnrun.model import format_shape
+
+    model = _summary_model(spec)
+    counts = model.count_params()
+    layers = [{"name": i.name, "type": i.type, "output_shape": format_shape(i.output_shape),
+               "params": sum(counts[i.name])} for i in model.infos]
+    return {"name": spec.name, "layers": layers,
+            "total_params": sum(sum(c) for c in counts.values()),
+            "non_trainable_params": sum(c[1] for c in counts.values())}
 
 
 __all__ = ["resolve_target", "load_data", "build", "train", "evaluate", "predict", "summary",
-           "TrainResult", "NnrunError", "DivergedError"]
+           "summary_dict", "TrainResult"]

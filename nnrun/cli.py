@@ -175,14 +175,7 @@ def summary(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool)
 
     spec, _ = api.resolve_target(target, overrides, runs_root=runs_dir)
     if as_json:
-        from nnrun.model import format_shape
-
-        model = api.build(spec)
-        counts = model.count_params()
-        layers = [{"name": i.name, "type": i.type, "output_shape": format_shape(i.output_shape),
-                   "params": sum(counts[i.name])} for i in model.infos]
-        click.echo(json.dumps({"name": spec.name, "layers": layers,
-                               "total_params": sum(sum(c) for c in counts.values())}))
+        click.echo(json.dumps(api.summary_dict(spec)))
         return
     click.echo(api.summary(spec), nl=False)
 

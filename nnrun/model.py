@@ -113,8 +113,8 @@ class Model:
 
     def constrain(self, params: dict) -> dict:
         """Params with each layer's constraints applied (after an update, as Keras)."""
-        return {name: next(layer for layer in self.layers if layer.name == name).project(p)
-                for name, p in params.items()}
+        by_name = {layer.name: layer for layer in self.layers}
+        return {name: by_name[name].project(p) for name, p in params.items()}
 
     def param_shapes(self) -> tuple[Any, Any]:
         """(params, state) as ShapeDtypeStructs, without computing anything."""

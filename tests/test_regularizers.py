@@ -4,6 +4,7 @@ import jax
 import keras
 import numpy as np
 import pytest
+from keras_twin import assert_fit_equals_keras
 
 from nnrun import api
 from nnrun.errors import ConfigError
@@ -12,6 +13,11 @@ from nnrun.spec import spec_from_dict
 from nnrun.trainer import Fitter, resolve_objective
 
 W = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+
+
+def dense_weights(ts):
+    """Two Dense layers' weights in Keras's order."""
+    return [ts.params[layer][w] for layer in ("dense", "dense_1") for w in ("kernel", "bias")]
 
 
 @pytest.mark.parametrize("ours, theirs", [
@@ -71,15 +77,7 @@ def test_an_epoch_with_regularizers_and_constraints_equals_keras():
         keras.layers.Dense(1, activation="sigmoid", bias_constraint=keras.constraints.NonNeg())])
     k.set_weights([p["dense"]["kernel"], p["dense"]["bias"], p["dense_1"]["kernel"],
                    p["dense_1"]["bias"]])
-    k.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="mse")
-    history = k.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0).history
-    for epoch in range(2):
-        ts, res = fitter.run_epoch(ts)
-        assert res.logs["loss"] == pytest.approx(history["loss"][epoch], rel=1e-5)
-    ours = [ts.params["dense"]["kernel"], ts.params["dense"]["bias"],
-            ts.params["dense_1"]["kernel"], ts.params["dense_1"]["bias"]]
-    for a, b in zip(ours, k.get_weights()):
-        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
+    assert_fit_equals_keras(fitter, ts, k, x, y, dense_weights)
 
 
 def test_an_epoch_with_an_activity_regularizer_equals_keras():
@@ -105,12 +103,4 @@ def test_an_epoch_with_an_activity_regularizer_equals_keras():
         keras.layers.Dense(1, activation="sigmoid")])
     k.set_weights([p["dense"]["kernel"], p["dense"]["bias"], p["dense_1"]["kernel"],
                    p["dense_1"]["bias"]])
-    k.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss="mse")
-    history = k.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0).history
-    for epoch in range(2):   # the last batch of 5 is padded: padded rows add no penalty
-        ts, res = fitter.run_epoch(ts)
-        assert res.logs["loss"] == pytest.approx(history["loss"][epoch], rel=1e-5)
-    ours = [ts.params["dense"]["kernel"], ts.params["dense"]["bias"],
-            ts.params["dense_1"]["kernel"], ts.params["dense_1"]["bias"]]
-    for a, b in zip(ours, k.get_weights()):
-        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
+    assert_fit_equals_keras(fitter, ts, k, x, y, dense_weights)

@@ -13,6 +13,17 @@ from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
 from nnrun.layers.core import keep_mask
 
+
+def batch_axis_free(axis: int, rank: int) -> int:
+    """A Keras axis (the batch axis is 0; negative from the end) as a positive index that
+    is not the batch axis; ConfigError otherwise."""
+    full = axis + rank if axis < 0 else axis
+    if not 1 <= full < rank:
+        raise ConfigError(f"axis {axis} is not a non-batch axis of a rank-{rank} input",
+                          where="axis")
+    return full
+
+
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -28,14 +39,7 @@ class LayerNormalization(Layer):
 
     def _axes(self, rank: int) -> tuple[int, ...]:
         """Axes of the full input (batch = 0), as positive indices."""
-        out = []
-        for a in self.args.get("axis", (-1,)):
-            full = a + rank if a < 0 else a
-            if not 1 <= full < rank:
-                raise ConfigError(f"axis {a} is not a non-batch axis of a rank-{rank} input",
-                                  where="axis")
-            out.append(full)
-        return tuple(sorted(out))
+        return tuple(sorted(batch_axis_free(a, rank) for a in self.args.get("axis", (-1,))))
 
     def init(self, key, input_shape):
         param_shape = tuple(input_shape[a - 1] for a in self._axes(len(input_shape) + 1))
@@ -148,12 +152,7 @@ class BatchNormalization(Layer):
             ("moving_variance", "ones"))}
 
     def _axis(self, rank: int) -> int:
-        a = self.args.get("axis", -1)
-        full = a + rank if a < 0 else a
-        if not 1 <= full < rank:
-            raise ConfigError(f"axis {a} is not a non-batch axis of a rank-{rank} input",
-                              where="axis")
-        return full
+        return batch_axis_free(self.args.get("axis", -1), rank)
 
     def init(self, key, input_shape):
         size = (input_shape[self._axis(len(input_shape) + 1) - 1],)
