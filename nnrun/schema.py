@@ -156,17 +156,29 @@ def pairs(n_axes: int) -> Checker:
     return check_pairs
 
 
-def sizes(n_axes: int) -> Checker:
-    """A positive integer per spatial axis: `2` or `[2, 3]`."""
+def sizes(n_axes: int, *, zero: bool = False) -> Checker:
+    """A positive (with `zero`: non-negative) integer per spatial axis: `2` or `[2, 3]`."""
+    one = non_negative_int if zero else positive_int
+    kind = "non-negative" if zero else "positive"
 
     def check_sizes(value: Any) -> tuple[int, ...]:
         if isinstance(value, int) and not isinstance(value, bool):
-            return (positive_int(value),) * n_axes
+            return (one(value),) * n_axes
         if isinstance(value, (list, tuple)) and len(value) == n_axes:
-            return tuple(positive_int(v) for v in value)
-        raise ArgTypeError(f"expected a positive integer or {n_axes} of them, {_got(value)}")
+            return tuple(one(v) for v in value)
+        raise ArgTypeError(f"expected a {kind} integer or {n_axes} of them, {_got(value)}")
 
     return check_sizes
+
+
+def channels_last(value: Any) -> str:
+    """Keras's data_format (Keras 1: dim_ordering): nnrun's layouts are channels last."""
+    if value in ("channels_last", "tf", "default"):
+        return "channels_last"
+    if value in ("channels_first", "th"):
+        raise ArgTypeError(f"nnrun's layers are channels_last (batch, ..., channels), got "
+                           f"{value!r}: transpose the data, or add a Permute layer first")
+    raise ArgTypeError(f"expected channels_last, {_got(value)}")
 
 
 def axes(value: Any) -> tuple[int, ...]:
@@ -233,7 +245,27 @@ COMMON_ALIASES = {
 }
 
 # Keras 1 layer type names.
-TYPE_ALIASES: dict[str, str] = {"Convolution1D": "Conv1D", "Convolution2D": "Conv2D"}
+TYPE_ALIASES: dict[str, str] = {
+    "Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Convolution3D": "Conv3D",
+    "AtrousConvolution1D": "Conv1D", "AtrousConvolution2D": "Conv2D",
+    "Deconvolution2D": "Conv2DTranspose", "Deconvolution3D": "Conv3DTranspose",
+    "SeparableConvolution2D": "SeparableConv2D"}
+
+# Keras 1 names of the convolutions' arguments (Convolution2D's nb_row/nb_col and
+# Convolution3D's kernel_dim1..3 are gathered into kernel_size by the spec).
+CONV_ALIASES = {"nb_filter": "filters", "filter_length": "kernel_size",
+                "border_mode": "padding", "subsample_length": "strides",
+                "subsample": "strides", "atrous_rate": "dilation_rate",
+                "dim_ordering": "data_format"}
+
+
+def _conv_args(rank: int, *, causal: bool = False) -> tuple[Arg, ...]:
+    """strides, padding, data_format, dilation_rate, activation, use_bias (Keras's order)."""
+    return (Arg("strides", sizes(rank), (1,) * rank),
+            Arg("padding", one_of("valid", "same", *(("causal",) if causal else ())), "valid"),
+            Arg("data_format", channels_last, "channels_last"),
+            Arg("dilation_rate", sizes(rank), (1,) * rank),
+            Arg("activation", optional(identifier), None), Arg("use_bias", boolean, True))
 
 LAYERS: dict[str, LayerSchema] = {
     "Dense": LayerSchema(
@@ -317,26 +349,58 @@ LAYERS: dict[str, LayerSchema] = {
     # Convolution and pooling (channels last).
     **{f"Conv{r}D": LayerSchema(
         args=(Arg("filters", positive_int, REQUIRED), Arg("kernel_size", sizes(r), REQUIRED),
-              Arg("strides", sizes(r), (1,) * r),
-              Arg("padding", one_of("valid", "same", *(("causal",) if r == 1 else ())), "valid"),
-              Arg("dilation_rate", sizes(r), (1,) * r),
-              Arg("activation", optional(identifier), None), Arg("use_bias", boolean, True),
+              *_conv_args(r, causal=r == 1),
               Arg("kernel_initializer", identifier, "glorot_uniform"),
               Arg("bias_initializer", identifier, "zeros"),
               *weight_options("kernel", "bias")),
-        aliases={"nb_filter": "filters", "filter_length": "kernel_size",
-                 "border_mode": "padding", "subsample_length": "strides",
-                 "subsample": "strides", "atrous_rate": "dilation_rate"},
+        aliases=CONV_ALIASES,
         doc=f"{r}-D convolution, kernel (*kernel_size, in, filters) as Keras (HWIO).")
+      for r in (1, 2, 3)},
+    **{f"Conv{r}DTranspose": LayerSchema(
+        args=(Arg("filters", positive_int, REQUIRED), Arg("kernel_size", sizes(r), REQUIRED),
+              Arg("strides", sizes(r), (1,) * r),
+              Arg("padding", one_of("valid", "same"), "valid"),
+              Arg("output_padding", optional(sizes(r, zero=True)), None),
+              *_conv_args(r)[2:],
+              Arg("kernel_initializer", identifier, "glorot_uniform"),
+              Arg("bias_initializer", identifier, "zeros"),
+              *weight_options("kernel", "bias")),
+        aliases=CONV_ALIASES,
+        doc=f"{r}-D transposed convolution (the gradient of Conv{r}D: upsamples by `strides`), "
+            "kernel (*kernel_size, filters, in) as Keras.")
+      for r in (1, 2, 3)},
+    **{f"DepthwiseConv{r}D": LayerSchema(
+        args=(Arg("kernel_size", sizes(r), REQUIRED), *_conv_args(r)[:2],
+              Arg("depth_multiplier", positive_int, 1), *_conv_args(r)[2:],
+              Arg("depthwise_initializer", identifier, "glorot_uniform"),
+              Arg("bias_initializer", identifier, "zeros"),
+              *weight_options("depthwise", "bias")),
+        aliases={**CONV_ALIASES, "init": "depthwise_initializer"},
+        doc=f"{r}-D depthwise convolution: each input channel convolved with its own "
+            "`depth_multiplier` filters; kernel (*kernel_size, in, depth_multiplier).")
+      for r in (1, 2)},
+    **{f"SeparableConv{r}D": LayerSchema(
+        args=(Arg("filters", positive_int, REQUIRED), Arg("kernel_size", sizes(r), REQUIRED),
+              *_conv_args(r)[:2], Arg("depth_multiplier", positive_int, 1),
+              *_conv_args(r)[2:],
+              Arg("depthwise_initializer", identifier, "glorot_uniform"),
+              Arg("pointwise_initializer", identifier, "glorot_uniform"),
+              Arg("bias_initializer", identifier, "zeros"),
+              *weight_options("depthwise", "pointwise", "bias")),
+        aliases={**CONV_ALIASES, "init": "depthwise_initializer"},
+        doc=f"{r}-D depthwise convolution followed by a pointwise (1x1) one to `filters`.")
       for r in (1, 2)},
     **{f"{kind}Pooling{r}D": LayerSchema(
         args=(Arg("pool_size", sizes(r), (2,) * r), Arg("strides", optional(sizes(r)), None),
-              Arg("padding", one_of("valid", "same"), "valid")),
-        aliases={"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"},
+              Arg("padding", one_of("valid", "same"), "valid"),
+              Arg("data_format", channels_last, "channels_last")),
+        aliases={"pool_length": "pool_size", "stride": "strides", "border_mode": "padding",
+                 "dim_ordering": "data_format"},
         doc=f"{kind} over windows; 'same' averages only the cells inside the input.")
       for r in (1, 2) for kind in ("Max", "Average")},
     **{f"Global{kind}Pooling{r}D": LayerSchema(
-        args=(Arg("keepdims", boolean, False),),
+        args=(Arg("data_format", channels_last, "channels_last"), Arg("keepdims", boolean, False)),
+        aliases={"dim_ordering": "data_format"},
         doc=f"{kind} over the spatial axes.")
       for r in (1, 2) for kind in ("Max", "Average")},
     # Wrappers.

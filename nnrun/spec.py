@@ -361,7 +361,7 @@ def _validate_layer(item: Any, path: PathT, problems: _Problems,
     apath = path + (given_type,)
     if args is None:
         args = {}
-    if isinstance(args, dict) and ("nb_row" in args or "nb_col" in args):
+    if isinstance(args, dict):
         args = _keras1_kernel_size(args, apath, problems)
     if not isinstance(args, dict):  # a scalar fills the first argument
         if not schema.args:
@@ -394,14 +394,21 @@ def _nested_layer(value: Any, path: PathT, problems: _Problems) -> dict | None:
     return {inner.type: {"name": inner.name, **inner.args}}
 
 
+KERAS1_KERNEL_DIMS = (("nb_row", "nb_col"), ("kernel_dim1", "kernel_dim2", "kernel_dim3"))
+
+
 def _keras1_kernel_size(args: dict, apath: PathT, problems: _Problems) -> dict:
-    """Keras 1's Convolution2D(nb_filter, nb_row, nb_col) -> kernel_size: [rows, cols]."""
-    args = dict(args)
-    row, col = args.pop("nb_row", None), args.pop("nb_col", None)
-    if row is None or col is None:
-        problems.add(apath, "give both nb_row and nb_col (or kernel_size)")
-    else:
-        args["kernel_size"] = [row, col]
+    """Keras 1's Convolution2D(nb_filter, nb_row, nb_col) -> kernel_size: [rows, cols];
+    Convolution3D's kernel_dim1..3 likewise."""
+    for names in KERAS1_KERNEL_DIMS:
+        if not any(n in args for n in names):
+            continue
+        args = dict(args)
+        dims = [args.pop(n, None) for n in names]
+        if any(d is None for d in dims):
+            problems.add(apath, f"give all of {', '.join(names)} (or kernel_size)")
+        else:
+            args["kernel_size"] = dims
     return args
 
 

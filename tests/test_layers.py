@@ -57,6 +57,32 @@ KERAS_CASES = [
      (2, 7, 8, 3)),
     ("Conv2D", {"filters": 3, "kernel_size": 3, "dilation_rate": 2, "use_bias": False},
      (2, 9, 9, 2)),
+    ("Conv3D", {"filters": 3, "kernel_size": 2}, (2, 4, 5, 3, 2)),
+    ("Conv3D", {"filters": 3, "kernel_size": [3, 2, 2], "padding": "same", "strides": 2},
+     (2, 5, 5, 4, 2)),
+    ("Conv1DTranspose", {"filters": 2, "kernel_size": 4, "strides": 2, "padding": "same"},
+     (2, 5, 3)),
+    ("Conv2DTranspose", {"filters": 3, "kernel_size": 3}, (2, 4, 5, 2)),
+    ("Conv2DTranspose", {"filters": 3, "kernel_size": 3, "strides": 2}, (2, 4, 5, 2)),
+    ("Conv2DTranspose", {"filters": 3, "kernel_size": [2, 3], "strides": [2, 3],
+                         "padding": "same"}, (2, 4, 5, 2)),
+    ("Conv2DTranspose", {"filters": 3, "kernel_size": 3, "strides": 2, "output_padding": 1},
+     (2, 4, 5, 2)),
+    ("Conv2DTranspose", {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same",
+                         "output_padding": 0}, (2, 4, 5, 2)),
+    ("Conv2DTranspose", {"filters": 2, "kernel_size": 3, "dilation_rate": 2,
+                         "activation": "relu"}, (2, 4, 5, 2)),
+    ("Conv2DTranspose", {"filters": 2, "kernel_size": 2, "strides": 3}, (2, 4, 5, 2)),
+    ("Conv3DTranspose", {"filters": 2, "kernel_size": 2, "strides": 2}, (2, 3, 2, 3, 2)),
+    ("DepthwiseConv1D", {"kernel_size": 3, "depth_multiplier": 2, "dilation_rate": 2},
+     (2, 9, 3)),
+    ("DepthwiseConv2D", {"kernel_size": 3}, (2, 6, 7, 3)),
+    ("DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 2, "strides": 2,
+                         "padding": "same"}, (2, 6, 7, 3)),
+    ("SeparableConv1D", {"filters": 4, "kernel_size": 2}, (2, 6, 3)),
+    ("SeparableConv2D", {"filters": 4, "kernel_size": 3, "depth_multiplier": 2}, (2, 6, 7, 3)),
+    ("SeparableConv2D", {"filters": 4, "kernel_size": 3, "padding": "same", "strides": 2,
+                         "activation": "relu"}, (2, 6, 7, 3)),
     ("MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}, (2, 9, 3)),
     ("AveragePooling1D", {"pool_size": 2}, (2, 9, 3)),
     ("MaxPooling2D", {}, (2, 6, 8, 3)),
@@ -82,6 +108,9 @@ def test_parity_with_keras(layer, kwargs, shape):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(np.float32)
     klayer = getattr(keras.layers, layer)(**kwargs)
+    klayer.build(shape)
+    for w in klayer.weights:   # random values in every weight (biases too)
+        w.assign(rng.normal(0, 0.5, size=w.shape).astype(np.float32))
     expected = np.asarray(klayer(x))
     model = model_of([{layer: kwargs}], shape[1:])
     params, state = model.init(jax.random.key(0))
@@ -132,17 +161,74 @@ def test_shape_errors_name_the_layer(layers, shape, needle):
         build_model(spec.model)
 
 
-def test_dense_gradients():
-    model = model_of([{"Dense": {"units": 3, "activation": "tanh"}}], [4])
+# One case per layer type with parameters (a test below checks none is missing):
+# check_grads compares reverse-mode gradients with finite differences, for every
+# parameter and for a float input.
+GRAD_CASES = [
+    ([{"Dense": {"units": 3, "activation": "tanh"}}], (5, 4)),
+    ([{"PReLU": {"alpha_initializer": "random_uniform"}}], (5, 4)),
+    ([{"ParametricSoftplus": {}}], (5, 4)),
+    ([{"Embedding": {"input_dim": 7, "output_dim": 3}}], (4, 5)),
+    ([{"SimpleRNN": {"units": 3}}], (3, 5, 2)),
+    ([{"LSTM": {"units": 3, "return_sequences": True}}], (3, 5, 2)),
+    ([{"GRU": {"units": 3}}], (3, 5, 2)),
+    ([{"GRU": {"units": 3, "reset_after": False}}], (3, 5, 2)),
+    ([{"Bidirectional": {"layer": {"LSTM": {"units": 2}}}}], (3, 4, 2)),
+    ([{"TimeDistributed": {"layer": {"Dense": 3}}}], (3, 4, 2)),
+    ([{"Conv1D": {"filters": 2, "kernel_size": 3, "padding": "causal"}}], (2, 6, 2)),
+    ([{"Conv2D": {"filters": 2, "kernel_size": 3, "padding": "same"}}, {"MaxPooling2D": {}}],
+     (2, 6, 6, 2)),
+    ([{"Conv3D": {"filters": 2, "kernel_size": 2}}], (2, 3, 3, 3, 2)),
+    ([{"Conv1DTranspose": {"filters": 2, "kernel_size": 3, "strides": 2}}], (2, 4, 2)),
+    ([{"Conv2DTranspose": {"filters": 2, "kernel_size": 3, "strides": 2, "padding": "same"}}],
+     (2, 3, 4, 2)),
+    ([{"Conv3DTranspose": {"filters": 2, "kernel_size": 2, "strides": 2}}], (2, 2, 2, 2, 2)),
+    ([{"DepthwiseConv1D": {"kernel_size": 2, "depth_multiplier": 2}}], (2, 5, 2)),
+    ([{"DepthwiseConv2D": {"kernel_size": 2, "depth_multiplier": 2}}], (2, 4, 4, 2)),
+    ([{"SeparableConv1D": {"filters": 3, "kernel_size": 2}}], (2, 5, 2)),
+    ([{"SeparableConv2D": {"filters": 3, "kernel_size": 2}}], (2, 4, 4, 2)),
+    ([{"BatchNormalization": {}}], (6, 3)),   # training mode: batch statistics
+    ([{"LayerNormalization": {}}], (4, 5)),
+]
+
+
+@pytest.mark.parametrize("layers, shape", GRAD_CASES,
+                         ids=[next(iter(c[0][0])) for c in GRAD_CASES])
+def test_layer_gradients(layers, shape):
+    model = model_of(layers, shape[1:])
     params, state = model.init(jax.random.key(1))
-    x = jax.random.normal(jax.random.key(2), (5, 4))
+    params = jax.tree_util.tree_map(   # random values everywhere, biases too
+        lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape), params)
+    if model.input_dtype == jnp.int32:
+        x = jax.random.randint(jax.random.key(2), shape, 0, 7)
+    else:
+        x = jax.random.normal(jax.random.key(2), shape)
+    out_w = jax.random.normal(jax.random.key(3), (shape[0], *model.output_shape))
 
-    def f(kernel, bias):
-        p = {"dense": {"kernel": kernel, "bias": bias}}
-        return jnp.sum(model.apply(p, state, x)[0] ** 2)
+    def f(p, inputs):
+        y, _ = model.apply(p, state, inputs, training=True, key=jax.random.key(4))
+        return jnp.sum(y * out_w)
 
-    check_grads(f, (params["dense"]["kernel"], params["dense"]["bias"]), order=1,
-                modes=["rev"], atol=1e-2, rtol=1e-2)
+    if model.input_dtype == jnp.int32:
+        check_grads(lambda p: f(p, x), (params,), order=1, modes=["rev"], atol=1e-2,
+                    rtol=1e-2)
+    else:
+        check_grads(f, (params, x), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+
+
+def test_every_layer_with_parameters_has_a_gradient_check():
+    from nnrun.layers import LAYER_TYPES
+    from nnrun.schema import LAYERS
+
+    covered = {next(iter(layers[0])) for layers, _ in GRAD_CASES}
+    with_params = set()
+    for name in LAYER_TYPES.names():
+        schema = LAYERS[name]
+        if schema.arg("layer") is None and any(
+                a.name.endswith("initializer") for a in schema.args):
+            with_params.add(name)
+    with_params |= {"ParametricSoftplus", "Bidirectional", "TimeDistributed"}
+    assert with_params - covered == set()
 
 
 def test_dropout_inverted_and_training_only():
@@ -338,19 +424,6 @@ def test_lstm_keras1_arguments_and_forget_bias():
     np.testing.assert_allclose(q @ q.T, np.eye(8), atol=1e-5)
 
 
-def test_recurrent_gradients():
-    model = model_of([{"GRU": {"units": 3}}], [5, 2])
-    params, state = model.init(jax.random.key(1))
-    x = jax.random.normal(jax.random.key(2), (3, 5, 2))
-
-    def f(kernel, recurrent_kernel):
-        p = {"gru": {**params["gru"], "kernel": kernel, "recurrent_kernel": recurrent_kernel}}
-        return jnp.sum(model.apply(p, state, x)[0] ** 2)
-
-    check_grads(f, (params["gru"]["kernel"], params["gru"]["recurrent_kernel"]), order=1,
-                modes=["rev"], atol=1e-2, rtol=1e-2)
-
-
 def test_keras1_convolution_arguments():
     spec = spec_from_dict({"model": {"input_shape": [28, 28, 1], "layers": [
         {"Convolution2D": {"nb_filter": 8, "nb_row": 3, "nb_col": 5, "border_mode": "same",
@@ -363,18 +436,31 @@ def test_keras1_convolution_arguments():
     assert build_model(spec.model).output_shape == (7, 7, 8)
 
 
-def test_conv_gradients():
-    model = model_of([{"Conv2D": {"filters": 2, "kernel_size": 3, "padding": "same"}},
-                      {"MaxPooling2D": {}}], [6, 6, 2])
-    params, state = model.init(jax.random.key(1))
-    x = jax.random.normal(jax.random.key(2), (2, 6, 6, 2))
+def test_keras1_convolution3d_and_deconvolution_names():
+    spec = spec_from_dict({"model": {"input_shape": [8, 8, 8, 1], "layers": [
+        {"Convolution3D": {"nb_filter": 4, "kernel_dim1": 3, "kernel_dim2": 2,
+                           "kernel_dim3": 1, "dim_ordering": "tf"}},
+        {"Deconvolution3D": {"nb_filter": 2, "kernel_size": 2, "subsample": 2}}]},
+        "compile": {"loss": "mse"}})
+    conv, deconv = spec.model.layers
+    assert (conv.type, conv.args["kernel_size"]) == ("Conv3D", (3, 2, 1))
+    assert (deconv.type, deconv.args["strides"]) == ("Conv3DTranspose", (2, 2, 2))
+    assert build_model(spec.model).output_shape == (12, 14, 16, 2)
 
-    def f(kernel, inputs):
-        p = {"conv2d": {**params["conv2d"], "kernel": kernel}}
-        return jnp.sum(model.apply(p, state, inputs)[0] ** 2)
 
-    check_grads(f, (params["conv2d"]["kernel"], x), order=1, modes=["rev"], atol=1e-2,
-                rtol=1e-2)
+@pytest.mark.parametrize("args, needle", [
+    ({"filters": 2, "kernel_size": 3, "data_format": "channels_first"},
+     "nnrun's layers are channels_last"),
+    ({"nb_filter": 2, "nb_row": 3, "nb_col": 3, "dim_ordering": "th"},
+     "nnrun's layers are channels_last"),
+    ({"nb_filter": 2, "nb_row": 3}, "give all of nb_row, nb_col"),
+])
+def test_convolution_argument_errors(args, needle):
+    from nnrun.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        spec_from_dict({"model": {"input_shape": [8, 8, 1], "layers": [{"Conv2D": args}]},
+                        "compile": {"loss": "mse"}})
 
 
 @pytest.mark.parametrize("inner, kwargs", [

@@ -19,10 +19,6 @@ LAYER_TYPES = Registry("layer type")
 
 Shape = tuple[int, ...]
 
-# Argument prefixes whose parameter has another name (Keras: recurrent_regularizer).
-PARAM_OF = {"recurrent": "recurrent_kernel"}
-
-
 class Layer:
     """Base class. Subclasses set `uses_rng` when `apply` needs a PRNG key in training,
     and `uses_mask` when it takes `mask=`: the 0/1 weights of the batch's rows (the
@@ -30,6 +26,8 @@ class Layer:
 
     uses_rng = False
     uses_mask = False
+    # Argument prefixes whose parameter has another name (Keras: recurrent_regularizer).
+    param_of = {"recurrent": "recurrent_kernel"}
 
     def __init__(self, name: str, **args: Any):
         self.name = name
@@ -53,7 +51,7 @@ class Layer:
                                           ("_constraint", get_constraint, cons)):
                 if arg.endswith(suffix) and arg != "activity_regularizer":
                     weight = arg[: -len(suffix)]
-                    table[PARAM_OF.get(weight, weight)] = self.resolve(arg, getter)
+                    table[self.param_of.get(weight, weight)] = self.resolve(arg, getter)
         return regs, cons
 
     def resolve(self, arg: str, getter: Callable[[Any], Any], default: Any = None) -> Any:

@@ -19,7 +19,8 @@ from nnrun import activations, initializers
 from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
 
-SPATIAL = {1: "(batch, steps, channels)", 2: "(batch, rows, cols, channels)"}
+SPATIAL = {1: "(batch, steps, channels)", 2: "(batch, rows, cols, channels)",
+           3: "(batch, dim1, dim2, dim3, channels)"}
 
 
 def _out_size(size: int, k: int, stride: int, dilation: int, padding: str) -> int:
@@ -58,13 +59,48 @@ def window_slices(x: jax.Array, window, strides, dilation, padding: str,
     return slices, out
 
 
-class _Conv(Layer):
+def patches(x: jax.Array, window, strides, dilation, padding: str) -> jax.Array:
+    """(N, *out, K, C): every window's cells, K = prod(window) in row-major order."""
+    slices, _ = window_slices(x, window, strides, dilation, padding)
+    return jnp.stack(slices, axis=-2)
+
+
+def correlate(x: jax.Array, kernel: jax.Array, strides, dilation, padding: str) -> jax.Array:
+    """Keras's conv: x (N, *spatial, C) with kernel (*window, C, F), as one matrix product."""
+    p = patches(x, kernel.shape[:-2], strides, dilation, padding)
+    flat = p.reshape(*p.shape[:-2], -1)                     # (K, C) row-major as HWIO
+    return flat @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def depthwise(x: jax.Array, kernel: jax.Array, strides, dilation, padding: str) -> jax.Array:
+    """Each channel c with its own filters: kernel (*window, C, M) -> (N, *out, C * M),
+    output channel c * M + m as Keras (TF)."""
+    p = patches(x, kernel.shape[:-2], strides, dilation, padding)      # (N, *out, K, C)
+    k = kernel.reshape(-1, *kernel.shape[-2:])                          # (K, C, M)
+    y = jnp.einsum("...kc,kcm->...cm", p, k)
+    return y.reshape(*y.shape[:-2], -1)
+
+
+def transpose_pads(k: int, stride: int, dilation: int, padding: str,
+                   output_padding: int | None) -> tuple[int, int]:
+    """Keras 3's padding of the stride-dilated input of a transposed convolution."""
+    k = (k - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(k, stride) - k if output_padding is None else output_padding
+        return k - 1, k - 1 + extra
+    total = stride + k - 2 if output_padding is None else k + k % 2 - 2 + output_padding
+    left = min(total // 2 + total % 2, k - 1)
+    return left, total - left
+
+
+class _ConvBase(Layer):
+    """Geometry, bias and activation shared by the convolutions."""
+
     rank = 2
 
     def __init__(self, name, **args):
         super().__init__(name, **args)
         self.activation = self.resolve("activation", activations.get)
-        self.kernel_init = self.resolve("kernel_initializer", initializers.get, "glorot_uniform")
         self.bias_init = self.resolve("bias_initializer", initializers.get, "zeros")
         if args.get("padding") == "causal" and self.rank != 1:
             raise ConfigError("padding 'causal' is for Conv1D only", where="padding")
@@ -77,44 +113,126 @@ class _Conv(Layer):
         a = self.args
         return a["kernel_size"], a["strides"], a["dilation_rate"], a.get("padding", "valid")
 
-    def output_shape(self, input_shape):
+    def out_channels(self, channels: int) -> int:
+        return self.args["filters"]
+
+    def spatial_out(self, input_shape) -> tuple[int, ...]:
         k, st, d, padding = self._geometry(input_shape)
-        out = tuple(_out_size(s, kk, ss, dd, padding) for s, kk, ss, dd in
-                    zip(input_shape[:-1], k, st, d))
+        return tuple(_out_size(s, kk, ss, dd, padding) for s, kk, ss, dd in
+                     zip(input_shape[:-1], k, st, d))
+
+    def output_shape(self, input_shape):
+        out = self.spatial_out(input_shape)
         if any(n <= 0 for n in out):
-            raise ConfigError(f"kernel {tuple(k)} does not fit the input "
-                              f"{tuple(input_shape[:-1])} with padding {padding!r}")
-        return (*out, self.args["filters"])
+            raise ConfigError(f"kernel {tuple(self.args['kernel_size'])} does not fit the input "
+                              f"{tuple(input_shape[:-1])} with padding "
+                              f"{self.args.get('padding', 'valid')!r}")
+        return (*out, self.out_channels(input_shape[-1]))
+
+    def kernels(self, key, channels: int) -> dict:
+        raise NotImplementedError
 
     def init(self, key, input_shape):
         out = self.output_shape(input_shape)
         k1, k2 = jax.random.split(key)
-        shape = (*self.args["kernel_size"], input_shape[-1], self.args["filters"])
-        params = {"kernel": self.kernel_init(k1, shape, jnp.float32)}
+        params = self.kernels(k1, input_shape[-1])
         if self.args.get("use_bias", True):
-            params["bias"] = self.bias_init(k2, (self.args["filters"],), jnp.float32)
+            params["bias"] = self.bias_init(k2, (out[-1],), jnp.float32)
         return params, {}, out
 
+    def compute(self, params, x) -> jax.Array:
+        raise NotImplementedError
+
     def apply(self, params, state, x, *, training, key):
-        k, st, d, padding = self._geometry(x.shape[1:])
-        slices, out = window_slices(x, k, st, d, padding)
-        patches = jnp.stack(slices, axis=-2)                       # (N, *out, K, C)
-        kernel = params["kernel"]
-        flat = patches.reshape(x.shape[0], *out, -1)              # (K, C) row-major as HWIO
-        y = flat @ kernel.reshape(-1, kernel.shape[-1])
+        y = self.compute(params, x)
         if "bias" in params:
             y = y + params["bias"]
         return self.activation(y), state
 
 
-@LAYER_TYPES.register("Conv1D")
-class Conv1D(_Conv):
-    rank = 1
+class _Conv(_ConvBase):
+    def kernels(self, key, channels):
+        init = self.resolve("kernel_initializer", initializers.get, "glorot_uniform")
+        shape = (*self.args["kernel_size"], channels, self.args["filters"])
+        return {"kernel": init(key, shape, jnp.float32)}
+
+    def compute(self, params, x):
+        k, st, d, padding = self._geometry(x.shape[1:])
+        return correlate(x, params["kernel"], st, d, padding)
 
 
-@LAYER_TYPES.register("Conv2D")
-class Conv2D(_Conv):
-    rank = 2
+class _ConvTranspose(_ConvBase):
+    """The input dilated by `strides` and padded as Keras 3, then a stride-1 correlation
+    with the kernel flipped (kernel (*window, filters, in) as Keras)."""
+
+    def _pads(self, input_shape):
+        k, st, d, padding = self._geometry(input_shape)
+        op = self.args.get("output_padding") or (None,) * self.rank
+        return [transpose_pads(kk, ss, dd, padding, o) for kk, ss, dd, o in zip(k, st, d, op)]
+
+    def spatial_out(self, input_shape):
+        k, st, d, _ = self._geometry(input_shape)
+        return tuple((n - 1) * ss + lo + hi - (kk - 1) * dd + 1 for n, kk, ss, dd, (lo, hi) in
+                     zip(input_shape[:-1], k, st, d, self._pads(input_shape)))
+
+    def kernels(self, key, channels):
+        init = self.resolve("kernel_initializer", initializers.get, "glorot_uniform")
+        shape = (*self.args["kernel_size"], self.args["filters"], channels)
+        return {"kernel": init(key, shape, jnp.float32)}
+
+    def compute(self, params, x):
+        _, st, d, _ = self._geometry(x.shape[1:])
+        config = [(0, 0, 0), *((lo, hi, s - 1) for (lo, hi), s in
+                               zip(self._pads(x.shape[1:]), st)), (0, 0, 0)]
+        dilated = jax.lax.pad(x, jnp.zeros((), x.dtype), config)
+        kernel = params["kernel"][(slice(None, None, -1),) * self.rank]
+        return correlate(dilated, jnp.swapaxes(kernel, -1, -2), (1,) * self.rank, d, "valid")
+
+
+class _DepthwiseConv(_ConvBase):
+    param_of = {"depthwise": "kernel"}   # Keras names its depthwise kernel `kernel`
+    def out_channels(self, channels):
+        return channels * self.args["depth_multiplier"]
+
+    def kernels(self, key, channels):
+        init = self.resolve("depthwise_initializer", initializers.get, "glorot_uniform")
+        shape = (*self.args["kernel_size"], channels, self.args["depth_multiplier"])
+        return {"kernel": init(key, shape, jnp.float32)}
+
+    def compute(self, params, x):
+        _, st, d, padding = self._geometry(x.shape[1:])
+        return depthwise(x, params["kernel"], st, d, padding)
+
+
+class _SeparableConv(_ConvBase):
+    param_of = {"depthwise": "depthwise_kernel", "pointwise": "pointwise_kernel"}
+
+    def kernels(self, key, channels):
+        k1, k2 = jax.random.split(key)
+        m, f = self.args["depth_multiplier"], self.args["filters"]
+        dinit = self.resolve("depthwise_initializer", initializers.get, "glorot_uniform")
+        pinit = self.resolve("pointwise_initializer", initializers.get, "glorot_uniform")
+        return {"depthwise_kernel": dinit(k1, (*self.args["kernel_size"], channels, m),
+                                          jnp.float32),
+                "pointwise_kernel": pinit(k2, (*(1,) * self.rank, channels * m, f),
+                                          jnp.float32)}
+
+    def compute(self, params, x):
+        _, st, d, padding = self._geometry(x.shape[1:])
+        y = depthwise(x, params["depthwise_kernel"], st, d, padding)
+        pointwise = params["pointwise_kernel"]
+        return y @ pointwise.reshape(-1, pointwise.shape[-1])
+
+
+for _rank in (1, 2, 3):
+    LAYER_TYPES.add(f"Conv{_rank}D", type(f"Conv{_rank}D", (_Conv,), {"rank": _rank}))
+    LAYER_TYPES.add(f"Conv{_rank}DTranspose",
+                    type(f"Conv{_rank}DTranspose", (_ConvTranspose,), {"rank": _rank}))
+for _rank in (1, 2):
+    LAYER_TYPES.add(f"DepthwiseConv{_rank}D",
+                    type(f"DepthwiseConv{_rank}D", (_DepthwiseConv,), {"rank": _rank}))
+    LAYER_TYPES.add(f"SeparableConv{_rank}D",
+                    type(f"SeparableConv{_rank}D", (_SeparableConv,), {"rank": _rank}))
 
 
 class _Pool(Layer):
