@@ -121,7 +121,8 @@ def build(spec: Spec, x_shape: tuple[int, ...] | None = None):
     """Build the model; the input shape comes from the spec or else the data."""
     from nnrun.model import build_model
 
-    return build_model(spec.model, input_shape=x_shape, where=spec.where)
+    return build_model(spec.model, input_shape=x_shape, where=spec.where,
+                       batch_size=spec.fit.batch_size)
 
 
 def objective_for(spec: Spec, model, y: np.ndarray):

@@ -319,11 +319,16 @@ LAYERS: dict[str, LayerSchema] = {
     "Embedding": LayerSchema(
         args=(Arg("input_dim", positive_int, REQUIRED), Arg("output_dim", positive_int, REQUIRED),
               Arg("embeddings_initializer", identifier, "uniform"),
-              *weight_options("embeddings")),
+              *weight_options("embeddings"), Arg("mask_zero", boolean, False)),
         aliases={"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
                  "W_constraint": "embeddings_constraint"},
         doc="Token ids (integers in [0, input_dim)) -> vectors of size output_dim. A first "
-            "layer's `input_length` gives the input shape; the model input is int32."),
+            "layer's `input_length` gives the input shape; the model input is int32. With "
+            "`mask_zero`, id 0 is padding: the recurrent layers after skip those steps."),
+    "Masking": LayerSchema(
+        args=(Arg("mask_value", number, 0.0),),
+        doc="Masks the time steps whose features all equal mask_value (set to 0): the "
+            "recurrent layers after skip them."),
     # Recurrent layers (lax.scan over time; batch, steps, features in).
     **{name: LayerSchema(
         args=(Arg("units", positive_int, REQUIRED),
@@ -338,13 +343,17 @@ LAYERS: dict[str, LayerSchema] = {
               *((Arg("reset_after", boolean, True),) if name == "GRU" else ()),
               *weight_options("kernel", "recurrent", "bias"),
               Arg("dropout", rate, 0.0), Arg("recurrent_dropout", rate, 0.0),
-              Arg("return_sequences", boolean, False),
-              Arg("go_backwards", boolean, False),
+              Arg("return_sequences", boolean, False), Arg("return_state", boolean, False),
+              Arg("go_backwards", boolean, False), Arg("stateful", boolean, False),
+              Arg("unroll", boolean, False),
               Arg("consume_less", optional(string), None)),
         aliases={"inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation",
                  "U_regularizer": "recurrent_regularizer", "U_constraint": "recurrent_constraint",
                  "dropout_W": "dropout", "dropout_U": "recurrent_dropout"},
-        doc=f"Keras 3 {name}; Keras 1's `consume_less` is accepted and has no effect.")
+        doc=f"Keras 3 {name} (a lax.scan over time; `unroll` unrolls it); Keras 1's "
+            "`consume_less` is accepted and has no effect. `stateful`: each batch starts from "
+            "the states the previous one ended with (batch size fit.batch_size), reset at "
+            "each epoch and before evaluate / predict.")
       for name in ("SimpleRNN", "LSTM", "GRU")},
     # Convolution and pooling (channels last).
     **{f"Conv{r}D": LayerSchema(

@@ -74,13 +74,30 @@ def _weighted_mean(values: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def _accumulate(acc: dict, obj: Objective, loss: jax.Array, yb, preds, w) -> dict:
+def _accumulate(acc: dict, obj: Objective, loss: jax.Array, yb, preds, w,
+                samples: jax.Array) -> dict:
+    """Add a batch: the loss weighted by its number of samples (as Keras's epoch mean),
+    the metrics per element of weight `w`."""
+    out = {"loss": (acc["loss"][0] + loss * samples, acc["loss"][1] + samples)}
     count = jnp.sum(w)
-    out = {"loss": (acc["loss"][0] + loss * count, acc["loss"][1] + count)}
     for key, metric in obj.metrics.items():
         v = metric.per_sample(yb, preds)
         out[key] = (acc[key][0] + jnp.sum(v * w), acc[key][1] + count)
     return out
+
+
+def unmasked_steps(yb, preds, w, out_mask):
+    """With a Keras mask on a sequence output, the (batch * steps) rows of targets and
+    predictions and their weights (row weight x step mask): the loss and metrics then
+    average the real steps only, as Keras 3. Without a mask, the arguments unchanged."""
+    if out_mask is None:
+        return yb, preds, w
+    weights = out_mask.astype(w.dtype) * w.reshape(-1, *([1] * (out_mask.ndim - 1)))
+
+    def rows(a):
+        return a.reshape(-1, *a.shape[out_mask.ndim:])
+
+    return rows(yb), rows(preds), weights.reshape(-1)
 
 
 def _zeros(obj: Objective) -> dict:
@@ -103,12 +120,13 @@ def make_loss_fn(model: Model, obj: Objective) -> Callable:
     """(params, state, x, y, w, key) -> (batch loss, (new state, predictions))."""
 
     def loss_fn(params, state, xb, yb, w, key):
-        preds, new_state, activity = model.apply_with_activity(params, state, xb, training=True,
-                                                               key=key, mask=w)
+        preds, new_state, activity, out_mask = model.apply_with_activity(
+            params, state, xb, training=True, key=key, mask=w)
+        yb, preds, w = unmasked_steps(yb, preds, w, out_mask)
         per_sample = obj.loss.per_sample(yb, preds)
         loss = obj.loss.finalize(_weighted_mean(per_sample, w)) + model.regularization(params) \
             + activity
-        return loss, (new_state, preds)
+        return loss, (new_state, (yb, preds, w))
 
     return loss_fn
 
@@ -144,16 +162,17 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
             traces["epoch"] = traces.get("epoch", 0) + 1
         idx, w = _padded_batches(order, n, batch_size)
         dropout_key = jax.random.fold_in(named_key(seed, "dropout"), epoch)
+        ts = ts._replace(state=model.reset_states(ts.state))   # stateful RNNs start at 0
 
         def step(carry, inputs):
             ts, acc = carry
             ib, wb, i = inputs
             xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
-            (loss, (state, preds)), grads = grad_fn(ts.params, ts.state, xb, yb, wb,
-                                                    jax.random.fold_in(dropout_key, i))
+            (loss, (state, (yb, preds, we))), grads = grad_fn(
+                ts.params, ts.state, xb, yb, wb, jax.random.fold_in(dropout_key, i))
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
             params = model.constrain(optax.apply_updates(ts.params, updates))
-            acc = _accumulate(acc, obj, loss, yb, preds, wb)
+            acc = _accumulate(acc, obj, loss, yb, preds, we, jnp.sum(wb))
             return (TrainState(params, state, opt_state), acc), None
 
         steps = idx.shape[0]
@@ -169,16 +188,18 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
     def evaluate(params, state, x, y):
         idx, w = _padded_batches(jnp.arange(n), n, batch_size)
 
-        def step(acc, inputs):
+        def step(carry, inputs):   # the state carries stateful RNNs' states across batches
+            acc, state = carry
             ib, wb = inputs
             xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
-            preds, _, activity = model.apply_with_activity(params, state, xb, training=False,
-                                                           mask=wb)
-            loss = obj.loss.finalize(_weighted_mean(obj.loss.per_sample(yb, preds), wb)) \
+            preds, state, activity, out_mask = model.apply_with_activity(
+                params, state, xb, training=False, mask=wb)
+            yb, preds, we = unmasked_steps(yb, preds, wb, out_mask)
+            loss = obj.loss.finalize(_weighted_mean(obj.loss.per_sample(yb, preds), we)) \
                 + model.regularization(params) + activity
-            return _accumulate(acc, obj, loss, yb, preds, wb), None
+            return (_accumulate(acc, obj, loss, yb, preds, we, jnp.sum(wb)), state), None
 
-        acc, _ = jax.lax.scan(step, _zeros(obj), (idx, w))
+        (acc, _), _ = jax.lax.scan(step, (_zeros(obj), model.reset_states(state)), (idx, w))
         return acc
 
     return evaluate
@@ -190,11 +211,11 @@ def make_predict(model: Model, n: int, batch_size: int) -> Callable:
     def predict(params, state, x):
         idx, _ = _padded_batches(jnp.arange(n), n, batch_size)
 
-        def step(carry, ib):
-            preds, _ = model.apply(params, state, jnp.take(x, ib, axis=0), training=False)
-            return carry, preds
+        def step(state, ib):
+            preds, state = model.apply(params, state, jnp.take(x, ib, axis=0), training=False)
+            return state, preds
 
-        _, out = jax.lax.scan(step, None, idx)
+        _, out = jax.lax.scan(step, model.reset_states(state), idx)
         return out.reshape(-1, *out.shape[2:])[:n]
 
     return jax.jit(predict)

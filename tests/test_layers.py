@@ -541,3 +541,163 @@ def test_recurrent_dropout_masks_are_per_sequence(layer):
     b, _ = recurrent.apply(params, state, x, training=True, key=key)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(inference))
+
+
+def _keras_twin(klayers, shape, dtype="float32"):
+    """A Keras Sequential of `klayers` on random weights; returns (model, params by layer)."""
+    rng = np.random.default_rng(0)
+    k = keras.Sequential([keras.Input(shape[1:], dtype=dtype), *klayers])
+    for w in k.weights:
+        w.assign(rng.normal(0, 0.5, size=w.shape).astype(np.float32))
+    return k
+
+
+def _keras_params(layer, nnrun_layer):
+    if isinstance(layer, keras.layers.Bidirectional):
+        return {"forward": {w.name: jnp.asarray(w.numpy()) for w in layer.forward_layer.weights},
+                "backward": {w.name: jnp.asarray(w.numpy())
+                             for w in layer.backward_layer.weights}}
+    return {w.name: jnp.asarray(w.numpy()) for w in layer.weights}
+
+
+def _padded_ids(shape):
+    """Token ids with trailing (and one leading, one inner) zero padding."""
+    ids = np.random.default_rng(1).integers(1, 9, size=shape).astype(np.int32)
+    for i, length in enumerate([7, 4, 2, 6][: shape[0]]):
+        ids[i, length:] = 0
+    ids[3, 0] = ids[3, 3] = 0
+    return ids
+
+
+@pytest.mark.parametrize("rnn", [
+    {"LSTM": {"units": 3}},
+    {"GRU": {"units": 3, "return_sequences": True}},
+    {"SimpleRNN": {"units": 2, "go_backwards": True}},
+    {"LSTM": {"units": 2, "go_backwards": True, "return_sequences": True}},
+    {"GRU": {"units": 2, "reset_after": False, "unroll": True}},
+    {"Bidirectional": {"layer": {"LSTM": {"units": 2, "return_sequences": True}}}},
+    {"Bidirectional": {"layer": {"GRU": {"units": 2}}, "merge_mode": "sum"}},
+])
+def test_mask_zero_reaches_recurrent_layers_as_keras(rnn):
+    ((type_, args),) = rnn.items()
+    if type_ == "Bidirectional":
+        ((inner_type, inner_args),) = args["layer"].items()
+        klayer = keras.layers.Bidirectional(getattr(keras.layers, inner_type)(**inner_args),
+                                            merge_mode=args.get("merge_mode", "concat"))
+    else:
+        klayer = getattr(keras.layers, type_)(**args)
+    ids = _padded_ids((4, 7))
+    k = _keras_twin([keras.layers.Embedding(9, 4, mask_zero=True), klayer], ids.shape, "int32")
+    expected = np.asarray(k(ids))
+    model = model_of([{"Embedding": {"input_dim": 9, "output_dim": 4, "mask_zero": True}},
+                      rnn], [7])
+    names = [layer.name for layer in model.layers]
+    params = {name: _keras_params(kl, None) for name, kl in zip(names, k.layers)}
+    y, _ = model.apply(params, {}, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+    unmasked = model_of([{"Embedding": {"input_dim": 9, "output_dim": 4}}, rnn], [7])
+    assert not np.allclose(np.asarray(unmasked.apply(params, {}, jnp.asarray(ids))[0]),
+                           expected, atol=1e-3)   # the mask matters here
+
+
+def test_mask_passes_through_dense_and_pooling_averages_unmasked_steps():
+    ids = _padded_ids((4, 7))
+    k = _keras_twin([keras.layers.Embedding(9, 4, mask_zero=True),
+                     keras.layers.Dense(5, activation="tanh"), keras.layers.Dropout(0.3),
+                     keras.layers.LSTM(3, return_sequences=True),
+                     keras.layers.GlobalAveragePooling1D()], ids.shape, "int32")
+    model = model_of([{"Embedding": {"input_dim": 9, "output_dim": 4, "mask_zero": True}},
+                      {"Dense": {"units": 5, "activation": "tanh"}}, {"Dropout": 0.3},
+                      {"LSTM": {"units": 3, "return_sequences": True}},
+                      {"GlobalAveragePooling1D": {}}], [7])
+    params = {layer.name: _keras_params(kl, None) for layer, kl in zip(model.layers, k.layers)
+              if kl.weights}
+    y, _ = model.apply(params, {}, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(k(ids)), rtol=1e-5, atol=1e-5)
+
+
+def test_masking_layer_equals_keras():
+    x = np.random.default_rng(0).normal(size=(3, 6, 2)).astype(np.float32)
+    x[0, 4:] = -1.0
+    x[2, 1] = -1.0
+    k = _keras_twin([keras.layers.Masking(mask_value=-1.0), keras.layers.SimpleRNN(3)], x.shape)
+    model = model_of([{"Masking": {"mask_value": -1.0}}, {"SimpleRNN": 3}], [6, 2])
+    params = {"simple_rnn": _keras_params(k.layers[1], None)}
+    y, _ = model.apply(params, {}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(k(x)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", ["SimpleRNN", "LSTM", "GRU"])
+def test_return_state_equals_keras_and_sequential_refuses_it(layer):
+    from nnrun.errors import ConfigError
+
+    x = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
+    klayer = getattr(keras.layers, layer)(3, return_state=True, return_sequences=True)
+    expected = [np.asarray(v) for v in klayer(x)]
+    ours = model_of([{layer: {"units": 3, "return_sequences": True}}], [5, 2]).layers[0]
+    ours.args["return_state"] = True
+    params = {w.name: jnp.asarray(w.numpy()) for w in klayer.weights}
+    outputs, _ = ours.apply(params, {}, jnp.asarray(x), training=False, key=None)
+    assert len(outputs) == len(expected) == (3 if layer == "LSTM" else 2)
+    for a, b in zip(outputs, expected):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="return_state gives several outputs"):
+        model_of([{layer: {"units": 3, "return_state": True}}], [5, 2])
+
+
+@pytest.mark.parametrize("layer", ["SimpleRNN", "LSTM", "GRU"])
+def test_unroll_gives_the_same_numbers(layer):
+    x = jax.random.normal(jax.random.key(0), (3, 6, 2))
+    rolled = model_of([{layer: {"units": 4, "return_sequences": True}}], [6, 2])
+    unrolled = model_of([{layer: {"units": 4, "return_sequences": True, "unroll": True}}],
+                        [6, 2])
+    params, state = rolled.init(jax.random.key(1))
+    np.testing.assert_allclose(np.asarray(unrolled.apply(params, state, x)[0]),
+                               np.asarray(rolled.apply(params, state, x)[0]), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", ["SimpleRNN", "LSTM", "GRU"])
+def test_stateful_carries_state_across_batches(layer):
+    spec = spec_from_dict({"model": {"input_shape": [4, 2], "layers": [
+        {layer: {"units": 3, "stateful": True, "return_sequences": True}}]},
+        "compile": {"loss": "mse"}})
+    model = build_model(spec.model, batch_size=5)
+    params, state = model.init(jax.random.key(0))
+    assert model.count_params()[layer.lower() if layer != "SimpleRNN" else "simple_rnn"][1] == 0
+    long = jax.random.normal(jax.random.key(1), (5, 8, 2))   # 8 steps = two 4-step batches
+    first, state = model.apply(params, state, long[:, :4])
+    second, state = model.apply(params, state, long[:, 4:])
+    plain = model_of([{layer: {"units": 3, "return_sequences": True}}], [8, 2])
+    whole, _ = plain.apply(params, {}, long)
+    np.testing.assert_allclose(np.asarray(jnp.concatenate([first, second], axis=1)),
+                               np.asarray(whole), rtol=1e-5, atol=1e-6)
+    reset = model.reset_states(state)
+    assert all(not np.asarray(v).any() for v in jax.tree_util.tree_leaves(reset))
+    again, _ = model.apply(params, reset, long[:, :4])
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(first))
+
+
+def test_stateful_predict_continues_across_batches_and_training_runs():
+    from nnrun.trainer import Fitter, make_predict, resolve_objective
+
+    spec = spec_from_dict({"model": {"input_shape": [3, 2], "layers": [
+        {"LSTM": {"units": 4, "stateful": True}}, {"Dense": 1}]}, "compile": {"loss": "mse"}})
+    model = build_model(spec.model, batch_size=4)
+    params, state = model.init(jax.random.key(0))
+    long = np.asarray(jax.random.normal(jax.random.key(1), (4, 6, 2)))
+    rows = np.concatenate([long[:, :3], long[:, 3:]])   # batch 2 continues batch 1's rows
+    preds = np.asarray(make_predict(model, 8, 4)(params, state, jnp.asarray(rows)))
+    plain = model_of([{"LSTM": {"units": 4}}, {"Dense": 1}], [6, 2])
+    np.testing.assert_allclose(preds[4:], np.asarray(plain.apply(params, {}, long)[0]),
+                               rtol=1e-5, atol=1e-6)
+    y = np.ones((8, 1), np.float32)
+    obj = resolve_objective("mse", (), y.shape, (8, 1))
+    fitter = Fitter(model, obj, "sgd", seed=0, batch_size=4, shuffle=False, x=rows, y=y)
+    ts = fitter.initial_state()
+    losses = []
+    for _ in range(3):
+        ts, res = fitter.run_epoch(ts)
+        losses.append(res.logs["loss"])
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert np.abs(np.asarray(ts.state["lstm"]["h"])).sum() > 0   # carried, reset next epoch

@@ -158,3 +158,37 @@ def test_batch_normalization_epoch_equals_keras():
                 ts.params["dense_1"]["kernel"], ts.params["dense_1"]["bias"]]
 
     assert_fit_equals_keras(fitter, ts, k, x, y, ours, weights_rtol=1e-4)
+
+
+def test_masked_sequence_output_fit_equals_keras():
+    """Embedding(mask_zero) -> LSTM(return_sequences) -> Dense: the loss skips the padded
+    steps as Keras's does, over two epochs with a partial last batch."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 9, size=(25, 6)).astype(np.int32)
+    for i, length in enumerate(rng.integers(1, 7, size=25)):
+        ids[i, length:] = 0
+    y = rng.normal(size=(25, 6, 1)).astype(np.float32)
+    spec = spec_from_dict({
+        "seed": 2, "model": {"input_shape": [6], "layers": [
+            {"Embedding": {"input_dim": 9, "output_dim": 4, "mask_zero": True}},
+            {"LSTM": {"units": 3, "return_sequences": True}}, {"Dense": 1}]},
+        "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.5}, "loss": "mse",
+                    "metrics": ["mae"]},
+        "fit": {"batch_size": 10, "shuffle": False}})
+    model, fitter = make_fitter(spec, ids, y)
+    ts = fitter.initial_state()
+    p = jax.device_get(ts.params)
+    k = keras.Sequential([keras.Input((6,), dtype="int32"),
+                          keras.layers.Embedding(9, 4, mask_zero=True),
+                          keras.layers.LSTM(3, return_sequences=True), keras.layers.Dense(1)])
+    order = [("embedding", "embeddings"), ("lstm", "kernel"), ("lstm", "recurrent_kernel"),
+             ("lstm", "bias"), ("dense", "kernel"), ("dense", "bias")]
+    k.set_weights([np.asarray(p[a][b]) for a, b in order])
+    ts = assert_fit_equals_keras(fitter, ts, k, ids, y,
+                                 lambda ts: [ts.params[a][b] for a, b in order])
+    k.compile(loss="mse", metrics=["mae"])
+    expected = k.evaluate(ids, y, batch_size=10, verbose=0, return_dict=True)
+    sums = jax.jit(make_eval(model, fitter.obj, 25, 10))(ts.params, ts.state, ids, y)
+    logs = finalize(fitter.obj, sums)
+    assert logs["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert logs["mae"] == pytest.approx(expected["mae"], rel=1e-5)

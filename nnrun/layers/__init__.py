@@ -26,6 +26,11 @@ class Layer:
 
     uses_rng = False
     uses_mask = False
+    # Keras masks (a 0/1 or boolean (batch, steps) array marking the real time steps, made
+    # by Embedding(mask_zero) or Masking): a layer that `supports_masking` passes its
+    # input's mask on unchanged; one that `uses_step_mask` takes it as `step_mask=`.
+    supports_masking = False
+    uses_step_mask = False
     # Argument prefixes whose parameter has another name (Keras: recurrent_regularizer).
     param_of = {"recurrent": "recurrent_kernel"}
 
@@ -71,6 +76,18 @@ class Layer:
             return params
         return {k: self.constraints[k](v) if k in self.constraints else v
                 for k, v in params.items()}
+
+    def compute_mask(self, x: jax.Array, step_mask: jax.Array | None) -> jax.Array | None:
+        """The Keras mask of this layer's output (None: no mask), as Keras's compute_mask."""
+        return step_mask if self.supports_masking else None
+
+    def counted_state(self, state: dict) -> dict:
+        """The part of this layer's state that summary counts as non-trainable weights."""
+        return state
+
+    def reset_state(self, state: dict) -> dict:
+        """The state at the start of a pass over the data (a stateful RNN's zeros)."""
+        return state
 
     def init(self, key: jax.Array, input_shape: Shape) -> tuple[dict, dict, Shape]:
         return {}, {}, self.output_shape(input_shape)

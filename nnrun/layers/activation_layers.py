@@ -14,6 +14,8 @@ from nnrun.layers import LAYER_TYPES, Layer
 class _Elementwise(Layer):
     """A parameter-free layer applying `fn(x)`."""
 
+    supports_masking = True
+
     def fn(self, x: jax.Array) -> jax.Array:
         raise NotImplementedError
 
@@ -73,6 +75,8 @@ def _alpha_shape(input_shape, shared_axes) -> tuple[int, ...]:
 class PReLU(Layer):
     """relu(x) - alpha * relu(-x), alpha learned per unit (Keras 3)."""
 
+    supports_masking = True
+
     def __init__(self, name, **args):
         super().__init__(name, **args)
         self.alpha_init = self.resolve("alpha_initializer", initializers.get, "zeros")
@@ -88,6 +92,8 @@ class PReLU(Layer):
 @LAYER_TYPES.register("ParametricSoftplus")
 class ParametricSoftplus(Layer):
     """alpha * softplus(beta * x), alpha and beta learned per unit (Keras 1)."""
+
+    supports_masking = True
 
     def init(self, key, input_shape):
         params = {"alpha": jnp.full(input_shape, self.args["alpha_init"], jnp.float32),

@@ -294,16 +294,25 @@ class _GlobalPool(Layer):
     rank = 2
     kind = "max"
 
+    @property
+    def uses_step_mask(self) -> bool:   # Keras 3: GlobalAveragePooling1D averages the
+        return self.rank == 1 and self.kind == "avg"   # unmasked steps only
+
     def output_shape(self, input_shape):
         require_rank(input_shape, SPATIAL[self.rank])
         if self.args.get("keepdims"):
             return (*([1] * self.rank), input_shape[-1])
         return (input_shape[-1],)
 
-    def apply(self, params, state, x, *, training, key):
+    def apply(self, params, state, x, *, training, key, step_mask=None):
         axes = tuple(range(1, x.ndim - 1))
+        keepdims = bool(self.args.get("keepdims"))
+        if step_mask is not None:
+            w = step_mask.astype(x.dtype)[..., None]
+            total = jnp.sum(x * w, axis=1, keepdims=keepdims)
+            return total / jnp.sum(w, axis=1, keepdims=keepdims), state
         fn = jnp.max if self.kind == "max" else jnp.mean
-        return fn(x, axis=axes, keepdims=bool(self.args.get("keepdims"))), state
+        return fn(x, axis=axes, keepdims=keepdims), state
 
 
 for _rank in (1, 2):

@@ -15,6 +15,8 @@ from nnrun.layers import LAYER_TYPES, Layer, Shape
 class Dense(Layer):
     """y = activation(x @ kernel + bias) on the last axis; kernel is (in, units) as Keras."""
 
+    supports_masking = True
+
     def __init__(self, name: str, **args):
         super().__init__(name, **args)
         self.activation = self.resolve("activation", activations.get)
@@ -42,6 +44,8 @@ class Dense(Layer):
 @LAYER_TYPES.register("Activation")
 class Activation(Layer):
     """Applies an activation function."""
+
+    supports_masking = True
 
     def __init__(self, name: str, **args):
         super().__init__(name, **args)
@@ -82,6 +86,7 @@ class Dropout(Layer):
     """Inverted dropout: in training, zero a fraction `rate` and scale the rest by 1/(1-rate)."""
 
     uses_rng = True
+    supports_masking = True
 
     def apply(self, params, state, x, *, training, key):
         rate = self.args["rate"]
@@ -123,6 +128,22 @@ class Embedding(Layer):
         table = self.init_fn(key, (self.args["input_dim"], self.args["output_dim"]), jnp.float32)
         return {"embeddings": table}, {}, self.output_shape(input_shape)
 
+    def compute_mask(self, x, step_mask):
+        return x != 0 if self.args.get("mask_zero") else None
+
     def apply(self, params, state, x, *, training, key):
         return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0, mode="fill",
                         fill_value=0.0), state
+
+
+@LAYER_TYPES.register("Masking")
+class Masking(Layer):
+    """Keras's Masking: time steps whose features all equal `mask_value` are masked for
+    the layers after (recurrent layers skip them) and set to zero."""
+
+    def compute_mask(self, x, step_mask):
+        return jnp.any(x != self.args.get("mask_value", 0.0), axis=-1)
+
+    def apply(self, params, state, x, *, training, key):
+        keep = jnp.any(x != self.args.get("mask_value", 0.0), axis=-1, keepdims=True)
+        return x * keep.astype(x.dtype), state

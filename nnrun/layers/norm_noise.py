@@ -32,6 +32,8 @@ SELU_SCALE = 1.0507009873554804934193349852946
 class LayerNormalization(Layer):
     """(x - mean) / sqrt(var + epsilon) over `axis` per sample, then gamma * . + beta."""
 
+    supports_masking = True
+
     def __init__(self, name, **args):
         super().__init__(name, **args)
         self.gamma_init = self.resolve("gamma_initializer", initializers.get, "ones")
@@ -71,6 +73,7 @@ class _Noise(Layer):
     """A layer that changes its input in training only, with its own PRNG key."""
 
     uses_rng = True
+    supports_masking = True
 
     def noise(self, x: jax.Array, key: jax.Array) -> jax.Array:
         raise NotImplementedError
@@ -144,6 +147,8 @@ class BatchNormalization(Layer):
     """Keras 3 BatchNormalization: moving_x = moving_x * momentum + batch_x * (1 - momentum)."""
 
     uses_mask = True
+    supports_masking = True
+    uses_step_mask = True   # batch statistics over the unmasked steps only, as Keras 3
 
     def __init__(self, name, **args):
         super().__init__(name, **args)
@@ -163,12 +168,12 @@ class BatchNormalization(Layer):
         state = {"moving_mean": make["moving_mean"], "moving_variance": make["moving_variance"]}
         return params, state, input_shape
 
-    def apply(self, params, state, x, *, training, key, mask=None):
+    def apply(self, params, state, x, *, training, key, mask=None, step_mask=None):
         axis = self._axis(x.ndim)
         shape = [1] * x.ndim
         shape[axis] = x.shape[axis]
         if training:
-            mean, variance = self._moments(x, axis, mask)
+            mean, variance = self._moments(x, axis, _weights(x, mask, step_mask))
             m = self.args.get("momentum", 0.99)
             state = {"moving_mean": state["moving_mean"] * m + mean * (1 - m),
                      "moving_variance": state["moving_variance"] * m + variance * (1 - m)}
@@ -183,13 +188,24 @@ class BatchNormalization(Layer):
         return x * inv.reshape(shape) + res.reshape(shape), state
 
     @staticmethod
-    def _moments(x, axis, mask):
-        """Mean and (population) variance over every axis but `axis`, rows weighted by mask."""
+    def _moments(x, axis, w):
+        """Mean and (population) variance over every axis but `axis`, weighted by `w`."""
         axes = tuple(a for a in range(x.ndim) if a != axis)
-        if mask is None:
+        if w is None:
             return jnp.mean(x, axis=axes), jnp.var(x, axis=axes)
-        w = mask.reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
         count = jnp.maximum(jnp.sum(w * jnp.ones_like(x), axis=axes), 1.0)
         mean = jnp.sum(w * x, axis=axes) / count
         centred = x - mean.reshape([x.shape[a] if a == axis else 1 for a in range(x.ndim)])
         return mean, jnp.sum(w * centred ** 2, axis=axes) / count
+
+
+def _weights(x: jax.Array, mask, step_mask) -> jax.Array | None:
+    """The 0/1 weights of x's cells from the batch's row mask and a Keras (batch, steps)
+    mask, broadcastable to x; None when there is neither."""
+    w = None
+    if mask is not None:
+        w = mask.reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
+    if step_mask is not None and x.ndim > step_mask.ndim:
+        steps = step_mask.reshape(*step_mask.shape, *([1] * (x.ndim - step_mask.ndim)))
+        w = steps.astype(x.dtype) if w is None else w * steps.astype(x.dtype)
+    return w

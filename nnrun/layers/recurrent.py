@@ -1,5 +1,11 @@
 """Recurrent layers: SimpleRNN, LSTM (gates i, f, c, o) and GRU (gates z, r, h; reset_after),
-with Keras 3's weight layouts, each a `lax.scan` over the time axis."""
+with Keras 3's weight layouts, each a `lax.scan` over the time axis.
+
+Masked time steps (a Keras mask from Embedding(mask_zero) or Masking) keep the previous
+state and repeat the previous output, as Keras 3. A `stateful` layer starts each batch
+from the state the previous batch ended with (non-trainable model state, reset at the
+start of every pass over the data); its batch size is the config's fit.batch_size.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from nnrun import activations, initializers
+from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
 from nnrun.layers.core import keep_mask
 
@@ -16,6 +23,9 @@ class _Recurrent(Layer):
 
     gates = 1  # blocks of `units` columns in the kernels
     uses_rng = True  # dropout / recurrent_dropout masks in training
+    uses_step_mask = True
+    zero_output_for_mask = False   # Bidirectional sets it with return_sequences, as Keras
+    batch_size: int | None = None  # set by the model builder; needed when stateful
 
     def __init__(self, name, **args):
         super().__init__(name, **args)
@@ -28,6 +38,17 @@ class _Recurrent(Layer):
         require_rank(input_shape, "(batch, steps, features)")
         units = self.args["units"]
         return (input_shape[0], units) if self.args.get("return_sequences") else (units,)
+
+    def compute_mask(self, x, step_mask):
+        return step_mask if self.args.get("return_sequences") else None
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.args.get("stateful"))
+
+    def state_names(self) -> tuple[str, ...]:
+        """The carried states, in Keras's order (LSTM: h, c)."""
+        return ("h",)
 
     def bias_shape(self) -> tuple[int, ...]:
         return (self.gates * self.args["units"],)
@@ -43,10 +64,29 @@ class _Recurrent(Layer):
                   "recurrent_kernel": self.inits["recurrent"](k2, (u, g * u), jnp.float32)}
         if self.args.get("use_bias", True):
             params["bias"] = self.init_bias(k3)
-        return params, {}, out
+        return params, self.reset_state({}), out
+
+    def reset_state(self, state: dict) -> dict:
+        """A stateful layer's zero states ((batch, units) each); {} otherwise."""
+        if not self.stateful:
+            return state
+        if self.batch_size is None:
+            raise ConfigError("a stateful recurrent layer needs a fixed batch size "
+                              "(fit.batch_size)", where="stateful")
+        zeros = jnp.zeros((self.batch_size, self.args["units"]), jnp.float32)
+        return {name: zeros for name in self.state_names()}
+
+    def counted_state(self, state: dict) -> dict:
+        return {}   # carried states are not weights (Keras counts none)
 
     def initial_carry(self, batch: int, dtype):
         return jnp.zeros((batch, self.args["units"]), dtype)
+
+    def carry_of(self, states: tuple):
+        return states[0]
+
+    def states_of(self, carry) -> tuple:
+        return (carry,)
 
     def step(self, params, carry, z, rec_mask):
         """One time step: (carry, x_t @ kernel [+ bias]) -> (carry, h_t); `rec_mask`
@@ -73,20 +113,40 @@ class _Recurrent(Layer):
             masks.append(keep.astype(jnp.float32) / (1.0 - rate))
         return masks
 
-    def apply(self, params, state, x, *, training, key):
+    def apply(self, params, state, x, *, training, key, step_mask=None):
+        """(output, state); with return_state the output is [output, *final states]."""
         in_mask, rec_mask = self.dropout_masks(key if training else None, x.shape[0],
                                                x.shape[-1])
         if in_mask is not None:
             x = x * in_mask[:, None, :]
-        projected = self.input_projection(params, x)  # all steps at once: one matmul
+        projected = jnp.swapaxes(self.input_projection(params, x), 0, 1)  # one matmul
+        keep = None if step_mask is None else jnp.swapaxes(step_mask, 0, 1)[..., None]
         if self.args.get("go_backwards"):
-            projected = projected[:, ::-1]
-        carry = self.initial_carry(x.shape[0], x.dtype)
-        _, hs = jax.lax.scan(lambda c, z: self.step(params, c, z, rec_mask), carry,
-                             jnp.swapaxes(projected, 0, 1))
-        if self.args.get("return_sequences"):
-            return jnp.swapaxes(hs, 0, 1), state
-        return hs[-1], state
+            projected = projected[::-1]
+            keep = None if keep is None else keep[::-1]
+        if self.stateful:
+            carry = self.carry_of(tuple(state[n] for n in self.state_names()))
+        else:
+            carry = self.initial_carry(x.shape[0], x.dtype)
+
+        def body(c, inputs):
+            if keep is None:
+                return self.step(params, c, inputs, rec_mask)
+            z, k = inputs   # a masked step keeps the state and the previous output
+            new_c, out = self.step(params, c, z, rec_mask)
+            prev = jnp.zeros_like(out) if self.zero_output_for_mask else self.states_of(c)[0]
+            new_c = jax.tree_util.tree_map(lambda a, b: jnp.where(k, a, b), new_c, c)
+            return new_c, jnp.where(k, out, prev)
+
+        steps = projected.shape[0]
+        carry, hs = jax.lax.scan(body, carry, projected if keep is None else (projected, keep),
+                                 unroll=steps if self.args.get("unroll") else 1)
+        if self.stateful:
+            state = dict(zip(self.state_names(), self.states_of(carry)))
+        y = jnp.swapaxes(hs, 0, 1) if self.args.get("return_sequences") else hs[-1]
+        if self.args.get("return_state"):
+            return [y, *self.states_of(carry)], state
+        return y, state
 
 
 def _masked(h, mask):
@@ -114,6 +174,15 @@ class LSTM(_Recurrent):
     def initial_carry(self, batch, dtype):
         zeros = super().initial_carry(batch, dtype)
         return (zeros, zeros)
+
+    def state_names(self):
+        return ("h", "c")
+
+    def carry_of(self, states):
+        return tuple(states)
+
+    def states_of(self, carry):
+        return tuple(carry)
 
     def step(self, params, carry, z, rec_mask):
         h, c = carry

@@ -30,11 +30,21 @@ class Bidirectional(Layer):
         if type_ not in RECURRENT:
             raise ConfigError(f"Bidirectional wraps a recurrent layer ({', '.join(RECURRENT)}), "
                               f"not {type_}", where="layer")
+        for arg in ("stateful", "return_state"):
+            if inner_args.get(arg):
+                raise ConfigError(f"{arg} is not supported inside Bidirectional", where="layer")
         self.forward = cls(f"forward_{inner}", **inner_args)
         self.backward = cls(f"backward_{inner}", **{
             **inner_args, "go_backwards": not inner_args.get("go_backwards", False)})
         self.return_sequences = inner_args.get("return_sequences", False)
+        for layer in (self.forward, self.backward):   # Keras: zeros at masked steps
+            layer.zero_output_for_mask = self.return_sequences
         self.uses_rng = self.forward.uses_rng
+
+    uses_step_mask = True
+
+    def compute_mask(self, x, step_mask):
+        return step_mask if self.return_sequences else None
 
     def output_shape(self, input_shape):
         out = self.forward.output_shape(input_shape)
@@ -48,12 +58,14 @@ class Bidirectional(Layer):
         pb, _, _ = self.backward.init(kb, input_shape)
         return {"forward": pf, "backward": pb}, {}, self.output_shape(input_shape)
 
-    def apply(self, params, state, x, *, training, key):
+    def apply(self, params, state, x, *, training, key, step_mask=None):
         kf = kb = None
         if key is not None:
             kf, kb = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-        yf, _ = self.forward.apply(params["forward"], {}, x, training=training, key=kf)
-        yb, _ = self.backward.apply(params["backward"], {}, x, training=training, key=kb)
+        yf, _ = self.forward.apply(params["forward"], {}, x, training=training, key=kf,
+                                   step_mask=step_mask)
+        yb, _ = self.backward.apply(params["backward"], {}, x, training=training, key=kb,
+                                    step_mask=step_mask)
         if self.return_sequences:
             yb = yb[:, ::-1]
         mode = self.args.get("merge_mode", "concat")
@@ -73,6 +85,8 @@ class Bidirectional(Layer):
 @LAYER_TYPES.register("TimeDistributed")
 class TimeDistributed(Layer):
     """The wrapped layer on (batch * steps, ...) rows; its params are the wrapped layer's."""
+
+    supports_masking = True   # the time steps' mask passes through, as Keras
 
     def __init__(self, name, **args):
         super().__init__(name, **args)
