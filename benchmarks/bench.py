@@ -98,6 +98,9 @@ class Workload:
     keras_loss: str
     batch_size: int
     epochs: int
+    # (torch) -> (module, loss on logits, optimizer factory, x layout, label dtype): the
+    # PyTorch twin, for the workloads compared with PyTorch too (cnn, lstm)
+    torch_model: object = None
 
 
 def small_workload(workdir: Path) -> Workload:
@@ -172,10 +175,22 @@ def cnn_workload(workdir: Path, epochs: int) -> Workload:
                 keras.layers.Dense(128, activation="relu"),
                 keras.layers.Dense(10, activation="softmax")]
 
-    return _npz_workload(workdir, "cnn", f"cnn: 10,000 x 28x28x1, Adam, batch 128, {epochs} "
-                         "epochs", x, y, layers_cfg, layers, "adam",
-                         lambda keras: keras.optimizers.Adam(),
-                         "sparse_categorical_crossentropy", 128, epochs)
+    def torch_model(torch):
+        nn = torch.nn
+        net = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
+        # softmax + cross-entropy as one op on logits; Keras's Adam defaults
+        return (net, nn.CrossEntropyLoss(),
+                lambda params: torch.optim.Adam(params, lr=1e-3, eps=1e-7),
+                lambda x: x.permute(0, 3, 1, 2).contiguous(), torch.long)
+
+    w = _npz_workload(workdir, "cnn", f"cnn: 10,000 x 28x28x1, Adam, batch 128, {epochs} "
+                      "epochs", x, y, layers_cfg, layers, "adam",
+                      lambda keras: keras.optimizers.Adam(),
+                      "sparse_categorical_crossentropy", 128, epochs)
+    w.torch_model = torch_model
+    return w
 
 
 def lstm_workload(workdir: Path, epochs: int) -> Workload:
@@ -190,10 +205,30 @@ def lstm_workload(workdir: Path, epochs: int) -> Workload:
         return [keras.Input((50, 32)), keras.layers.LSTM(64),
                 keras.layers.Dense(1, activation="sigmoid")]
 
-    return _npz_workload(workdir, "lstm", f"lstm: 10,000 x 50 x 32, RMSprop, batch 64, "
-                         f"{epochs} epochs", x, y, layers_cfg, layers, "rmsprop",
-                         lambda keras: keras.optimizers.RMSprop(), "binary_crossentropy",
-                         64, epochs)
+    def torch_model(torch):
+        nn = torch.nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = nn.LSTM(32, 64, batch_first=True)
+                self.out = nn.Linear(64, 1)
+
+            def forward(self, x):
+                seq, _ = self.lstm(x)
+                return self.out(seq[:, -1])
+
+        # sigmoid + binary cross-entropy as one op on logits; Keras's RMSprop defaults
+        return (Net(), nn.BCEWithLogitsLoss(),
+                lambda params: torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7),
+                lambda x: x, torch.float32)
+
+    w = _npz_workload(workdir, "lstm", f"lstm: 10,000 x 50 x 32, RMSprop, batch 64, "
+                      f"{epochs} epochs", x, y, layers_cfg, layers, "rmsprop",
+                      lambda keras: keras.optimizers.RMSprop(), "binary_crossentropy",
+                      64, epochs)
+    w.torch_model = torch_model
+    return w
 
 
 def mlp_workload(workdir: Path, epochs: int) -> Workload:
@@ -352,6 +387,43 @@ def time_keras(w: Workload) -> Timing:
     return t
 
 
+def time_torch(w: Workload) -> Timing:
+    """PyTorch (CPU, eager) training loop of the same network: shuffled batches indexed
+    from in-memory tensors, zero_grad / forward / loss / backward / step; all cores."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    t = Timing("PyTorch (eager)", len(w.x))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    net, loss_fn, make_opt, layout, y_dtype = w.torch_model(torch)
+    opt = make_opt(net.parameters())
+    x = layout(torch.from_numpy(w.x))
+    y = torch.from_numpy(w.y).to(y_dtype)
+    n = len(x)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(w.epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, w.batch_size):
+            idx = order[i:i + w.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+        t.mark(start, cpu_start)
+    t.total = time.perf_counter() - start
+    t.note = f"loss {float(loss):.4f} (last batch)"
+    return t
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------- reporting
 
 
@@ -443,6 +515,12 @@ def targets(rows: list[tuple[Workload, list[Timing]]]) -> list[str]:
             f"{'met' if ok_speed else 'MISSED'}; first epoch {head.first_epoch:.2f}s "
             f"vs Keras {keras_t.first_epoch:.2f}s: {'met' if ok_first else 'MISSED'}"
         )
+        torch_t = next((t for t in timings if t.name.startswith("PyTorch")), None)
+        if torch_t is not None:
+            vs = head.samples_per_s / torch_t.samples_per_s
+            goal = " (target: faster)" if w.key == "cnn" else ""
+            verdict = ("met" if vs > 1 else "MISSED") if w.key == "cnn" else "for the record"
+            out.append(f"  - vs PyTorch (eager): {vs:.2f}x{goal}: {verdict}")
     return out
 
 
@@ -510,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
                 (time_nnrun_fitter, (w,)),
                 (time_keras, (w,)),
             )
+            if w.torch_model is not None:
+                if _torch_available():
+                    runners += ((time_torch, (w,)),)
+                else:
+                    print("  (torch is not installed: no PyTorch row; pip install "
+                          "torch==2.13.0)", file=sys.stderr)
             best: list[Timing | None] = [None] * len(runners)
             for rep in range(args.repeat):
                 for i, (runner, runner_args) in enumerate(runners):

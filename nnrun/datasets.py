@@ -143,11 +143,16 @@ def sequences(samples: int, seed: int, *, steps: int = 20, noise: float = 0.3):
 
 
 @_builtin("tokens", "binary")
-def tokens(samples: int, seed: int, *, vocab: int = 50, length: int = 20):
+def tokens(samples: int, seed: int, *, vocab: int = 50, length: int = 20,
+           min_length: int | None = None):
     """Token-id sequences (n, length) in [1, vocab); label 1 when most tokens come from
     the lower half of the vocabulary (an Embedding model's task); y (n,1). x holds
-    integers (float32 in memory; an Embedding layer reads them as ids)."""
+    integers (float32 in memory; an Embedding layer reads them as ids). With
+    `min_length`, each sequence has a length drawn from [min_length, length] and is
+    padded after its end with id 0 (for Embedding(mask_zero))."""
     _check(vocab >= 4 and length >= 1, f"vocab must be >= 4 and length >= 1, got {vocab}")
+    _check(min_length is None or 1 <= min_length <= length,
+           f"min_length must be in [1, length], got {min_length}")
     rng = np.random.default_rng(seed)
     labels = np.arange(samples) % 2
     low = rng.random((samples, 1)) * 0.3 + np.where(labels == 1, 0.55, 0.15)[:, None]
@@ -155,6 +160,9 @@ def tokens(samples: int, seed: int, *, vocab: int = 50, length: int = 20):
     half = vocab // 2
     ids = np.where(from_low, rng.integers(1, half, (samples, length)),
                    rng.integers(half, vocab, (samples, length)))
+    if min_length is not None:
+        lengths = rng.integers(min_length, length + 1, samples)
+        ids[np.arange(length)[None, :] >= lengths[:, None]] = 0
     return _binary(ids, labels, rng)
 
 

@@ -55,6 +55,16 @@ def test_builtin_shapes_and_dtypes(name):
     assert np.isfinite(x).all()
 
 
+def test_tokens_with_min_length_are_zero_padded_after_their_end():
+    x, _ = generate("tokens", 200, 0, length=12, min_length=3)
+    lengths = (x != 0).sum(axis=1)
+    assert lengths.min() >= 3 and lengths.max() == 12 and len(set(lengths)) > 5
+    for row, n in zip(x, lengths):   # ids first, then only padding
+        assert (row[:n] != 0).all() and (row[n:] == 0).all()
+    with pytest.raises(ConfigError, match="min_length must be in"):
+        generate("tokens", 10, 0, length=5, min_length=6)
+
+
 @pytest.mark.parametrize("name", sorted(BUILTINS))
 def test_builtin_is_deterministic_given_seed(name):
     x1, y1 = generate(name, 64, 7)

@@ -104,3 +104,31 @@ def test_an_epoch_with_an_activity_regularizer_equals_keras():
     k.set_weights([p["dense"]["kernel"], p["dense"]["bias"], p["dense_1"]["kernel"],
                    p["dense_1"]["bias"]])
     assert_fit_equals_keras(fitter, ts, k, x, y, dense_weights)
+
+
+@pytest.mark.parametrize("layer, args, penalised", [
+    ("DepthwiseConv2D", {"kernel_size": 2, "depthwise_regularizer": {"name": "l2", "l2": 0.1},
+                         "depthwise_constraint": "non_neg"}, "kernel"),
+    ("SeparableConv2D", {"filters": 2, "kernel_size": 2,
+                         "pointwise_regularizer": {"name": "l2", "l2": 0.1},
+                         "pointwise_constraint": "non_neg"}, "pointwise_kernel"),
+    ("LSTM", {"units": 2, "recurrent_regularizer": {"name": "l2", "l2": 0.1},
+              "recurrent_constraint": "non_neg"}, "recurrent_kernel"),
+])
+def test_named_weight_options_reach_keras_weight_names(layer, args, penalised):
+    """Keras names some weight options after the weight's role (depthwise_, pointwise_,
+    recurrent_): each must reach the right parameter."""
+    from nnrun.model import build_model
+
+    shape = [4, 3] if layer == "LSTM" else [4, 4, 3]
+    model = build_model(spec_from_dict({"model": {"input_shape": shape, "layers": [
+        {layer: args}]}, "compile": {"loss": "mse"}}).model)
+    params, _ = model.init(jax.random.key(0))
+    (name,) = params
+    expected = 0.1 * float(np.sum(np.square(np.asarray(params[name][penalised]))))
+    assert float(model.regularization(params)) == pytest.approx(expected, rel=1e-5)
+    projected = model.constrain(params)[name]
+    assert float(np.min(np.asarray(projected[penalised]))) >= 0.0
+    others = [k for k in params[name] if k != penalised]
+    for k in others:
+        np.testing.assert_array_equal(np.asarray(projected[k]), np.asarray(params[name][k]))

@@ -88,10 +88,34 @@ class _Recurrent(Layer):
     def states_of(self, carry) -> tuple:
         return (carry,)
 
-    def step(self, params, carry, z, rec_mask):
-        """One time step: (carry, x_t @ kernel [+ bias]) -> (carry, h_t); `rec_mask`
-        (or None) multiplies the previous output before the recurrent kernel."""
+    def cell(self, cp: dict, z, rec, carry):
+        """One time step from z = x_t @ kernel [+ bias] and rec = feed(carry) @
+        recurrent_kernel: -> (carry, h_t). `cp`: the params it uses (cell_params)."""
         raise NotImplementedError
+
+    def cell_params(self, params: dict) -> dict:
+        return {}
+
+    def feed(self, carry, rec_mask):
+        """What multiplies the recurrent kernel: the previous output (times the
+        recurrent-dropout mask, if any)."""
+        return _masked(self.states_of(carry)[0], rec_mask)
+
+    def step(self, params, carry, z, rec_mask):
+        """One time step: (carry, z) -> (carry, h_t)."""
+        rec = self.feed(carry, rec_mask) @ params["recurrent_kernel"]
+        return self.cell(self.cell_params(params), z, rec, carry)
+
+    def masked(self, step, carry, z, keep):
+        """`step(carry, z)`, except where `keep` is 0 (a masked time step): there the
+        carry is kept and the previous output repeated (zeros for a Bidirectional's
+        sequences), as Keras 3."""
+        new, out = step(carry, z)
+        if keep is None:
+            return new, out
+        prev = jnp.zeros_like(out) if self.zero_output_for_mask else self.states_of(carry)[0]
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep > 0, a, b), new, carry)
+        return new, jnp.where(keep > 0, out, prev)
 
     def input_projection(self, params, x):
         z = jnp.einsum("btf,fg->btg", x, params["kernel"])
@@ -120,7 +144,8 @@ class _Recurrent(Layer):
         if in_mask is not None:
             x = x * in_mask[:, None, :]
         projected = jnp.swapaxes(self.input_projection(params, x), 0, 1)  # one matmul
-        keep = None if step_mask is None else jnp.swapaxes(step_mask, 0, 1)[..., None]
+        keep = None if step_mask is None else \
+            jnp.swapaxes(step_mask, 0, 1)[..., None].astype(jnp.float32)
         if self.args.get("go_backwards"):
             projected = projected[::-1]
             keep = None if keep is None else keep[::-1]
@@ -129,18 +154,11 @@ class _Recurrent(Layer):
         else:
             carry = self.initial_carry(x.shape[0], x.dtype)
 
-        def body(c, inputs):
-            if keep is None:
-                return self.step(params, c, inputs, rec_mask)
-            z, k = inputs   # a masked step keeps the state and the previous output
-            new_c, out = self.step(params, c, z, rec_mask)
-            prev = jnp.zeros_like(out) if self.zero_output_for_mask else self.states_of(c)[0]
-            new_c = jax.tree_util.tree_map(lambda a, b: jnp.where(k, a, b), new_c, c)
-            return new_c, jnp.where(k, out, prev)
-
-        steps = projected.shape[0]
-        carry, hs = jax.lax.scan(body, carry, projected if keep is None else (projected, keep),
-                                 unroll=steps if self.args.get("unroll") else 1)
+        unroll = projected.shape[0] if self.args.get("unroll") else 1
+        carry, hs = jax.lax.scan(
+            lambda c, inputs: self.masked(lambda cc, z: self.step(params, cc, z, rec_mask),
+                                          c, *inputs),
+            carry, (projected, keep), unroll=unroll)
         if self.stateful:
             state = dict(zip(self.state_names(), self.states_of(carry)))
         y = jnp.swapaxes(hs, 0, 1) if self.args.get("return_sequences") else hs[-1]
@@ -155,14 +173,15 @@ def _masked(h, mask):
 
 @LAYER_TYPES.register("SimpleRNN")
 class SimpleRNN(_Recurrent):
-    def step(self, params, h, z, rec_mask):
-        h = self.act(z + _masked(h, rec_mask) @ params["recurrent_kernel"])
+    def cell(self, cp, z, rec, h):
+        h = self.act(z + rec)
         return h, h
 
 
 @LAYER_TYPES.register("LSTM")
 class LSTM(_Recurrent):
     gates = 4
+
 
     def init_bias(self, key):
         bias = super().init_bias(key)
@@ -184,9 +203,9 @@ class LSTM(_Recurrent):
     def states_of(self, carry):
         return tuple(carry)
 
-    def step(self, params, carry, z, rec_mask):
+    def cell(self, cp, z, rec, carry):
         h, c = carry
-        z = z + _masked(h, rec_mask) @ params["recurrent_kernel"]
+        z = z + rec
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = self.rec_act(f) * c + self.rec_act(i) * self.act(g)
         h = self.rec_act(o) * self.act(c)
@@ -207,22 +226,30 @@ class GRU(_Recurrent):
             z = z + params["bias"][0]   # input bias; the recurrent one is added per step
         return z
 
+    def cell_params(self, params):
+        return {"bias": params["bias"][1]} if "bias" in params else {}
+
+    def cell(self, cp, z, rec, h_prev):
+        u = self.args["units"]
+        if "bias" in cp:
+            rec = rec + cp["bias"]   # the recurrent bias, inside the reset gate's product
+        x_z, x_r, x_h = z[:, :u], z[:, u:2 * u], z[:, 2 * u:]
+        r_z, r_r, r_h = rec[:, :u], rec[:, u:2 * u], rec[:, 2 * u:]
+        zg = self.rec_act(x_z + r_z)
+        r = self.rec_act(x_r + r_r)
+        h = zg * h_prev + (1 - zg) * self.act(x_h + r * r_h)
+        return h, h
+
     def step(self, params, h_prev, z, rec_mask):
+        if self.args.get("reset_after", True):
+            return super().step(params, h_prev, z, rec_mask)
+        # reset_after=False: r multiplies h before the kernel's candidate block
         u = self.args["units"]
         kernel = params["recurrent_kernel"]
         h = _masked(h_prev, rec_mask)   # Keras: the dropped h_tm1 feeds the recurrent terms
         x_z, x_r, x_h = z[:, :u], z[:, u:2 * u], z[:, 2 * u:]
-        if self.args.get("reset_after", True):
-            inner = h @ kernel
-            if "bias" in params:
-                inner = inner + params["bias"][1]
-            r_z, r_r, r_h = inner[:, :u], inner[:, u:2 * u], inner[:, 2 * u:]
-            zg = self.rec_act(x_z + r_z)
-            r = self.rec_act(x_r + r_r)
-            r_h = r * r_h
-        else:
-            zg = self.rec_act(x_z + h @ kernel[:, :u])
-            r = self.rec_act(x_r + h @ kernel[:, u:2 * u])
-            r_h = (r * h) @ kernel[:, 2 * u:]
+        zg = self.rec_act(x_z + h @ kernel[:, :u])
+        r = self.rec_act(x_r + h @ kernel[:, u:2 * u])
+        r_h = (r * h) @ kernel[:, 2 * u:]
         h = zg * h_prev + (1 - zg) * self.act(x_h + r_h)
         return h, h
