@@ -1,21 +1,30 @@
-"""nnrun vs Keras 3 (JAX backend): training throughput and first-epoch time, in one process.
+"""nnrun vs Keras 3 (JAX backend) and PyTorch: training throughput and first-epoch time,
+in one process.
 
-    python benchmarks/bench.py [--only small|mlp] [--quick] [--epochs-mlp N] [--repeat N]
+    python benchmarks/bench.py [--only small|mlp|cnn|lstm] [--quick] [--epochs-mlp N]
+                               [--repeat N]
 
 Workloads (DESIGN.md section 6; the targets are nnrun >= 10x Keras on "small",
->= 1.1x Keras on "mlp", first epoch no slower than Keras):
+>= 1.1x Keras on "mlp", >= 2.5x Keras and faster than PyTorch on "cnn", >= 1.2x Keras
+on "lstm", first epoch no slower than Keras):
 
   small  the founding notes' network: 1,000 xor samples of 2 features, Dense 5 relu,
          Dense 1 sigmoid, SGD(lr 0.01), mse, batch 10, 100 epochs, no validation.
   mlp    MNIST-sized MLP: 60,000 x 784 random float32, 10 classes (sparse int labels),
          Dense 512 relu, Dropout 0.2, Dense 512 relu, Dropout 0.2, Dense 10 softmax,
          Adam, sparse_categorical_crossentropy, batch 128, 3 epochs (2 with --quick).
+  cnn    (only with --only cnn) 10,000 x 28x28x1 random images, 10 classes: Conv2D 32,
+         MaxPool, Conv2D 64, MaxPool, Flatten, Dense 128, Dense 10; Adam, batch 128.
+  lstm   (only with --only lstm) 10,000 x 50 steps x 32 features: LSTM 64, Dense 1
+         sigmoid; RMSprop, binary_crossentropy, batch 64.
 
 For each workload it times, in this order:
   nnrun train()   the full `nnrun.api.train` path: data load, model build, run directory,
                   metrics log and checkpoint writes (the headline number);
   nnrun Fitter    only the in-process epoch loop (`Fitter.run_epoch`, synchronous);
-  Keras fit       `model.fit(..., verbose=0, shuffle=True)`.
+  Keras fit       `model.fit(..., verbose=0, shuffle=True)`;
+  PyTorch (eager) the same network in a plain PyTorch CPU training loop (when torch is
+                  installed: `pip install torch==2.13.0`), Keras's optimizer defaults.
 samples/s is steady state: epochs after the first, from the end of epoch 1 to the
 end of the last epoch; "CPU s/epoch" is the process CPU time per steady epoch (less
 disturbed by other processes). "first epoch" is wall time from the call that starts
@@ -98,8 +107,8 @@ class Workload:
     keras_loss: str
     batch_size: int
     epochs: int
-    # (torch) -> (module, loss on logits, optimizer factory, x layout, label dtype): the
-    # PyTorch twin, for the workloads compared with PyTorch too (cnn, lstm)
+    # (torch) -> (module, loss, optimizer factory, x layout, label dtype): the PyTorch twin
+    # (classifiers end in logits, their loss includes the softmax / sigmoid)
     torch_model: object = None
 
 
@@ -140,6 +149,11 @@ def small_workload(workdir: Path) -> Workload:
         "mse",
         10,
         100,
+        torch_model=lambda torch: (
+            torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1),
+                                torch.nn.Sigmoid()),
+            torch.nn.MSELoss(), lambda params: torch.optim.SGD(params, lr=0.01), lambda x: x,
+            torch.float32),
     )
 
 
@@ -276,6 +290,13 @@ def mlp_workload(workdir: Path, epochs: int) -> Workload:
         "sparse_categorical_crossentropy",
         128,
         epochs,
+        torch_model=lambda torch: (
+            torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                torch.nn.Linear(512, 10)),
+            torch.nn.CrossEntropyLoss(),
+            lambda params: torch.optim.Adam(params, lr=1e-3, eps=1e-7), lambda x: x,
+            torch.long),
     )
 
 
