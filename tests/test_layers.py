@@ -205,6 +205,7 @@ def test_layer_gradients(layers, shape):
         x = jax.random.normal(jax.random.key(2), shape)
     out_w = jax.random.normal(jax.random.key(3), (shape[0], *model.output_shape))
 
+    @jax.jit
     def f(p, inputs):
         y, _ = model.apply(p, state, inputs, training=True, key=jax.random.key(4))
         return jnp.sum(y * out_w)
