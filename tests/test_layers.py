@@ -702,3 +702,22 @@ def test_stateful_predict_continues_across_batches_and_training_runs():
         losses.append(res.logs["loss"])
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert np.abs(np.asarray(ts.state["lstm"]["h"])).sum() > 0   # carried, reset next epoch
+
+
+@pytest.mark.parametrize("layer, kwargs, shape", [
+    ("MaxPooling2D", {}, (2, 4, 4, 1)),
+    ("MaxPooling2D", {"pool_size": [2, 3]}, (2, 5, 7, 2)),
+    ("MaxPooling2D", {"pool_size": 3, "strides": 2, "padding": "same"}, (2, 5, 5, 2)),
+    ("MaxPooling1D", {"pool_size": 3, "strides": 1}, (2, 7, 2)),
+])
+def test_max_pooling_gradient_goes_to_the_first_maximum_as_keras(layer, kwargs, shape):
+    """With ties (small integers) Keras's max pooling routes each window's gradient to
+    its first maximum; jnp.max would split it among the ties."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 3, size=shape).astype(np.float32))
+    klayer = getattr(keras.layers, layer)(**kwargs)
+    w = rng.normal(size=klayer(x).shape).astype(np.float32)
+    model = model_of([{layer: kwargs}], shape[1:])
+    ours = jax.grad(lambda x: jnp.sum(model.apply({}, {}, x)[0] * w))(x)
+    theirs = jax.grad(lambda x: jnp.sum(klayer(x) * w))(x)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))

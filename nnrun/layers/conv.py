@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -235,6 +236,35 @@ for _rank in (1, 2):
                     type(f"SeparableConv{_rank}D", (_SeparableConv,), {"rank": _rank}))
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def first_max(t: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """max over `axes`, whose gradient goes to the first maximum (row-major over `axes`)
+    alone, as XLA's max pooling (Keras's `lax.reduce_window`) routes it; `jnp.max`
+    would split it among ties."""
+    return jnp.max(t, axis=axes)
+
+
+def _first_max_fwd(t, axes):
+    y = jnp.max(t, axis=axes)
+    return y, (t, y)
+
+
+def _first_max_bwd(axes, res, g):
+    t, y = res
+    rank = jnp.zeros((), jnp.int32)   # each window cell's row-major position
+    for a in axes:
+        shape = [1] * t.ndim
+        shape[a] = t.shape[a]
+        rank = rank * t.shape[a] + jnp.arange(t.shape[a], dtype=jnp.int32).reshape(shape)
+    hit = t == jnp.expand_dims(y, axes)
+    big = jnp.iinfo(jnp.int32).max
+    first = jnp.min(jnp.where(hit, rank, big), axis=axes, keepdims=True)
+    return (jnp.where(rank == first, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype)),)
+
+
+first_max.defvjp(_first_max_fwd, _first_max_bwd)
+
+
 class _Pool(Layer):
     rank = 2
     kind = "max"
@@ -261,7 +291,7 @@ class _Pool(Layer):
         ones = (1,) * self.rank
         if self.kind == "max":
             slices, _ = window_slices(x, size, strides, ones, padding, pad_value=-jnp.inf)
-            return jnp.max(jnp.stack(slices), axis=0), state
+            return first_max(jnp.stack(slices), (0,)), state
         slices, _ = window_slices(x, size, strides, ones, padding)
         total = jnp.sum(jnp.stack(slices), axis=0)
         if padding == "valid":
@@ -281,7 +311,7 @@ class _Pool(Layer):
             shape += [n, k]
         tiles = x.reshape(*shape, x.shape[-1])
         axes = tuple(2 + 2 * i for i in range(self.rank))
-        return jnp.max(tiles, axis=axes) if self.kind == "max" else jnp.mean(tiles, axis=axes)
+        return first_max(tiles, axes) if self.kind == "max" else jnp.mean(tiles, axis=axes)
 
 
 for _rank in (1, 2):
