@@ -22,30 +22,84 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """What summary needs of a layer: its name, type and output shape."""
+    """What summary needs of a layer: its name, type, output shape and (graph models)
+    the inputs / layers it takes."""
 
     name: str
     type: str
     output_shape: Shape
+    inbound: tuple[str, ...] = ()
+
+
+def _dtype(name: str):
+    return jnp.int32 if name == "int32" else jnp.float32
 
 
 class Model:
-    """A Sequential stack of layers with pure init and apply functions."""
+    """A graph of layers (a Sequential stack is a chain) with pure init and apply
+    functions. Layers run in a topological order; each takes its named inputs."""
 
     def __init__(self, spec: ModelSpec, layers: list[Layer], input_shape: Shape, where):
         self.spec = spec
         self.layers = layers
-        self.input_shape = input_shape
-        self.input_dtype = jnp.int32 if spec.input_dtype == "int32" else jnp.float32
         self._where = where
         self._by_name = {layer.name: layer for layer in layers}
+        if spec.is_graph:
+            self.input_names = [i.name for i in spec.inputs]
+            self.input_shapes = {i.name: tuple(i.shape) for i in spec.inputs}
+            self.input_dtypes = {i.name: _dtype(i.dtype) for i in spec.inputs}
+            self.output_names = list(spec.outputs)
+            self.wiring = [tuple(lspec.inputs) for lspec in spec.layers]
+        else:
+            self.input_names = ["input"]
+            self.input_shapes = {"input": tuple(input_shape)}
+            self.input_dtypes = {"input": _dtype(spec.input_dtype)}
+            self.output_names = [layers[-1].name] if layers else ["input"]
+            self.wiring = [("input",)] + [(layer.name,) for layer in layers[:-1]]
+        self.order = self._topological()
+        # The single-input case, which the trainer and the data checks use.
+        self.input_shape = self.input_shapes[self.input_names[0]]
+        self.input_dtype = self.input_dtypes[self.input_names[0]]
         self.infos: list[LayerInfo] = []
         # One abstract trace of init gives every layer's output shape and the params'
         # shapes, and locates a layer that cannot take its input.
-        self._shapes = jax.eval_shape(lambda k: self._init(k, self.infos), jax.random.key(0))
-        self.output_shape = self.infos[-1].output_shape if self.infos else input_shape
+        shapes: dict[str, Shape] = {}
+        self._shapes = jax.eval_shape(lambda k: self._init(k, shapes), jax.random.key(0))
+        self.infos = [LayerInfo(layer.name, self.spec.layers[i].type, shapes[layer.name],
+                                self.wiring[i] if spec.is_graph else ())
+                      for i, layer in enumerate(layers)]
+        self.output_shapes = [shapes.get(n, self.input_shapes.get(n)) for n in self.output_names]
+        self.output_shape = self.output_shapes[0]
 
-    def _init_layer(self, i: int, key: jax.Array, shape: Shape):
+    def _topological(self) -> list[int]:
+        """Layer indices so that every layer comes after the ones it takes (the spec
+        rejected cycles); definition order where it is free."""
+        done = set(self.input_names)
+        order: list[int] = []
+        pending = list(range(len(self.layers)))
+        while pending:
+            ready = [i for i in pending if all(r in done for r in self.wiring[i])]
+            if not ready:   # only reachable for specs built without validation
+                raise ConfigError("the layers form a cycle", where=self._where(("model",)))
+            for i in ready:
+                order.append(i)
+                done.add(self.layers[i].name)
+            pending = [i for i in pending if i not in ready]
+        return order
+
+    def _layer_input(self, i: int, values: dict):
+        """The input of layer i: one value, or the list a merge layer takes."""
+        layer, refs = self.layers[i], self.wiring[i]
+        if layer.multi_input:
+            return [values[r] for r in refs]
+        if len(refs) != 1:
+            lspec = self.spec.layers[i]
+            raise ConfigError(f"{lspec.type} takes one input, got {len(refs)} "
+                              f"({', '.join(refs)}); merge them first (Concatenate, Add, ...)",
+                              where=self._where(lspec.arg_path("inputs")))
+        return values[refs[0]]
+
+    def _init_layer(self, i: int, key: jax.Array, shape):
         layer, lspec = self.layers[i], self.spec.layers[i]
         try:
             return layer.init(key, shape)
@@ -53,63 +107,77 @@ class Model:
             path = lspec.arg_path(exc.where) if exc.where else lspec.path
             raise ConfigError(exc.message, where=self._where(path)) from None
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"cannot apply {lspec.type} to input shape "
-                              f"{format_shape(shape)}: {exc}",
+            shown = (", ".join(format_shape(s) for s in shape) if layer.multi_input
+                     else format_shape(shape))
+            raise ConfigError(f"cannot apply {lspec.type} to input shape {shown}: {exc}",
                               where=self._where(lspec.path)) from None
 
-    def _init(self, key: jax.Array, infos: list[LayerInfo] | None = None) -> tuple[dict, dict]:
-        params, state, shape = {}, {}, self.input_shape
-        for i, layer in enumerate(self.layers):
-            p, s, shape = self._init_layer(i, jax.random.fold_in(key, i), shape)
-            shape = tuple(shape)
-            if infos is not None:
-                infos.append(LayerInfo(layer.name, self.spec.layers[i].type, shape))
+    def _init(self, key: jax.Array, shapes: dict | None = None) -> tuple[dict, dict]:
+        params, state = {}, {}
+        known: dict[str, Shape] = dict(self.input_shapes)
+        for i in self.order:
+            layer = self.layers[i]
+            p, s, shape = self._init_layer(i, jax.random.fold_in(key, i),
+                                           self._layer_input(i, known))
+            known[layer.name] = tuple(shape)
             if p:
                 params[layer.name] = p
             if s:
                 state[layer.name] = s
+        if shapes is not None:
+            shapes.update(known)
         return params, state
 
     def init(self, key: jax.Array) -> tuple[dict, dict]:
         """Initial (params, state); layer i draws from fold_in(key, i)."""
         return self._init(key)
 
-    def apply(self, params: dict, state: dict, x: jax.Array, *, training: bool = False,
+    def apply(self, params: dict, state: dict, x, *, training: bool = False,
               key: jax.Array | None = None,
               mask: jax.Array | None = None) -> tuple[jax.Array, dict]:
-        """Forward pass on a batch; returns (y, new_state). `mask`: 0/1 row weights."""
+        """Forward pass on a batch; returns (y, new_state). `x`: an array, or for a graph
+        model of several inputs a mapping of input names to arrays; `y`: an array, or a
+        tuple of them (model outputs' order) for several outputs. `mask`: 0/1 row weights."""
         y, new_state, _, _ = self.apply_with_activity(params, state, x, training=training,
                                                       key=key, mask=mask)
         return y, new_state
 
-    def apply_with_activity(self, params: dict, state: dict, x: jax.Array, *,
+    def apply_with_activity(self, params: dict, state: dict, x, *,
                             training: bool = False, key: jax.Array | None = None,
                             mask: jax.Array | None = None) -> tuple:
         """`apply`, plus the layers' activity-regularizer penalties on their outputs (the
         rows weighted by `mask`, divided by the batch size as Keras 3), added to the loss,
         and the output's Keras mask (None, or (batch, steps) when the output is a sequence
         from masked input: the loss and metrics then skip the masked steps, as Keras)."""
+        values = dict(x) if isinstance(x, dict) else {self.input_names[0]: x}
+        step_masks: dict = {}   # Keras's masks, from Embedding(mask_zero) or Masking
         new_state = dict(state)
         activity = jnp.zeros((), jnp.float32)
-        step_mask = None   # Keras's mask, from Embedding(mask_zero) or Masking
-        for i, layer in enumerate(self.layers):
+        for i in self.order:
+            layer = self.layers[i]
             lkey = jax.random.fold_in(key, i) if (training and layer.uses_rng) else None
             extra = {"mask": mask} if layer.uses_mask else {}
+            inputs = self._layer_input(i, values)
+            step_mask = None if layer.multi_input else step_masks.get(self.wiring[i][0])
             if layer.uses_step_mask and step_mask is not None:
                 extra["step_mask"] = step_mask
-            out_mask = layer.compute_mask(x, step_mask)
-            x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x,
+            out_mask = layer.compute_mask(inputs, step_mask)
+            y, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), inputs,
                                training=training, key=lkey, **extra)
-            step_mask = out_mask
+            values[layer.name], step_masks[layer.name] = y, out_mask
             if layer.activity is not None:   # Keras 3: divided by the batch size
                 if mask is None:
-                    activity = activity + layer.activity(x) / x.shape[0]
+                    activity = activity + layer.activity(y) / y.shape[0]
                 else:
-                    rows = x * mask.reshape(-1, *([1] * (x.ndim - 1)))
+                    rows = y * mask.reshape(-1, *([1] * (y.ndim - 1)))
                     activity = activity + layer.activity(rows) / jnp.maximum(jnp.sum(mask), 1)
             if s:
                 new_state[layer.name] = s
-        return x, new_state, activity, step_mask
+        outputs = tuple(values[n] for n in self.output_names)
+        masks = tuple(step_masks.get(n) for n in self.output_names)
+        if len(outputs) == 1:
+            return outputs[0], new_state, activity, masks[0]
+        return outputs, new_state, activity, masks
 
     def reset_states(self, state: dict) -> dict:
         """The state at the start of a pass over the data: stateful recurrent layers'
@@ -155,7 +223,7 @@ def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None
     """
     where = where or (lambda path: None)
     shape = spec.input_shape or input_shape
-    if shape is None:
+    if shape is None and not spec.is_graph:
         raise ConfigError("the model has no input shape: give model.input_shape (or input_dim "
                           "on the first layer), or data to take it from", where=where(("model",)))
     layers = []
@@ -172,7 +240,7 @@ def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None
         except ConfigError as exc:  # exc.where names the argument, if any
             path = lspec.arg_path(exc.where) if exc.where else lspec.path
             raise ConfigError(exc.message, where=where(path)) from None
-    return Model(spec, layers, tuple(shape), where)
+    return Model(spec, layers, tuple(shape or ()), where)
 
 
 def format_shape(shape: Shape) -> str:

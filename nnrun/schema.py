@@ -181,6 +181,16 @@ def channels_last(value: Any) -> str:
     raise ArgTypeError(f"expected channels_last, {_got(value)}")
 
 
+def dot_axes(value: Any) -> int | tuple[int, int]:
+    """Dot's axes: one axis for both inputs, or [axis of the first, axis of the second]."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return (value[0], value[1])
+    raise ArgTypeError(f"expected an axis or a pair of axes such as [1, 1], {_got(value)}")
+
+
 def axes(value: Any) -> tuple[int, ...]:
     """An axis or a list of axes (Keras counts the batch axis as 0)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -412,6 +422,21 @@ LAYERS: dict[str, LayerSchema] = {
         aliases={"dim_ordering": "data_format"},
         doc=f"{kind} over the spatial axes.")
       for r in (1, 2) for kind in ("Max", "Average")},
+    # Merge layers (graph models): a list of inputs.
+    **{name: LayerSchema(args=(), doc=doc) for name, doc in (
+        ("Add", "Elementwise sum of the inputs."),
+        ("Subtract", "The first input minus the second."),
+        ("Multiply", "Elementwise product of the inputs."),
+        ("Average", "Elementwise mean of the inputs."),
+        ("Maximum", "Elementwise maximum of the inputs."),
+        ("Minimum", "Elementwise minimum of the inputs."))},
+    "Concatenate": LayerSchema(args=(Arg("axis", integer, -1),),
+                               aliases={"concat_axis": "axis"},
+                               doc="Joins the inputs along `axis` (batch axis = 0)."),
+    "Dot": LayerSchema(args=(Arg("axes", dot_axes, REQUIRED), Arg("normalize", boolean, False)),
+                       aliases={"dot_axes": "axes"},
+                       doc="Batch dot product of two inputs over `axes`; `normalize` gives "
+                           "the cosine similarity."),
     # Wrappers.
     "Bidirectional": LayerSchema(
         args=(Arg("layer", nested_layer, REQUIRED),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,9 @@ class LayerSpec:
     args: dict[str, Any]
     path: PathT  # of the list item: ("model", "layers", i)
     arg_paths: dict[str, PathT] = field(default_factory=dict)  # canonical arg -> as written
+    # Graph models: the names of the model inputs / layers this layer takes, or None for
+    # the previous layer's output (a Sequential stack).
+    inputs: tuple[str, ...] | None = None
 
     def arg_path(self, arg: str) -> PathT:
         """The config path of an argument as the user wrote it (alias names included)."""
@@ -59,6 +62,24 @@ class ModelSpec:
     input_shape: tuple[int, ...] | None
     input_dtype: str
     layers: tuple[LayerSpec, ...]
+    # Graph models: named inputs and the output layers' names (None: a Sequential stack,
+    # one input of input_shape / input_dtype, the last layer's output).
+    inputs: tuple[InputSpec, ...] | None = None
+    outputs: tuple[str, ...] | None = None
+
+    @property
+    def is_graph(self) -> bool:
+        return self.inputs is not None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A named input of a graph model."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    path: PathT
 
 
 @dataclass(frozen=True)
@@ -159,7 +180,10 @@ def spec_from_dict(raw: dict, *, base_dir: Path = Path("."), source: str = "<dic
 
 TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit")
 DATA_KEYS = ("train", "validation", "validation_split", "test")
-MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "layers")
+MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "inputs", "layers", "outputs")
+# Keras 1's Merge(mode=...) -> the merge layer types.
+MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum",
+               "concat": "Concatenate", "dot": "Dot", "cos": "Dot"}
 COMPILE_KEYS = ("optimizer", "loss", "metrics")
 FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split")
 INPUT_DTYPES = ("float32", "int32")
@@ -328,7 +352,121 @@ def _validate_model(model: dict, problems: _Problems) -> ModelSpec:
             problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
     if "input_dtype" not in model and layers and layers[0].type in INTEGER_INPUT_LAYERS:
         dtype = "int32"   # token ids
-    return ModelSpec(input_shape, dtype, tuple(layers))
+    if "inputs" not in model and "outputs" not in model:
+        for layer in layers:
+            if layer.inputs is not None:
+                problems.add(layer.path, "`inputs:` on a layer needs the graph form: name the "
+                                         "model's inputs in model.inputs (DESIGN.md section 2)")
+        return ModelSpec(input_shape, dtype, tuple(layers))
+    return _validate_graph(model, input_shape, tuple(layers), path, problems)
+
+
+def _validate_graph(model: dict, input_shape, layers: tuple[LayerSpec, ...], path: PathT,
+                    problems: _Problems) -> ModelSpec:
+    """The graph form: named inputs, layers wired by `inputs:`, named outputs. Checks the
+    names, that every input and layer is used, and that there is no cycle."""
+    inputs = _graph_inputs(model.get("inputs"), path + ("inputs",), problems)
+    if input_shape is not None:
+        problems.add(path, "give either model.input_shape (a Sequential stack) or "
+                           "model.inputs (a graph), not both")
+    nodes = [i.name for i in inputs] + [layer.name for layer in layers]
+    for layer in layers:
+        if layer.name in {i.name for i in inputs}:
+            problems.add(layer.path, f"layer name {layer.name!r} is also an input's name")
+    wired: list[LayerSpec] = []
+    previous = inputs[0].name if len(inputs) == 1 else None
+    for layer in layers:
+        refs = layer.inputs
+        if refs is None:
+            if previous is None:
+                problems.add(layer.path, "say which input this layer takes (`inputs:`): the "
+                                         "model has several inputs")
+                refs = ()
+            else:
+                refs = (previous,)
+        for ref in refs:
+            if ref not in nodes:
+                problems.add(layer.arg_path("inputs"),
+                             unknown_name_message("input or layer", ref, nodes))
+        wired.append(replace(layer, inputs=tuple(refs)))
+        previous = layer.name
+    outputs_raw = model.get("outputs", [layers[-1].name] if layers else [])
+    if isinstance(outputs_raw, str):
+        outputs_raw = [outputs_raw]
+    outputs: list[str] = []
+    if not isinstance(outputs_raw, list) or not outputs_raw:
+        problems.add(path + ("outputs",), "expected a list of layer names, e.g. [out]")
+    else:
+        for i, name in enumerate(outputs_raw):
+            if name not in nodes:
+                problems.add(path + ("outputs", i),
+                             unknown_name_message("layer", name, [x.name for x in layers]))
+            else:
+                outputs.append(name)
+    _check_cycles(wired, problems)
+    used = {ref for layer in wired for ref in layer.inputs} | set(outputs)
+    for i in inputs:
+        if i.name not in used:
+            problems.add(i.path, f"input {i.name!r} is not used by any layer")
+    for layer in wired:
+        if layer.name not in used:
+            problems.add(layer.path, f"the output of layer {layer.name!r} is not used: give it "
+                                     "to a layer (`inputs:`) or list it in model.outputs")
+    return ModelSpec(None, "float32", tuple(wired), inputs=tuple(inputs),
+                     outputs=tuple(outputs))
+
+
+def _graph_inputs(raw: Any, path: PathT, problems: _Problems) -> list[InputSpec]:
+    """model.inputs: {name: shape} or {name: {shape: [...], dtype: int32}}."""
+    if not isinstance(raw, dict) or not raw:
+        problems.add(path, "expected a mapping of input names to shapes, e.g. "
+                           "{left: [16], right: [16]}")
+        return []
+    out = []
+    for name, value in raw.items():
+        ipath = path + (name,)
+        dtype = "float32"
+        if isinstance(value, dict):
+            _check_keys(value, ("shape", "dtype"), ipath, problems, f"input {name!r}")
+            dtype = value.get("dtype", "float32")
+            if dtype not in INPUT_DTYPES:
+                problems.add(ipath + ("dtype",), unknown_name_message("dtype", dtype,
+                                                                      list(INPUT_DTYPES)))
+            value = value.get("shape")
+        try:
+            out.append(InputSpec(str(name), shape(value), dtype, ipath))
+        except ArgTypeError as exc:
+            problems.add(ipath, str(exc))
+    return out
+
+
+def _check_cycles(layers: list[LayerSpec], problems: _Problems) -> None:
+    """A layer that (through others) takes its own output is an error naming the cycle."""
+    deps = {layer.name: [r for r in layer.inputs if r != layer.name] for layer in layers}
+    by_name = {layer.name: layer for layer in layers}
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+
+    def visit(name: str, trail: list[str]) -> bool:
+        if state.get(name) == 2 or name not in deps:
+            return False
+        if state.get(name) == 1:
+            cycle = trail[trail.index(name):] + [name]
+            problems.add(by_name[name].arg_path("inputs"),
+                         "the layers form a cycle (each takes the next one's output): "
+                         + " <- ".join(cycle))
+            return True
+        state[name] = 1
+        for ref in deps[name]:
+            if visit(ref, trail + [name]):
+                return True
+        state[name] = 2
+        return False
+
+    for layer in layers:
+        if layer.name in layer.inputs:
+            problems.add(layer.arg_path("inputs"), f"layer {layer.name!r} takes its own output")
+        if visit(layer.name, []):
+            return
 
 
 def _snake(name: str) -> str:
@@ -352,6 +490,15 @@ def _validate_layer(item: Any, path: PathT, problems: _Problems,
     if parts is None:
         return None
     given_type, args = parts
+    graph_inputs, inputs_key = None, None
+    if isinstance(args, dict) and "inputs" in args:
+        args = dict(args)
+        inputs_key = ("inputs",)
+        graph_inputs = _layer_refs(args.pop("inputs"), path + (given_type, "inputs"), problems)
+    if str(given_type) == "Merge":
+        given_type, args = _keras1_merge(args, path, problems)
+        if given_type is None:
+            return None
     type_ = canonical_type(str(given_type))
     schema = LAYERS.get(type_)
     if schema is None:
@@ -381,7 +528,36 @@ def _validate_layer(item: Any, path: PathT, problems: _Problems,
                                          "name for it)", key=True)
             continue
         out[canon] = (key, value)
-    return _finish_layer(type_, schema, out, apath, path, problems, counts)
+    layer = _finish_layer(type_, schema, out, apath, path, problems, counts)
+    if inputs_key is not None:
+        paths = {**layer.arg_paths, "inputs": apath + inputs_key}
+        layer = replace(layer, inputs=graph_inputs, arg_paths=paths)
+    return layer
+
+
+def _layer_refs(value: Any, path: PathT, problems: _Problems) -> tuple[str, ...]:
+    """A layer's `inputs:`: a name or a list of names."""
+    if isinstance(value, str) and value:
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    problems.add(path, "expected a layer or input name, or a list of them")
+    return ()
+
+
+def _keras1_merge(args: Any, path: PathT, problems: _Problems) -> tuple[str | None, dict]:
+    """Keras 1's `Merge: {mode: sum|mul|ave|max|concat|dot|cos, concat_axis, dot_axes}`."""
+    args = dict(args) if isinstance(args, dict) else {}
+    mode = args.pop("mode", "sum")
+    if mode not in MERGE_MODES:
+        problems.add(path + ("Merge", "mode"), unknown_name_message("merge mode", mode,
+                                                                   list(MERGE_MODES)))
+        return None, {}
+    if mode == "cos":
+        args["normalize"] = True
+    if mode in ("dot", "cos"):
+        args.setdefault("dot_axes", -1)
+    return MERGE_MODES[mode], args
 
 
 def _nested_layer(value: Any, path: PathT, problems: _Problems) -> dict | None:
@@ -481,8 +657,17 @@ def model_to_dict(model: ModelSpec) -> dict:
         out["input_shape"] = list(model.input_shape)
     if model.input_dtype != "float32":
         out["input_dtype"] = model.input_dtype
-    out["layers"] = [{layer.type: _plain({"name": layer.name, **layer.args})}
-                     for layer in model.layers]
+    if model.inputs is not None:
+        out["inputs"] = {i.name: list(i.shape) if i.dtype == "float32" else
+                         {"shape": list(i.shape), "dtype": i.dtype} for i in model.inputs}
+    out["layers"] = []
+    for layer in model.layers:
+        args = {"name": layer.name, **layer.args}
+        if layer.inputs is not None:
+            args["inputs"] = list(layer.inputs)
+        out["layers"].append({layer.type: _plain(args)})
+    if model.outputs is not None:
+        out["outputs"] = list(model.outputs)
     return out
 
 

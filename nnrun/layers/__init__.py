@@ -26,6 +26,7 @@ class Layer:
 
     uses_rng = False
     uses_mask = False
+    multi_input = False   # merge layers: apply/init/output_shape take lists
     # Keras masks (a 0/1 or boolean (batch, steps) array marking the real time steps, made
     # by Embedding(mask_zero) or Masking): a layer that `supports_masking` passes its
     # input's mask on unchanged; one that `uses_step_mask` takes it as `step_mask=`.
@@ -109,6 +110,11 @@ def require_rank(input_shape: Shape, layout: str) -> None:
                           f"{len(input_shape) + 1}")
 
 
+def format_shapes(shapes) -> str:
+    """Input shapes the Keras way, batch axis included: `[(None, 8), (None, 4)]`."""
+    return "[" + ", ".join("(None, " + ", ".join(str(d) for d in s) + ")" for s in shapes) + "]"
+
+
 def get_layer_class(type_name: str) -> type[Layer]:
     return LAYER_TYPES.get(type_name)
 
@@ -117,6 +123,7 @@ from nnrun.layers import (  # noqa: E402,F401  (registers the layers)
     activation_layers,
     conv,
     core,
+    merge,
     norm_noise,
     recurrent,
     shape_layers,

@@ -1,0 +1,127 @@
+"""Graph models: named inputs, layers wired by name, merge layers, outputs (issue 4)."""
+
+import copy
+
+import jax.numpy as jnp
+import keras
+import numpy as np
+import pytest
+
+from nnrun.errors import ConfigError
+from nnrun.model import build_model
+from nnrun.spec import model_to_dict, spec_from_dict
+
+TWO_INPUTS = {"model": {"inputs": {"left": [16], "right": [16]}, "layers": [
+    {"Dense": {"name": "l", "units": 8, "activation": "relu", "inputs": "left"}},
+    {"Dense": {"name": "r", "units": 8, "activation": "relu", "inputs": "right"}},
+    {"Concatenate": {"name": "merged", "inputs": ["l", "r"]}},
+    {"Dense": {"name": "out", "units": 1, "activation": "sigmoid", "inputs": "merged"}}],
+    "outputs": ["out"]}, "compile": {"loss": "mse"}}
+
+
+def graph(inputs: dict, layers: list, outputs: list) -> dict:
+    return {"model": {"inputs": inputs, "layers": layers, "outputs": outputs},
+            "compile": {"loss": "mse"}}
+
+
+@pytest.mark.parametrize("layer, kwargs, shapes", [
+    ("Add", {}, [(4, 5), (4, 5), (4, 5)]),
+    ("Subtract", {}, [(4, 5), (4, 5)]),
+    ("Multiply", {}, [(4, 3, 5), (4, 3, 5)]),
+    ("Average", {}, [(4, 5), (4, 5), (4, 5)]),
+    ("Maximum", {}, [(4, 5), (4, 5)]),
+    ("Minimum", {}, [(4, 5), (4, 5)]),
+    ("Add", {}, [(4, 1, 5), (4, 3, 5)]),       # broadcast over a size-1 axis, as Keras
+    ("Concatenate", {}, [(4, 2), (4, 3)]),
+    ("Concatenate", {"axis": 1}, [(4, 2, 3), (4, 5, 3)]),
+    ("Dot", {"axes": 1}, [(4, 5), (4, 5)]),
+    ("Dot", {"axes": 1, "normalize": True}, [(4, 5), (4, 5)]),
+    ("Dot", {"axes": [2, 2]}, [(4, 3, 5), (4, 6, 5)]),
+    ("Dot", {"axes": [1, 2]}, [(4, 5, 3), (4, 2, 5)]),
+])
+def test_merge_layers_equal_keras(layer, kwargs, shapes):
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    expected = np.asarray(getattr(keras.layers, layer)(**kwargs)(xs))
+    names = [f"in{i}" for i in range(len(xs))]
+    spec = spec_from_dict(graph({n: list(s[1:]) for n, s in zip(names, shapes)},
+                                [{layer: {"name": "m", "inputs": names, **kwargs}}], ["m"]))
+    model = build_model(spec.model)
+    y, _ = model.apply({}, {}, {n: jnp.asarray(x) for n, x in zip(names, xs)})
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-6)
+    assert model.output_shape == expected.shape[1:]
+
+
+def test_two_input_model_equals_keras_functional_model():
+    spec = spec_from_dict(TWO_INPUTS)
+    model = build_model(spec.model)
+    left, right = keras.Input((16,), name="left"), keras.Input((16,), name="right")
+    dl, dr = keras.layers.Dense(8, activation="relu"), keras.layers.Dense(8, activation="relu")
+    out = keras.layers.Dense(1, activation="sigmoid")
+    k = keras.Model([left, right], out(keras.layers.Concatenate()([dl(left), dr(right)])))
+    params = {name: {"kernel": jnp.asarray(layer.kernel.numpy()),
+                     "bias": jnp.asarray(layer.bias.numpy())}
+              for name, layer in (("l", dl), ("r", dr), ("out", out))}
+    rng = np.random.default_rng(1)
+    a, b = (rng.normal(size=(5, 16)).astype(np.float32) for _ in range(2))
+    y, _ = model.apply(params, {}, {"left": a, "right": b})
+    np.testing.assert_allclose(np.asarray(y), np.asarray(k([a, b])), rtol=1e-5, atol=1e-6)
+    assert sum(t for t, _ in model.count_params().values()) == k.count_params()
+    assert [(i.name, i.inbound) for i in model.infos] == [
+        ("l", ("left",)), ("r", ("right",)), ("merged", ("l", "r")), ("out", ("merged",))]
+
+
+def test_layers_may_be_listed_before_their_inputs_and_round_trip():
+    raw = copy.deepcopy(TWO_INPUTS)
+    raw["model"]["layers"] = raw["model"]["layers"][::-1]   # any order: a DAG
+    model = build_model(spec_from_dict(raw).model)
+    assert [model.layers[i].name for i in model.order] == ["r", "l", "merged", "out"]
+    written = model_to_dict(spec_from_dict(TWO_INPUTS).model)   # model.yaml / model.json
+    again = spec_from_dict({"model": written, "compile": {"loss": "mse"}})
+    assert model_to_dict(again.model) == written
+    assert written["inputs"] == {"left": [16], "right": [16]} and written["outputs"] == ["out"]
+
+
+def test_keras1_merge_modes():
+    spec = spec_from_dict(graph({"a": [4], "b": [4]}, [
+        {"Merge": {"name": "s", "mode": "sum", "inputs": ["a", "b"]}},
+        {"Merge": {"name": "c", "mode": "concat", "concat_axis": -1, "inputs": ["s", "a"]}},
+        {"Merge": {"name": "cos", "mode": "cos", "dot_axes": 1, "inputs": ["c", "c"]}}],
+        ["cos"]))
+    assert [(x.type, x.args) for x in spec.model.layers] == [
+        ("Add", {}), ("Concatenate", {"axis": -1}), ("Dot", {"axes": 1, "normalize": True})]
+    model = build_model(spec.model)
+    y, _ = model.apply({}, {}, {"a": jnp.ones((2, 4)), "b": jnp.arange(8.0).reshape(2, 4)})
+    np.testing.assert_allclose(np.asarray(y), 1.0, rtol=1e-6)   # cosine of c with itself
+
+
+def _problems(raw):
+    with pytest.raises(ConfigError) as info:
+        spec = spec_from_dict(raw)
+        build_model(spec.model, where=spec.where)
+    return [f"{where}: {message}" for where, message in info.value.problems] or \
+        [str(info.value)]
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda m: m["layers"][0]["Dense"].update(inputs="lft"),
+     "model.layers[0].Dense.inputs: unknown input or layer 'lft' (did you mean 'left'?)"),
+    (lambda m: m["layers"][0]["Dense"].update(inputs="out"),
+     "the layers form a cycle (each takes the next one's output): l <- out <- merged <- l"),
+    (lambda m: m.update(outputs=["merged", "nope"]), "model.outputs[1]: unknown layer 'nope'"),
+    (lambda m: m["layers"].append({"Dense": {"name": "extra", "units": 2, "inputs": "out"}}),
+     "model.layers[4]: the output of layer 'extra' is not used"),
+    (lambda m: m["layers"][2].update(Add=m["layers"][2].pop("Concatenate")),
+     "Add needs inputs of one shape, got [(None, 8), (None, 4)]"),
+    (lambda m: m["layers"][3]["Dense"].update(inputs=["merged", "l"]),
+     "model.layers[3].Dense.inputs: Dense takes one input, got 2 (merged, l); merge them"),
+    (lambda m: m["layers"][0]["Dense"].pop("inputs"),
+     "model.layers[0]: say which input this layer takes"),
+])
+def test_graph_errors_name_the_layer(mutate, needle):
+    raw = copy.deepcopy(TWO_INPUTS)
+    if "Add" in needle:
+        raw["model"]["layers"][1]["Dense"]["units"] = 4
+    mutate(raw["model"])
+    messages = _problems(raw)
+    assert any(needle in m for m in messages), messages
