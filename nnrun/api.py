@@ -117,12 +117,25 @@ def check_compile(spec: Spec) -> None:
         raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
 
 
-def build(spec: Spec, x_shape: tuple[int, ...] | None = None):
-    """Build the model; the input shape comes from the spec or else the data."""
+def build(spec: Spec, x=None):
+    """Build the model; the input shape comes from the spec or else the data `x`."""
     from nnrun.model import build_model
 
-    return build_model(spec.model, input_shape=x_shape, where=spec.where,
-                       batch_size=spec.fit.batch_size)
+    x_shape = None
+    if x is not None and spec.model.input_shape is None and not spec.model.is_graph:
+        x_shape = tuple(x.shape[1:]) if not isinstance(x, dict) else None
+    model = build_model(spec.model, input_shape=x_shape, where=spec.where,
+                        batch_size=spec.fit.batch_size)
+    if len(model.output_names) > 1:
+        raise ConfigError("a model of several outputs needs a loss per output, which nnrun "
+                          "does not train yet: list one output", where=spec.where(
+                              ("model", "outputs")))
+    return model
+
+
+def _shape_known(spec: Spec) -> bool:
+    """Whether the model can be built before any data is read."""
+    return spec.model.input_shape is not None or spec.model.is_graph
 
 
 def objective_for(spec: Spec, model, y: np.ndarray):
@@ -179,10 +192,22 @@ def _shape_hint(spec: Spec, y: np.ndarray, model, detail: str) -> str:
             f"{format_shape(model.output_shape)} with loss {spec.compile.loss!r}: {detail}")
 
 
-def _check_features(model, x: np.ndarray, source: str) -> None:
-    if tuple(x.shape[1:]) != tuple(model.input_shape):
-        from nnrun.model import format_shape
+def _check_features(model, x, source: str) -> None:
+    from nnrun.model import format_shape
 
+    if len(model.input_names) > 1 or isinstance(x, dict):
+        given = sorted(x) if isinstance(x, dict) else []
+        if given != sorted(model.input_names):
+            raise DataError(f"{source}: the model's inputs are {', '.join(model.input_names)}; "
+                            f"the data give {', '.join(given) or 'one unnamed array'} (map "
+                            "them in the source: x: {input name: array name})")
+        for name in model.input_names:
+            if tuple(x[name].shape[1:]) != model.input_shapes[name]:
+                raise DataError(f"{source}: input {name!r} has shape "
+                                f"{format_shape(x[name].shape[1:])}, the model expects "
+                                f"{format_shape(model.input_shapes[name])}")
+        return
+    if tuple(x.shape[1:]) != tuple(model.input_shape):
         raise DataError(f"{source}: features have shape {format_shape(x.shape[1:])}, the "
                         f"model expects {format_shape(model.input_shape)}")
 
@@ -232,7 +257,8 @@ def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Spli
     run = rundir.create_run_dir(runs_root, spec.name)
     rundir.write_atomic(run / "config.yaml", dump_yaml(spec.resolved))
     arch = {"model": model_to_dict(spec.model)}
-    arch["model"].setdefault("input_shape", list(model.input_shape))
+    if not spec.model.is_graph:
+        arch["model"].setdefault("input_shape", list(model.input_shape))
     rundir.write_atomic(run / "model.yaml", dump_yaml(arch))
     rundir.write_json(run / "model.json", arch)
     rundir.write_atomic(run / "summary.txt", summary_text(model, spec.name))
@@ -251,9 +277,9 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
 
     check_compile(spec)
     # With an input shape in the config, model errors show before any data is read.
-    model = build(spec) if spec.model.input_shape is not None else None
+    model = build(spec) if _shape_known(spec) else None
     splits = load_data(spec)
-    model = model or build(spec, splits.train.x.shape[1:])
+    model = model or build(spec, splits.train.x)
     _check_features(model, splits.train.x, splits.train.source)
     obj = objective_for(spec, model, splits.train.y)
     val = (splits.validation.x, splits.validation.y) if splits.validation else None
@@ -324,7 +350,7 @@ def _finish_run(run: Path, info: dict, fitter, result: TrainResult) -> None:
 
 # ---------------------------------------------------------------- loading a run
 
-def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x_shape=None):
+def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x=None):
     """Rebuild the model of a run and load its weights: (model, params, state)."""
     import jax
 
@@ -333,7 +359,7 @@ def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x_shape=None):
     path = Path(checkpoint)
     if checkpoint in ("best", "last"):
         path = run / "checkpoints" / f"{checkpoint}.h5"
-    model = build(spec, x_shape)
+    model = build(spec, x)
     params, state = model.param_shapes()
     params, state, _, _ = load_checkpoint(path, params=params, state=state)
     return model, jax.device_put(params), jax.device_put(state)
@@ -350,12 +376,12 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
                                         ("train", splits.train)) if d is not None)
     if ds.y is None:
         raise DataError(f"{ds.source}: evaluation data has no targets")
-    model, params, state = load_trained(spec, run, checkpoint, ds.x.shape[1:])
+    model, params, state = load_trained(spec, run, checkpoint, ds.x)
     _check_features(model, ds.x, ds.source)
     obj = objective_for(spec, model, ds.y)
-    evaluate_fn = jax.jit(make_eval(model, obj, len(ds.x), spec.fit.batch_size))
+    evaluate_fn = jax.jit(make_eval(model, obj, len(ds), spec.fit.batch_size))
     sums = evaluate_fn(params, state, ds.x, ds.y)
-    return {"run": str(run), "data": name, "source": ds.source, "samples": len(ds.x),
+    return {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
             **finalize(obj, sums)}
 
 
@@ -379,18 +405,23 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     from nnrun.trainer import make_predict
 
     data_mod.check_output_path(Path(output_path))
-    x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec))
-    model, params, state = load_trained(spec, run, checkpoint, x.shape[1:])
+    names = [i.name for i in spec.model.inputs] if spec.model.is_graph else []
+    if len(names) > 1:   # several inputs: a .npz with one array per input name
+        x = data_mod.load_named_features(Path(input_path), names)
+    else:
+        x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec))
+    model, params, state = load_trained(spec, run, checkpoint, x)
     _check_features(model, x, str(input_path))
-    probs = np.asarray(make_predict(model, len(x), spec.fit.batch_size)(params, state, x))
+    n = data_mod.rows(x)
+    probs = np.asarray(make_predict(model, n, spec.fit.batch_size)(params, state, x))
     kind = task_kind(spec, int(np.prod(model.output_shape)))
     classes = None
     if kind == "binary":
-        classes = (probs.reshape(len(x), -1)[:, 0] > 0.5).astype(np.int64)
+        classes = (probs.reshape(n, -1)[:, 0] > 0.5).astype(np.int64)
     elif kind == "multiclass":
-        classes = probs.reshape(len(x), -1).argmax(axis=-1)
+        classes = probs.reshape(n, -1).argmax(axis=-1)
     data_mod.write_predictions(Path(output_path), probs, classes)
-    return {"run": str(run), "rows": len(x), "output": str(output_path), "task": kind}
+    return {"run": str(run), "rows": n, "output": str(output_path), "task": kind}
 
 
 def _target_columns(spec: Spec) -> list[str]:
@@ -402,10 +433,7 @@ def _target_columns(spec: Spec) -> list[str]:
 
 def _summary_model(spec: Spec):
     """The model to summarise; loads data only when the config has no input shape."""
-    x_shape = None
-    if spec.model.input_shape is None:
-        x_shape = load_data(spec).train.x.shape[1:]
-    return build(spec, x_shape)
+    return build(spec, None if _shape_known(spec) else load_data(spec).train.x)
 
 
 def summary(spec: Spec) -> str:
@@ -422,7 +450,9 @@ def summary_dict(spec: Spec) -> dict[str, Any]:
     model = _summary_model(spec)
     counts = model.count_params()
     layers = [{"name": i.name, "type": i.type, "output_shape": format_shape(i.output_shape),
-               "params": sum(counts[i.name])} for i in model.infos]
+               "params": sum(counts[i.name]),
+               **({"inputs": list(i.inbound)} if spec.model.is_graph else {})}
+              for i in model.infos]
     return {"name": spec.name, "layers": layers,
             "total_params": sum(sum(c) for c in counts.values()),
             "non_trainable_params": sum(c[1] for c in counts.values())}

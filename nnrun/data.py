@@ -30,16 +30,30 @@ _SOURCE_KEYS = {
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features `x` (float32, or int32 when the source says `dtype: int32`) and targets `y`."""
+    """Features `x` (float32, or int32 when the source says `dtype: int32`) and targets `y`.
+    For a graph model of several inputs, `x` maps input names to arrays."""
 
-    x: np.ndarray
+    x: np.ndarray | dict[str, np.ndarray]
     y: np.ndarray | None
     source: str
     files: list[dict] = dataclasses.field(default_factory=list)
     class_names: list[str] | None = None
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return rows(self.x)
+
+
+def rows(x: np.ndarray | dict[str, np.ndarray]) -> int:
+    """The number of samples of features (an array, or a mapping of input names to arrays)."""
+    first = next(iter(x.values())) if isinstance(x, dict) else x
+    return int(first.shape[0])
+
+
+def take_rows(x, index):
+    """Rows `index` of features (an array or a mapping of them)."""
+    if isinstance(x, dict):
+        return {k: v[index] for k, v in x.items()}
+    return x[index]
 
 
 # ---------------------------------------------------------------- file sources
@@ -252,12 +266,23 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
         y_path = path
     elif suffix == ".npz":
         x_name, y_name = spec.get("x", "x"), spec.get("y", "y")
-        for key, value in (("x", x_name), ("y", y_name)):
+        named = isinstance(x_name, dict)   # a graph model's inputs: {input: array name}
+        x_names = list(x_name.values()) if named else [x_name]
+        for key, value in [("x", v) for v in x_names] + [("y", y_name)]:
             if not (isinstance(value, str) or (key == "y" and value is None)):
-                raise ConfigError(f"expected an array name, got {value!r}", where=key)
-        required = [x_name] + ([y_name] if "y" in spec and y_name else [])
+                also = " (or a mapping of input names to array names)" if key == "x" else ""
+                raise ConfigError(f"expected an array name{also}, got {value!r}", where=key)
+        required = x_names + ([y_name] if "y" in spec and y_name else [])
         arrays = _load_npz(path, required, [y_name] if "y" not in spec else [])
-        x = _as_features(arrays[x_name], dtype, f"array {x_name!r}", path)
+        if named:
+            x = {str(k): _as_features(arrays[v], dtype, f"array {v!r}", path)
+                 for k, v in x_name.items()}
+            counts = {k: len(v) for k, v in x.items()}
+            if len(set(counts.values())) > 1:
+                raise DataError(f"the inputs' arrays have different row counts: {counts}",
+                                where=str(path))
+        else:
+            x = _as_features(arrays[x_name], dtype, f"array {x_name!r}", path)
         y = _as_targets(arrays[y_name], f"array {y_name!r}", path) if y_name in arrays else None
         y_path = path
     else:
@@ -271,9 +296,9 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
             y_path = (base_dir / pathlib.Path(spec["target"]).expanduser()).resolve()
             files.append(_file_record(y_path))
             y = _as_targets(_load_npy(y_path), "targets", y_path)
-    if y is not None and len(y) != len(x):
+    if y is not None and len(y) != rows(x):
         raise DataError(
-            f"{len(x)} rows of features but {len(y)} rows of targets"
+            f"{rows(x)} rows of features but {len(y)} rows of targets"
             + (f" in {y_path}" if y_path != path else ""),
             where=str(path),
         )
@@ -295,7 +320,10 @@ def load_source(
             options = dict(source)
             name = options.pop("builtin")
             samples = options.pop("samples", DEFAULT_SAMPLES)
+            rename = options.pop("x", None)
             x, y = generate(name, samples, options.pop("seed", seed), **options)
+            if rename is not None:
+                x = _rename_inputs(x, rename, name)
             return Dataset(x=x, y=y, source=f"builtin:{DATASETS.canonical(name)}")
         return _load_path_source(source, pathlib.Path(base_dir))
     except ConfigError as e:
@@ -303,6 +331,22 @@ def load_source(
             raise
         inner = f"{where}.{e.where}" if e.where else where
         raise ConfigError(e.message, where=inner) from e
+
+
+def _rename_inputs(x, rename: Any, name: str) -> dict[str, np.ndarray]:
+    """A builtin of several arrays given to a graph model's inputs: {input: array name}."""
+    if not isinstance(x, dict):
+        raise ConfigError(f"dataset {name!r} gives one array: `x:` (a mapping of input names "
+                          "to its arrays) is for datasets of several, such as pairs",
+                          where="x")
+    if not isinstance(rename, dict) or not all(isinstance(v, str) for v in rename.values()):
+        raise ConfigError(f"expected a mapping of input names to array names ({', '.join(x)})"
+                          f", got {rename!r}", where="x")
+    for v in rename.values():
+        if v not in x:
+            raise ConfigError(unknown_name_message(f"array of dataset {name!r}", v, list(x)),
+                              where="x")
+    return {str(k): x[v] for k, v in rename.items()}
 
 
 def load_features(
@@ -333,6 +377,18 @@ def load_features(
     return _as_features(arr, dtype, what, path)
 
 
+def load_named_features(path: pathlib.Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Features of a model of several inputs for `nnrun predict --input FILE.npz`: one
+    array per input name."""
+    path = pathlib.Path(path).expanduser().resolve()
+    if path.suffix.lower() != ".npz":
+        raise ConfigError(f"a model of several inputs ({', '.join(names)}) predicts from a "
+                          ".npz file with one array per input name", where=str(path))
+    _file_record(path)
+    arrays = _load_npz(path, names)
+    return {n: _as_features(arrays[n], "float32", f"array {n!r}", path) for n in names}
+
+
 # ---------------------------------------------------------------- splitting and writing
 
 
@@ -353,9 +409,9 @@ def validation_split(ds: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
             where=ds.source,
         )
 
-    def part(rows: slice) -> Dataset:
-        y = None if ds.y is None else ds.y[rows]
-        return dataclasses.replace(ds, x=ds.x[rows], y=y)
+    def part(index: slice) -> Dataset:
+        y = None if ds.y is None else ds.y[index]
+        return dataclasses.replace(ds, x=take_rows(ds.x, index), y=y)
 
     return part(slice(0, split_at)), part(slice(split_at, n))
 

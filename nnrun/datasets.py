@@ -189,6 +189,25 @@ def shapes(samples: int, seed: int, *, size: int = 16, noise: float = 0.2):
     return images[order, :, :, None].astype(np.float32), labels[order].astype(np.int32)
 
 
+@_builtin("pairs", "binary")
+def pairs(samples: int, seed: int, *, features: int = 8, noise: float = 0.5):
+    """Two inputs for a graph model: x = {"first": (n, features), "second": (n, features)},
+    noisy copies of one of 4 fixed prototypes each (the same in every split); y (n,1) is
+    1 when both come from the same prototype (a siamese network's task)."""
+    _check(features >= 2 and noise >= 0, f"features must be >= 2 and noise >= 0, got "
+                                         f"{features}")
+    protos = np.random.default_rng(features).normal(size=(4, features))   # every split's
+    rng = np.random.default_rng(seed)
+    labels = np.arange(samples) % 2
+    first = rng.integers(0, 4, samples)
+    other = (first + rng.integers(1, 4, samples)) % 4   # a different prototype
+    second = np.where(labels == 1, first, other)
+    order = rng.permutation(samples)
+    x = {name: (protos[ids] + rng.normal(scale=noise, size=(samples, features)))[order]
+         .astype(np.float32) for name, ids in (("first", first), ("second", second))}
+    return x, labels[order].astype(np.float32).reshape(-1, 1)
+
+
 def _option_defaults(fn: Callable) -> dict[str, Any]:
     params = inspect.signature(fn).parameters.values()
     return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}

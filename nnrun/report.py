@@ -39,11 +39,20 @@ def summary_table(model: Model, name: str) -> tuple[Table, list[str], dict[str, 
     table.add_column("Layer (type)", no_wrap=True)
     table.add_column("Output Shape", no_wrap=True)
     table.add_column("Param #", justify="right", no_wrap=True)
+    graph = model.spec.is_graph
+    if graph:   # Keras 3's functional summary: input rows and a "Connected to" column
+        table.add_column("Connected to", no_wrap=True)
+        for input_name in model.input_names:
+            table.add_row(f"{input_name} (InputLayer)",
+                          format_shape(model.input_shapes[input_name]), "0", "-")
     counts = model.count_params()
     for info in model.infos:
         trainable, fixed = counts[info.name]
-        table.add_row(f"{info.name} ({info.type})", format_shape(info.output_shape),
-                      f"{trainable + fixed:,}")
+        row = [f"{info.name} ({info.type})", format_shape(info.output_shape),
+               f"{trainable + fixed:,}"]
+        if graph:
+            row.append(", ".join(f"{ref}[0][0]" for ref in info.inbound))
+        table.add_row(*row)
     trainable = sum(t for t, _ in counts.values())
     fixed = sum(f for _, f in counts.values())
     totals = {"total": trainable + fixed, "trainable": trainable, "non_trainable": fixed}

@@ -242,7 +242,8 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
     problems.raise_if_any()
     resolved = {
         "version": CONFIG_VERSION, "name": name, "seed": seed,
-        "data": {k: v for k, v in data.__dict__.items() if v is not None},
+        "data": {k: _absolute_paths(v, base_dir) for k, v in data.__dict__.items()
+                 if v is not None},
         "model": model_to_dict(model),
         "compile": {"optimizer": comp.optimizer, "loss": comp.loss,
                     "metrics": list(comp.metrics)},
@@ -265,6 +266,20 @@ def _source(value: Any, path: PathT, problems: _Problems) -> dict | None:
         problems.add(path, "a data source needs exactly one of 'builtin:' or 'path:'")
         return None
     return dict(value)
+
+
+def _absolute_paths(source: Any, base_dir) -> Any:
+    """A data source with its file paths made absolute (relative ones are relative to the
+    config's folder), so that the run's config.yaml finds the data from anywhere."""
+    if not isinstance(source, dict) or base_dir is None:
+        return source
+    out = dict(source)
+    for key in ("path", "target"):
+        value = out.get(key)
+        if isinstance(value, str) and (key == "path" or value.endswith((".npy", ".npz"))):
+            path = Path(value).expanduser()
+            out[key] = str(path if path.is_absolute() else (Path(base_dir) / path).resolve())
+    return out
 
 
 def _validate_data(data: dict, fit: dict, problems: _Problems) -> DataSpec:

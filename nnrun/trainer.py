@@ -23,6 +23,7 @@ import optax
 
 from nnrun import losses as losses_mod
 from nnrun import metrics as metrics_mod
+from nnrun.data import rows
 from nnrun.model import Model
 from nnrun.optimizers import build_optimizer, current_learning_rate
 
@@ -131,6 +132,11 @@ def make_loss_fn(model: Model, obj: Objective) -> Callable:
     return loss_fn
 
 
+def _take(x, index: jax.Array):
+    """Rows of the features on the device: an array, or a mapping of input names to them."""
+    return jax.tree_util.tree_map(lambda a: jnp.take(a, index, axis=0), x)
+
+
 def _padded_batches(order: jax.Array, n: int, batch_size: int):
     """Row indices (steps, batch) of an epoch in `order`, padded with row 0, and 0/1 weights."""
     steps, pad = _batch_plan(n, batch_size)
@@ -167,7 +173,7 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
         def step(carry, inputs):
             ts, acc = carry
             ib, wb, i = inputs
-            xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
+            xb, yb = _take(x, ib), jnp.take(y, ib, axis=0)
             (loss, (state, (yb, preds, we))), grads = grad_fn(
                 ts.params, ts.state, xb, yb, wb, jax.random.fold_in(dropout_key, i))
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
@@ -191,7 +197,7 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
         def step(carry, inputs):   # the state carries stateful RNNs' states across batches
             acc, state = carry
             ib, wb = inputs
-            xb, yb = jnp.take(x, ib, axis=0), jnp.take(y, ib, axis=0)
+            xb, yb = _take(x, ib), jnp.take(y, ib, axis=0)
             preds, state, activity, out_mask = model.apply_with_activity(
                 params, state, xb, training=False, mask=wb)
             yb, preds, we = unmasked_steps(yb, preds, wb, out_mask)
@@ -212,7 +218,7 @@ def make_predict(model: Model, n: int, batch_size: int) -> Callable:
         idx, _ = _padded_batches(jnp.arange(n), n, batch_size)
 
         def step(state, ib):
-            preds, state = model.apply(params, state, jnp.take(x, ib, axis=0), training=False)
+            preds, state = model.apply(params, state, _take(x, ib), training=False)
             return state, preds
 
         _, out = jax.lax.scan(step, model.reset_states(state), idx)
@@ -272,8 +278,8 @@ class Fitter:
         self.created = time.perf_counter()
         self.model, self.obj, self.seed = model, obj, seed
         self.optimizer = build_optimizer(optimizer_id)
-        self.x, self.y = jnp.asarray(x), jnp.asarray(y)
-        self.val = tuple(jnp.asarray(a) for a in val) if val is not None else None
+        self.x, self.y = jax.tree_util.tree_map(jnp.asarray, (x, y))
+        self.val = jax.tree_util.tree_map(jnp.asarray, tuple(val)) if val is not None else None
         self.batch_size = batch_size
         self.seed_array = np.int32(seed)
         self.traces: dict[str, int] = {}
@@ -282,7 +288,8 @@ class Fitter:
         # faster (threefry is slow to optimise) and gives the same values.
         self._init = BackgroundCompile(self._init_fn, (scalar,),
                                        compiler_options={"xla_backend_optimization_level": 0})
-        self._start_compiles(len(x), shuffle)
+        self.n = rows(x)
+        self._start_compiles(self.n, shuffle)
         self.epoch = 0  # epochs completed
         self.epoch_seconds: list[float] = []  # epochs after the first
         self.first_epoch_seconds: float | None = None  # from construction: compiles included
@@ -306,7 +313,7 @@ class Fitter:
         self.eval_val = None
         if self.val is not None:
             self.eval_val = BackgroundCompile(
-                make_eval(self.model, self.obj, len(self.val[0]), self.batch_size),
+                make_eval(self.model, self.obj, rows(self.val[0]), self.batch_size),
                 (ts.params, ts.state, *_abstract(self.val)))
 
     def initial_state(self) -> TrainState:
@@ -320,7 +327,7 @@ class Fitter:
         """Train one epoch, then evaluate the validation data; returns the new state."""
         e = np.int32(self.epoch)
         start = time.perf_counter()
-        order = epoch_order(self.seed, self.epoch, len(self.x)) if self.shuffle \
+        order = epoch_order(self.seed, self.epoch, self.n) if self.shuffle \
             else self.fixed_order
         ts, sums = self.train_epoch(ts, self.x, self.y, order, self.seed_array, e)
         logs = finalize(self.obj, sums)

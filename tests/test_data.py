@@ -32,7 +32,13 @@ BUILTINS = {
     "sequences": ((120, 20, 1), (120, 1), np.float32, 2),
     "tokens": ((120, 20), (120, 1), np.float32, 2),
     "shapes": ((120, 16, 16, 1), (120,), np.int32, 3),
+    "pairs": ({"first": (120, 8), "second": (120, 8)}, (120, 1), np.float32, 2),
 }
+
+
+def _arrays(x):
+    """A builtin's feature arrays (one, or a graph model's several)."""
+    return dict(x) if isinstance(x, dict) else {"x": x}
 
 
 def _load(source: dict, base_dir: pathlib.Path = pathlib.Path("."), seed: int = 0) -> Dataset:
@@ -50,9 +56,10 @@ def test_registry_lists_every_builtin():
 def test_builtin_shapes_and_dtypes(name):
     x_shape, y_shape, y_dtype, _ = BUILTINS[name]
     x, y = generate(name, 120, 0)
-    assert x.shape == x_shape and x.dtype == np.float32
+    shapes = {k: v.shape for k, v in _arrays(x).items()}
+    assert shapes == (x_shape if isinstance(x_shape, dict) else {"x": x_shape})
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in _arrays(x).values())
     assert y.shape == y_shape and y.dtype == y_dtype
-    assert np.isfinite(x).all()
 
 
 def test_tokens_with_min_length_are_zero_padded_after_their_end():
@@ -69,10 +76,12 @@ def test_tokens_with_min_length_are_zero_padded_after_their_end():
 def test_builtin_is_deterministic_given_seed(name):
     x1, y1 = generate(name, 64, 7)
     x2, y2 = generate(name, 64, 7)
-    np.testing.assert_array_equal(x1, x2)
+    for k, v in _arrays(x1).items():
+        np.testing.assert_array_equal(v, _arrays(x2)[k])
     np.testing.assert_array_equal(y1, y2)
     x3, _ = generate(name, 64, 8)
-    assert not np.array_equal(x1, x3)
+    assert not np.array_equal(_arrays(x1)[next(iter(_arrays(x1)))],
+                              _arrays(x3)[next(iter(_arrays(x3)))])
 
 
 @pytest.mark.parametrize("name", [n for n, v in BUILTINS.items() if v[3] is not None])

@@ -125,3 +125,40 @@ def test_graph_errors_name_the_layer(mutate, needle):
     mutate(raw["model"])
     messages = _problems(raw)
     assert any(needle in m for m in messages), messages
+
+
+def test_two_input_model_trains_evaluates_and_predicts_from_npz(tmp_path):
+    """Data map the model's inputs to arrays (x: {input: array}); predict reads a .npz
+    with one array per input name; a missing mapping is a data error naming the inputs."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(200, 8)).astype(np.float32) for _ in range(2))
+    y = ((a[:, 0] + b[:, 0]) > 0).astype(np.float32)[:, None]
+    np.savez(tmp_path / "d.npz", a=a, b=b, y=y)
+    np.savez(tmp_path / "in.npz", left=a[:7], right=b[:7])
+    raw = copy.deepcopy(TWO_INPUTS)
+    raw["model"]["inputs"] = {"left": [8], "right": [8]}
+    config = {**raw, "data": {"train": {"path": "d.npz", "x": {"left": "a", "right": "b"},
+                                        "y": "y"}, "validation_split": 0.25},
+              "compile": {"optimizer": "adam", "loss": "binary_crossentropy",
+                          "metrics": ["accuracy"]}, "fit": {"epochs": 2, "batch_size": 16}}
+    import yaml
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    runs = str(tmp_path / "runs")
+    result = runner.invoke(main, ["train", str(tmp_path / "c.yaml"), "--runs-dir", runs])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "latest"
+    assert runner.invoke(main, ["evaluate", str(run)]).exit_code == 0
+    result = runner.invoke(main, ["predict", str(run), "-i", str(tmp_path / "in.npz"),
+                                  "-o", str(tmp_path / "p.npy")])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "p.npy").shape == (7, 1)
+    config["data"]["train"]["x"] = "a"   # one unnamed array for two inputs
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(main, ["train", str(tmp_path / "c.yaml"), "--runs-dir", runs])
+    assert result.exit_code == 3
+    assert "the model's inputs are left, right; the data give one unnamed array" in result.output
