@@ -120,13 +120,27 @@ class Model:
             p, s, shape = self._init_layer(i, jax.random.fold_in(key, i),
                                            self._layer_input(i, known))
             known[layer.name] = tuple(shape)
+            owner = layer.param_name   # a shared layer's params are made once
+            if owner in params or owner in state:
+                self._check_shared(i, params.get(owner, {}), p)
+                continue
             if p:
-                params[layer.name] = p
+                params[owner] = p
             if s:
-                state[layer.name] = s
+                state[owner] = s
         if shapes is not None:
             shapes.update(known)
         return params, state
+
+    def _check_shared(self, i: int, existing: dict, new: dict) -> None:
+        """A shared layer applied to an input its weights do not fit is a config error."""
+        shapes = jax.tree_util.tree_map(jnp.shape, (existing, new))
+        if shapes[0] != shapes[1]:
+            lspec = self.spec.layers[i]
+            raise ConfigError(f"{self.layers[i].param_name!r} cannot be applied to this input "
+                              f"with the same weights: they have shapes {shapes[0]}, this "
+                              f"input needs {shapes[1]}",
+                              where=self._where(lspec.arg_path("inputs")))
 
     def init(self, key: jax.Array) -> tuple[dict, dict]:
         """Initial (params, state); layer i draws from fold_in(key, i)."""
@@ -162,7 +176,8 @@ class Model:
             if layer.uses_step_mask and step_mask is not None:
                 extra["step_mask"] = step_mask
             out_mask = layer.compute_mask(inputs, step_mask)
-            y, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), inputs,
+            y, s = layer.apply(params.get(layer.param_name, {}),
+                               state.get(layer.param_name, {}), inputs,
                                training=training, key=lkey, **extra)
             values[layer.name], step_masks[layer.name] = y, out_mask
             if layer.activity is not None:   # Keras 3: divided by the batch size
@@ -172,7 +187,7 @@ class Model:
                     rows = y * mask.reshape(-1, *([1] * (y.ndim - 1)))
                     activity = activity + layer.activity(rows) / jnp.maximum(jnp.sum(mask), 1)
             if s:
-                new_state[layer.name] = s
+                new_state[layer.param_name] = s
         outputs = tuple(values[n] for n in self.output_names)
         masks = tuple(step_masks.get(n) for n in self.output_names)
         if len(outputs) == 1:
@@ -240,6 +255,10 @@ def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None
         except ConfigError as exc:  # exc.where names the argument, if any
             path = lspec.arg_path(exc.where) if exc.where else lspec.path
             raise ConfigError(exc.message, where=where(path)) from None
+    by_name = {layer.name: layer for layer in layers}
+    for lspec, layer in zip(spec.layers, layers):   # the spec checked the target exists
+        if lspec.type == "Reuse":
+            layer.share(by_name[lspec.args["layer"]])
     return Model(spec, layers, tuple(shape or ()), where)
 
 

@@ -437,6 +437,9 @@ LAYERS: dict[str, LayerSchema] = {
                        aliases={"dot_axes": "axes"},
                        doc="Batch dot product of two inputs over `axes`; `normalize` gives "
                            "the cosine similarity."),
+    # A shared layer: another layer's weights applied again (a siamese network).
+    "Reuse": LayerSchema(args=(Arg("layer", string, REQUIRED),),
+                         doc="Applies the layer named `layer` again, with the same weights."),
     # Wrappers.
     "Bidirectional": LayerSchema(
         args=(Arg("layer", nested_layer, REQUIRED),

@@ -365,6 +365,11 @@ def _validate_model(model: dict, problems: _Problems) -> ModelSpec:
     for layer in layers:
         if names.count(layer.name) > 1:
             problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
+    owners = [x.name for x in layers if x.type != "Reuse"]
+    for layer in layers:
+        if layer.type == "Reuse" and layer.args.get("layer") not in owners:
+            problems.add(layer.arg_path("layer"), unknown_name_message(
+                "layer to reuse", layer.args.get("layer"), owners))
     if "input_dtype" not in model and layers and layers[0].type in INTEGER_INPUT_LAYERS:
         dtype = "int32"   # token ids
     if "inputs" not in model and "outputs" not in model:

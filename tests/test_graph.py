@@ -2,6 +2,7 @@
 
 import copy
 
+import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
@@ -162,3 +163,43 @@ def test_two_input_model_trains_evaluates_and_predicts_from_npz(tmp_path):
     result = runner.invoke(main, ["train", str(tmp_path / "c.yaml"), "--runs-dir", runs])
     assert result.exit_code == 3
     assert "the model's inputs are left, right; the data give one unnamed array" in result.output
+
+
+SIAMESE = graph({"a": [6], "b": [6]}, [
+    {"Dense": {"name": "enc", "units": 4, "activation": "tanh", "inputs": "a"}},
+    {"Reuse": {"layer": "enc", "name": "enc_b", "inputs": "b"}},
+    {"Subtract": {"name": "diff", "inputs": ["enc", "enc_b"]}},
+    {"Dense": {"name": "out", "units": 1, "activation": "sigmoid"}}], ["out"])
+
+
+def test_a_shared_layer_has_one_set_of_weights_as_keras():
+    model = build_model(spec_from_dict(SIAMESE).model)
+    params, _ = model.init(jax.random.key(0))
+    assert sorted(params) == ["enc", "out"]
+    counts = model.count_params()
+    assert counts["enc"] == (28, 0) and counts["enc_b"] == (0, 0)
+    a, b = keras.Input((6,)), keras.Input((6,))
+    enc, out = keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1, activation="sigmoid")
+    k = keras.Model([a, b], out(keras.layers.Subtract()([enc(a), enc(b)])))
+    assert k.count_params() == sum(t for t, _ in counts.values())
+    params = {"enc": {"kernel": enc.kernel.numpy(), "bias": enc.bias.numpy()},
+              "out": {"kernel": out.kernel.numpy(), "bias": out.bias.numpy()}}
+    rng = np.random.default_rng(0)
+    xa, xb = (rng.normal(size=(5, 6)).astype(np.float32) for _ in range(2))
+    y, _ = model.apply(params, {}, {"a": xa, "b": xb})
+    np.testing.assert_allclose(np.asarray(y), np.asarray(k([xa, xb])), rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda p: jnp.sum(model.apply(p, {}, {"a": xa, "b": xb})[0]))(params)
+    assert sorted(grads) == ["enc", "out"]   # both applications train the one kernel
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda m: m["layers"][1]["Reuse"].update(layer="enk"),
+     "model.layers[1].Reuse.layer: unknown layer to reuse 'enk' (did you mean 'enc'?)"),
+    (lambda m: m["inputs"].update(b=[5]),
+     "'enc' cannot be applied to this input with the same weights"),
+])
+def test_shared_layer_errors(mutate, needle):
+    raw = copy.deepcopy(SIAMESE)
+    mutate(raw["model"])
+    messages = _problems(raw)
+    assert any(needle in m for m in messages), messages

@@ -82,6 +82,11 @@ class Layer:
         """The Keras mask of this layer's output (None: no mask), as Keras's compute_mask."""
         return step_mask if self.supports_masking else None
 
+    @property
+    def param_name(self) -> str:
+        """The name its params and state are kept under (a Reuse: the reused layer's)."""
+        return self.name
+
     def counted_state(self, state: dict) -> dict:
         """The part of this layer's state that summary counts as non-trainable weights."""
         return state

@@ -147,3 +147,34 @@ class Masking(Layer):
     def apply(self, params, state, x, *, training, key):
         keep = jnp.any(x != self.args.get("mask_value", 0.0), axis=-1, keepdims=True)
         return x * keep.astype(x.dtype), state
+
+
+@LAYER_TYPES.register("Reuse")
+class Reuse(Layer):
+    """Another layer (`layer:`) applied again with the same params and state: a shared
+    layer. The model builder sets `target`; everything is delegated to it."""
+
+    target: Layer
+
+    def share(self, target: Layer) -> None:
+        self.target = target
+        self.activity = target.activity
+        for attr in ("uses_rng", "uses_mask", "uses_step_mask", "multi_input",
+                     "supports_masking"):
+            setattr(self, attr, getattr(target, attr))
+
+    @property
+    def param_name(self):
+        return self.target.param_name
+
+    def compute_mask(self, x, step_mask):
+        return self.target.compute_mask(x, step_mask)
+
+    def output_shape(self, input_shape):
+        return self.target.output_shape(input_shape)
+
+    def init(self, key, input_shape):
+        return self.target.init(key, input_shape)
+
+    def apply(self, params, state, x, **kwargs):
+        return self.target.apply(params, state, x, **kwargs)
