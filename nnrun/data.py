@@ -321,9 +321,15 @@ def load_source(
             name = options.pop("builtin")
             samples = options.pop("samples", DEFAULT_SAMPLES)
             rename = options.pop("x", None)
+            targets = options.pop("y", None)
+            if targets not in (None, "x"):
+                raise ConfigError(f"a builtin's `y:` can only be x (the features as targets, "
+                                  f"for an autoencoder), got {targets!r}", where="y")
             x, y = generate(name, samples, options.pop("seed", seed), **options)
             if rename is not None:
                 x = _rename_inputs(x, rename, name)
+            if targets == "x":
+                y = x.copy()
             return Dataset(x=x, y=y, source=f"builtin:{DATASETS.canonical(name)}")
         return _load_path_source(source, pathlib.Path(base_dir))
     except ConfigError as e:

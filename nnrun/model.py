@@ -104,6 +104,8 @@ class Model:
         try:
             return layer.init(key, shape)
         except NnrunError as exc:  # exc.where names the argument, if any
+            if exc.where and any(c in exc.where for c in ".:["):   # located already (nested)
+                raise
             path = lspec.arg_path(exc.where) if exc.where else lspec.path
             raise ConfigError(exc.message, where=self._where(path)) from None
         except (TypeError, ValueError) as exc:
@@ -176,9 +178,14 @@ class Model:
             if layer.uses_step_mask and step_mask is not None:
                 extra["step_mask"] = step_mask
             out_mask = layer.compute_mask(inputs, step_mask)
-            y, s = layer.apply(params.get(layer.param_name, {}),
-                               state.get(layer.param_name, {}), inputs,
-                               training=training, key=lkey, **extra)
+            lparams, lstate = params.get(layer.param_name, {}), state.get(layer.param_name, {})
+            if getattr(layer, "nested", False):   # a nested model: its activity penalties too
+                y, s, inner = layer.apply_with_activity(lparams, lstate, inputs,
+                                                        training=training, key=lkey, **extra)
+                activity = activity + inner
+            else:
+                y, s = layer.apply(lparams, lstate, inputs, training=training, key=lkey,
+                                   **extra)
             values[layer.name], step_masks[layer.name] = y, out_mask
             if layer.activity is not None:   # Keras 3: divided by the batch size
                 if mask is None:
@@ -251,6 +258,7 @@ def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None
                                   "final states), which a Sequential stack cannot pass on: "
                                   "use return_sequences, or a graph model", where="return_state")
             layer.batch_size = batch_size
+            layer.where = where
             layers.append(layer)
         except ConfigError as exc:  # exc.where names the argument, if any
             path = lspec.arg_path(exc.where) if exc.where else lspec.path

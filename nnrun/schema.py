@@ -198,6 +198,11 @@ def axes(value: Any) -> tuple[int, ...]:
     return int_list(value)
 
 
+def nested_layers(value: Any) -> Any:
+    """A nested model's layers: a list of layers, validated by the spec like any layer."""
+    return value
+
+
 def nested_layer(value: Any) -> Any:
     """A wrapped layer, `{LSTM: {units: 8}}`: validated by the spec like any layer."""
     return value
@@ -437,6 +442,10 @@ LAYERS: dict[str, LayerSchema] = {
                        aliases={"dot_axes": "axes"},
                        doc="Batch dot product of two inputs over `axes`; `normalize` gives "
                            "the cosine similarity."),
+    # A nested model: a Sequential stack used as one layer (the notes' encoder/decoder).
+    "Sequential": LayerSchema(args=(Arg("layers", nested_layers, REQUIRED),),
+                              doc="A Sequential stack of layers used as one layer (a nested "
+                                  "model, e.g. an autoencoder's encoder)."),
     # A shared layer: another layer's weights applied again (a siamese network).
     "Reuse": LayerSchema(args=(Arg("layer", string, REQUIRED),),
                          doc="Applies the layer named `layer` again, with the same weights."),

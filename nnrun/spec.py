@@ -29,6 +29,7 @@ from nnrun.schema import (
     identifier,
     integer,
     nested_layer,
+    nested_layers,
     number,
     positive_int,
     shape,
@@ -580,6 +581,30 @@ def _keras1_merge(args: Any, path: PathT, problems: _Problems) -> tuple[str | No
     return MERGE_MODES[mode], args
 
 
+def _nested_stack(value: Any, path: PathT, problems: _Problems) -> tuple[LayerSpec, ...]:
+    """A nested Sequential's layers: validated like a model's, a chain (no `inputs:`)."""
+    if not isinstance(value, list) or not value:
+        problems.add(path, "expected a non-empty list of layers, e.g. - Dense: {units: 8}")
+        return ()
+    out, counts = [], {}
+    for i, item in enumerate(value):
+        layer = _validate_layer(item, path + (i,), problems, counts)
+        if layer is None:
+            continue
+        if layer.args.pop("__input_shape__", None) is not None:
+            problems.add(layer.path, "a nested model takes its input shape from where it is "
+                                     "used: give none inside it")
+        if layer.inputs is not None:
+            problems.add(layer.arg_path("inputs"), "a nested Sequential is a chain: `inputs:` "
+                                                   "goes on the Sequential itself")
+        out.append(layer)
+    names = [x.name for x in out]
+    for layer in out:
+        if names.count(layer.name) > 1:
+            problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
+    return tuple(out)
+
+
 def _nested_layer(value: Any, path: PathT, problems: _Problems) -> dict | None:
     """A wrapper's layer, validated as a layer; kept as `{Type: {name, **args}}`."""
     inner = _validate_layer(value, path, problems, {})
@@ -619,6 +644,9 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
         key, value = given[arg.name]
         if arg.check is nested_layer:
             args[arg.name] = _nested_layer(value, apath + (key,), problems)
+            continue
+        if arg.check is nested_layers:
+            args[arg.name] = _nested_stack(value, apath + (key,), problems)
             continue
         try:
             args[arg.name] = arg.check(value)
@@ -692,6 +720,8 @@ def model_to_dict(model: ModelSpec) -> dict:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, LayerSpec):   # a nested model's layer
+        return {value.type: _plain({"name": value.name, **value.args})}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

@@ -203,3 +203,78 @@ def test_shared_layer_errors(mutate, needle):
     mutate(raw["model"])
     messages = _problems(raw)
     assert any(needle in m for m in messages), messages
+
+
+AUTOENCODER = {"model": {"input_shape": [32], "layers": [
+    {"Sequential": {"name": "encoder", "layers": [
+        {"Dense": {"units": 16, "activation": "relu"}}, {"Dropout": 0.5}, {"Dense": 8}]}},
+    {"Sequential": {"name": "decoder", "layers": [
+        {"Dense": {"units": 16, "activation": "relu"}}, {"Dense": 32}]}}]},
+    "compile": {"loss": "mse"}}
+
+
+def test_nested_sequential_models_equal_keras():
+    """The founding notes' autoencoder: an encoder and a decoder model as layers."""
+    model = build_model(spec_from_dict(AUTOENCODER).model)
+    enc = keras.Sequential([keras.Input((32,)), keras.layers.Dense(16, activation="relu"),
+                            keras.layers.Dropout(0.5), keras.layers.Dense(8)])
+    dec = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                            keras.layers.Dense(32)])
+    k = keras.Sequential([keras.Input((32,)), enc, dec])
+    params = {"encoder": {"dense": {"kernel": enc.layers[0].kernel.numpy(),
+                                    "bias": enc.layers[0].bias.numpy()},
+                          "dense_1": {"kernel": enc.layers[2].kernel.numpy(),
+                                      "bias": enc.layers[2].bias.numpy()}},
+              "decoder": {"dense": {"kernel": dec.layers[0].kernel.numpy(),
+                                    "bias": dec.layers[0].bias.numpy()},
+                          "dense_1": {"kernel": dec.layers[1].kernel.numpy(),
+                                      "bias": dec.layers[1].bias.numpy()}}}
+    x = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
+    y, _ = model.apply(params, {}, x)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(k(x)), rtol=1e-5, atol=1e-5)
+    counts = model.count_params()
+    assert (counts["encoder"][0], counts["decoder"][0]) == (enc.count_params(),
+                                                           dec.count_params())
+    assert [(i.name, i.type, i.output_shape) for i in model.infos] == [
+        ("encoder", "Sequential", (8,)), ("decoder", "Sequential", (32,))]
+    trained, _ = model.apply(params, {}, x, training=True, key=jax.random.key(0))
+    assert not np.allclose(np.asarray(trained), np.asarray(y))   # the inner Dropout is on
+
+
+def test_two_input_model_with_shared_layer_and_nested_model_equals_keras():
+    spec = spec_from_dict(graph({"a": [6], "b": [6]}, [
+        {"Dense": {"name": "shared", "units": 5, "activation": "tanh", "inputs": "a"}},
+        {"Reuse": {"layer": "shared", "name": "shared_b", "inputs": "b"}},
+        {"Concatenate": {"name": "both", "inputs": ["shared", "shared_b"]}},
+        {"Sequential": {"name": "head", "layers": [{"Dense": {"units": 4, "activation": "relu"}},
+                                                   {"Dense": 1}]}}], ["head"]))
+    model = build_model(spec.model)
+    a, b = keras.Input((6,)), keras.Input((6,))
+    shared = keras.layers.Dense(5, activation="tanh")
+    head = keras.Sequential([keras.Input((10,)), keras.layers.Dense(4, activation="relu"),
+                             keras.layers.Dense(1)])
+    k = keras.Model([a, b], head(keras.layers.Concatenate()([shared(a), shared(b)])))
+    params = {"shared": {"kernel": shared.kernel.numpy(), "bias": shared.bias.numpy()},
+              "head": {"dense": {"kernel": head.layers[0].kernel.numpy(),
+                                 "bias": head.layers[0].bias.numpy()},
+                       "dense_1": {"kernel": head.layers[1].kernel.numpy(),
+                                   "bias": head.layers[1].bias.numpy()}}}
+    rng = np.random.default_rng(2)
+    xa, xb = (rng.normal(size=(5, 6)).astype(np.float32) for _ in range(2))
+    y, _ = model.apply(params, {}, {"a": xa, "b": xb})
+    np.testing.assert_allclose(np.asarray(y), np.asarray(k([xa, xb])), rtol=1e-5, atol=1e-6)
+    assert sum(t for t, _ in model.count_params().values()) == k.count_params()
+
+
+def test_errors_inside_a_nested_model_are_located_at_the_inner_layer():
+    raw = copy.deepcopy(AUTOENCODER)
+    raw["model"]["layers"][0]["Sequential"]["layers"][2] = {"Dense": {"units": 8,
+                                                                      "activation": "sigmod"}}
+    with pytest.raises(ConfigError, match=r"model.layers\[0\].Sequential.layers\[2\].Dense"
+                                          r".activation: unknown activation 'sigmod'"):
+        spec = spec_from_dict(raw)
+        build_model(spec.model, where=spec.where)
+    raw["model"]["layers"][0]["Sequential"]["layers"][2] = {"Dense": {"units": 8,
+                                                                      "inputs": "x"}}
+    with pytest.raises(ConfigError, match="a nested Sequential is a chain"):
+        spec_from_dict(raw)

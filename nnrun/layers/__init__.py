@@ -129,6 +129,7 @@ from nnrun.layers import (  # noqa: E402,F401  (registers the layers)
     conv,
     core,
     merge,
+    nested,
     norm_noise,
     recurrent,
     shape_layers,

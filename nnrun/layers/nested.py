@@ -1,0 +1,69 @@
+"""Nested models: a Sequential stack of layers used as one layer (the founding notes'
+autoencoder: an encoder and a decoder). Its params are one group per inner layer, under
+the nested model's name."""
+
+from __future__ import annotations
+
+from nnrun.errors import ConfigError
+from nnrun.layers import LAYER_TYPES, Layer
+
+
+@LAYER_TYPES.register("Sequential")
+class Sequential(Layer):
+    """The inner model is built for the input shape it is given (cached per shape)."""
+
+    nested = True
+    uses_mask = True   # the batch's row weights reach a BatchNormalization inside
+    supports_masking = False
+
+    def __init__(self, name, **args):
+        super().__init__(name, **args)
+        self._models: dict = {}
+        self.where = None   # the outer builder's locator, set with batch_size
+
+    def model(self, input_shape):
+        from nnrun.model import build_model
+        from nnrun.spec import ModelSpec
+
+        shape = tuple(input_shape)
+        if shape not in self._models:
+            self._models[shape] = build_model(
+                ModelSpec(shape, "float32", tuple(self.args["layers"])), where=self.where,
+                batch_size=self.batch_size)
+        return self._models[shape]
+
+    @property
+    def uses_rng(self) -> bool:   # built (by the outer model's shape trace) before apply
+        return any(layer.uses_rng for m in self._models.values() for layer in m.layers)
+
+    def output_shape(self, input_shape):
+        return self.model(input_shape).output_shape
+
+    def init(self, key, input_shape):
+        inner = self.model(input_shape)
+        params, state = inner.init(key)
+        return params, state, inner.output_shape
+
+    def apply_with_activity(self, params, state, x, *, training, key, mask=None):
+        y, state, activity, _ = self.model(x.shape[1:]).apply_with_activity(
+            params, state, x, training=training, key=key, mask=mask)
+        return y, state, activity
+
+    def apply(self, params, state, x, *, training, key, mask=None):
+        y, state, _ = self.apply_with_activity(params, state, x, training=training, key=key,
+                                               mask=mask)
+        return y, state
+
+    def _only_model(self):
+        if len(self._models) != 1:
+            raise ConfigError("a nested model used at several input shapes", where="layers")
+        return next(iter(self._models.values()))
+
+    def penalty(self, params):
+        return self._only_model().regularization(params)
+
+    def project(self, params):
+        return self._only_model().constrain(params)
+
+    def reset_state(self, state):
+        return self._only_model().reset_states(state)
