@@ -431,7 +431,7 @@ def _target_columns(spec: Spec) -> list[str]:
     return list(target) if isinstance(target, list) else []
 
 
-def _summary_model(spec: Spec):
+def summary_model(spec: Spec):
     """The model to summarise; loads data only when the config has no input shape."""
     return build(spec, None if _shape_known(spec) else load_data(spec).train.x)
 
@@ -440,14 +440,14 @@ def summary(spec: Spec) -> str:
     """The Keras-style summary text."""
     from nnrun.report import summary_text
 
-    return summary_text(_summary_model(spec), spec.name)
+    return summary_text(summary_model(spec), spec.name)
 
 
 def summary_dict(spec: Spec) -> dict[str, Any]:
     """The summary as data (for `--json`): layers with output shapes and parameter counts."""
     from nnrun.model import format_shape
 
-    model = _summary_model(spec)
+    model = summary_model(spec)
     counts = model.count_params()
     layers = [{"name": i.name, "type": i.type, "output_shape": format_shape(i.output_shape),
                "params": sum(counts[i.name]),

@@ -180,5 +180,31 @@ def summary(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool)
     click.echo(api.summary(spec), nl=False)
 
 
+@main.command()
+@TARGET
+@click.option("--output", "-o", "output_path", required=True, type=click.Path(path_type=Path),
+              help="The diagram: .png, .svg, .pdf (drawn with matplotlib) or .dot (Graphviz).")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB", show_default=True,
+              help="Top to bottom, or left to right.")
+@click.option("--show-shapes/--no-shapes", default=True, show_default=True,
+              help="Input and output shapes in each box.")
+@common_options
+@handle_errors
+def plot(target: Path, output_path: Path, rankdir: str, show_shapes: bool, overrides,
+         runs_dir: Path, as_json: bool, debug: bool) -> None:
+    """Draw the model (boxes: layer name, type, shapes; arrows: connections), as the
+    founding notes' plot(model, to_file='model.png')."""
+    from nnrun import api
+    from nnrun.plot import plot_model
+
+    spec, _ = api.resolve_target(target, overrides, runs_root=runs_dir)
+    path = plot_model(api.summary_model(spec), output_path, rankdir=rankdir,
+                      show_shapes=show_shapes, name=spec.name)
+    if as_json:
+        click.echo(json.dumps({"output": str(path)}))
+    else:
+        click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -278,3 +278,27 @@ def test_errors_inside_a_nested_model_are_located_at_the_inner_layer():
                                                                       "inputs": "x"}}
     with pytest.raises(ConfigError, match="a nested Sequential is a chain"):
         spec_from_dict(raw)
+
+
+def test_plot_writes_png_svg_and_dot(tmp_path):
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    config = tmp_path / "two.yaml"
+    import yaml
+    config.write_text(yaml.safe_dump(TWO_INPUTS))
+    runner = CliRunner()
+    for name, extra in (("m.png", []), ("m.svg", ["--rankdir", "LR"]), ("m.dot", [])):
+        result = runner.invoke(main, ["plot", str(config), "-o", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "m.png").stat().st_size > 10_000
+    assert "<svg" in (tmp_path / "m.svg").read_text()
+    dot = (tmp_path / "m.dot").read_text()
+    for edge in ('"left" -> "l"', '"l" -> "merged"', '"r" -> "merged"', '"merged" -> "out"'):
+        assert edge in dot
+    assert 'label="merged: Concatenate\\ninput: (None, 8), (None, 8)\\noutput: (None, 16)"' \
+        in dot
+    result = runner.invoke(main, ["plot", str(config), "-o", str(tmp_path / "m.jpg")])
+    assert result.exit_code == 2 and "unsupported diagram format '.jpg'" in result.output
