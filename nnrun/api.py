@@ -101,9 +101,14 @@ def check_compile(spec: Spec) -> None:
     from nnrun.optimizers import resolve_optimizer
 
     problems: list[tuple[str | None, str]] = []
-    for key, resolve in (("optimizer", resolve_optimizer), ("loss", losses.get)):
-        identifier = getattr(spec.compile, key)
-        if key == "loss" and isinstance(identifier, str) and identifier.lower() in (
+    checks = [(("optimizer",), spec.compile.optimizer, resolve_optimizer)]
+    loss = spec.compile.loss
+    if isinstance(loss, dict) and "name" not in loss:   # one loss per output
+        checks += [(("loss", name), ident, losses.get) for name, ident in loss.items()]
+    else:
+        checks.append((("loss",), loss, losses.get))
+    for path, identifier, resolve in checks:
+        if path[0] == "loss" and isinstance(identifier, str) and identifier.lower() in (
                 "crossentropy", "ce"):
             continue  # resolved from the data's shapes, as Keras does
         try:
@@ -111,7 +116,7 @@ def check_compile(spec: Spec) -> None:
         except ConfigError as exc:
             for where, message in exc.problems:
                 inner = (where or "name",) if isinstance(identifier, dict) else ()
-                problems.append((spec.origins.where(("compile", key, *inner), key=True),
+                problems.append((spec.origins.where(("compile", *path, *inner), key=True),
                                  message))
     if problems:
         raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
@@ -124,13 +129,8 @@ def build(spec: Spec, x=None):
     x_shape = None
     if x is not None and spec.model.input_shape is None and not spec.model.is_graph:
         x_shape = tuple(x.shape[1:]) if not isinstance(x, dict) else None
-    model = build_model(spec.model, input_shape=x_shape, where=spec.where,
-                        batch_size=spec.fit.batch_size)
-    if len(model.output_names) > 1:
-        raise ConfigError("a model of several outputs needs a loss per output, which nnrun "
-                          "does not train yet: list one output", where=spec.where(
-                              ("model", "outputs")))
-    return model
+    return build_model(spec.model, input_shape=x_shape, where=spec.where,
+                       batch_size=spec.fit.batch_size)
 
 
 def _shape_known(spec: Spec) -> bool:
@@ -138,35 +138,60 @@ def _shape_known(spec: Spec) -> bool:
     return spec.model.input_shape is not None or spec.model.is_graph
 
 
-def objective_for(spec: Spec, model, y: np.ndarray):
-    """Loss and metrics for the model's output and these targets; a mismatch is a data error."""
+def objective_for(spec: Spec, model, y):
+    """Loss and metrics for the model's output(s) and these targets (for several outputs
+    a mapping of output names to arrays); a mismatch is a data error."""
+    if len(model.output_names) == 1:
+        return _objective_for(spec, model, y, spec.compile.loss, spec.compile.metrics,
+                              model.output_shape)
+    from nnrun.trainer import Objective
+
+    given = sorted(y) if isinstance(y, dict) else []
+    if given != sorted(model.output_names):
+        raise DataError(f"the model's outputs are {', '.join(model.output_names)}; the "
+                        f"targets are {', '.join(given) or 'one unnamed array'} (map them in "
+                        "the source: y: {output name: array name})")
+    heads = {}
+    for name, shape in zip(model.output_names, model.output_shapes):
+        loss, metrics, weight = spec.compile.for_output(name)
+        heads[name] = (_objective_for(spec, model, y[name], loss, metrics, shape, name), weight)
+    first = next(iter(heads.values()))[0]
+    return Objective(first.loss, first.metrics, heads=heads)
+
+
+def _objective_for(spec: Spec, model, y: np.ndarray, loss_id, metric_ids, output_shape,
+                   output: str | None = None):
     import jax
 
     from nnrun.trainer import resolve_objective
 
-    out_shape = (2, *model.output_shape)
+    out_shape = (2, *output_shape)
     y_shape = (2, *y.shape[1:])
     try:
-        obj = resolve_objective(spec.compile.loss, spec.compile.metrics, y_shape, out_shape)
+        obj = resolve_objective(loss_id, metric_ids, y_shape, out_shape)
     except ConfigError as exc:
         raise ConfigError(exc.message, where=spec.where(("compile",))) from None
     fake_y = jax.ShapeDtypeStruct(y_shape, y.dtype)
     fake_p = jax.ShapeDtypeStruct(out_shape, np.float32)
+
+    def hint(detail: str) -> str:
+        return _shape_hint(y, output_shape, loss_id, detail, output)
+
     try:
         got = jax.eval_shape(obj.loss.per_sample, fake_y, fake_p)
         for metric in obj.metrics.values():
             jax.eval_shape(metric.per_sample, fake_y, fake_p)
     except (TypeError, ValueError) as exc:
-        raise DataError(_shape_hint(spec, y, model, str(exc).splitlines()[0])) from None
+        raise DataError(hint(str(exc).splitlines()[0])) from None
     if tuple(got.shape) != (2,):
-        raise DataError(_shape_hint(spec, y, model, f"per-sample loss has shape {got.shape}"))
-    _check_target_shape(spec, obj, y, model)
+        raise DataError(hint(f"per-sample loss has shape {got.shape}"))
+    _check_target_shape(obj, y, output_shape, hint)
     return obj
 
 
-def _check_target_shape(spec: Spec, obj, y: np.ndarray, model) -> None:
+def _check_target_shape(obj, y: np.ndarray, output_shape, hint) -> None:
     """Targets must match the output (Keras would broadcast silently); sparse losses take ids."""
-    y_dims, out = tuple(y.shape[1:]), tuple(model.output_shape)
+    y_dims, out = tuple(y.shape[1:]), tuple(output_shape)
     if obj.loss.name.startswith("sparse"):
         ok = y_dims in (out[:-1], (*out[:-1], 1))
         need = f"integer class ids of shape {_dims(out[:-1])}"
@@ -174,9 +199,9 @@ def _check_target_shape(spec: Spec, obj, y: np.ndarray, model) -> None:
         ok = y_dims == out or (out[-1:] == (1,) and y_dims == out[:-1])
         need = f"shape {_dims(out)}"
     if not ok:
-        hint = " (integer labels? use sparse_categorical_crossentropy)" \
+        extra = " (integer labels? use sparse_categorical_crossentropy)" \
             if len(y_dims) <= 1 and out[-1] > 1 else ""
-        raise DataError(_shape_hint(spec, y, model, f"expected targets of {need}{hint}"))
+        raise DataError(hint(f"expected targets of {need}{extra}"))
 
 
 def _dims(shape: tuple) -> str:
@@ -185,11 +210,13 @@ def _dims(shape: tuple) -> str:
     return format_shape(shape)
 
 
-def _shape_hint(spec: Spec, y: np.ndarray, model, detail: str) -> str:
+def _shape_hint(y: np.ndarray, output_shape, loss_id, detail: str,
+                output: str | None = None) -> str:
     from nnrun.model import format_shape
 
-    return (f"targets of shape {format_shape(y.shape[1:])} do not fit the model output "
-            f"{format_shape(model.output_shape)} with loss {spec.compile.loss!r}: {detail}")
+    which = f"output {output!r}" if output else "the model output"
+    return (f"targets of shape {format_shape(y.shape[1:])} do not fit {which} "
+            f"{format_shape(output_shape)} with loss {loss_id!r}: {detail}")
 
 
 def _check_features(model, x, source: str) -> None:
@@ -413,7 +440,11 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     model, params, state = load_trained(spec, run, checkpoint, x)
     _check_features(model, x, str(input_path))
     n = data_mod.rows(x)
-    probs = np.asarray(make_predict(model, n, spec.fit.batch_size)(params, state, x))
+    out = make_predict(model, n, spec.fit.batch_size)(params, state, x)
+    if len(model.output_names) > 1:
+        data_mod.write_output_arrays(Path(output_path), dict(zip(model.output_names, out)))
+        return {"run": str(run), "rows": n, "output": str(output_path), "task": "outputs"}
+    probs = np.asarray(out)
     kind = task_kind(spec, int(np.prod(model.output_shape)))
     classes = None
     if kind == "binary":

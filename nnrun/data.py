@@ -34,7 +34,7 @@ class Dataset:
     For a graph model of several inputs, `x` maps input names to arrays."""
 
     x: np.ndarray | dict[str, np.ndarray]
-    y: np.ndarray | None
+    y: np.ndarray | dict[str, np.ndarray] | None   # a mapping for several outputs
     source: str
     files: list[dict] = dataclasses.field(default_factory=list)
     class_names: list[str] | None = None
@@ -268,11 +268,12 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
         x_name, y_name = spec.get("x", "x"), spec.get("y", "y")
         named = isinstance(x_name, dict)   # a graph model's inputs: {input: array name}
         x_names = list(x_name.values()) if named else [x_name]
-        for key, value in [("x", v) for v in x_names] + [("y", y_name)]:
+        y_names = list(y_name.values()) if isinstance(y_name, dict) else [y_name]
+        for key, value in [("x", v) for v in x_names] + [("y", v) for v in y_names]:
             if not (isinstance(value, str) or (key == "y" and value is None)):
                 also = " (or a mapping of input names to array names)" if key == "x" else ""
                 raise ConfigError(f"expected an array name{also}, got {value!r}", where=key)
-        required = x_names + ([y_name] if "y" in spec and y_name else [])
+        required = x_names + ([v for v in y_names if v] if "y" in spec else [])
         arrays = _load_npz(path, required, [y_name] if "y" not in spec else [])
         if named:
             x = {str(k): _as_features(arrays[v], dtype, f"array {v!r}", path)
@@ -283,7 +284,11 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
                                 where=str(path))
         else:
             x = _as_features(arrays[x_name], dtype, f"array {x_name!r}", path)
-        y = _as_targets(arrays[y_name], f"array {y_name!r}", path) if y_name in arrays else None
+        if isinstance(y_name, dict):   # several outputs: {output: array name}
+            y = {str(k): _as_targets(arrays[v], f"array {v!r}", path) for k, v in y_name.items()}
+        else:
+            y = _as_targets(arrays[y_name], f"array {y_name!r}", path) \
+                if y_name in arrays else None
         y_path = path
     else:
         x = _as_features(_load_npy(path), dtype, "features", path)
@@ -296,9 +301,9 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
             y_path = (base_dir / pathlib.Path(spec["target"]).expanduser()).resolve()
             files.append(_file_record(y_path))
             y = _as_targets(_load_npy(y_path), "targets", y_path)
-    if y is not None and len(y) != rows(x):
+    if y is not None and rows(y) != rows(x):
         raise DataError(
-            f"{rows(x)} rows of features but {len(y)} rows of targets"
+            f"{rows(x)} rows of features but {rows(y)} rows of targets"
             + (f" in {y_path}" if y_path != path else ""),
             where=str(path),
         )
@@ -322,14 +327,19 @@ def load_source(
             samples = options.pop("samples", DEFAULT_SAMPLES)
             rename = options.pop("x", None)
             targets = options.pop("y", None)
-            if targets not in (None, "x"):
-                raise ConfigError(f"a builtin's `y:` can only be x (the features as targets, "
-                                  f"for an autoencoder), got {targets!r}", where="y")
+            picks = list(targets.values()) if isinstance(targets, dict) else [targets]
+            if not all(t in (None, "x", "y") for t in picks):
+                raise ConfigError(f"a builtin's `y:` is x (the features as targets, for an "
+                                  "autoencoder), y, or a mapping of output names to x or y, "
+                                  f"got {targets!r}", where="y")
             x, y = generate(name, samples, options.pop("seed", seed), **options)
             if rename is not None:
                 x = _rename_inputs(x, rename, name)
-            if targets == "x":
-                y = x.copy()
+            arrays = {"x": x, "y": y}
+            if isinstance(targets, dict):
+                y = {str(k): arrays[v].copy() for k, v in targets.items()}
+            elif targets is not None:
+                y = arrays[targets].copy()
             return Dataset(x=x, y=y, source=f"builtin:{DATASETS.canonical(name)}")
         return _load_path_source(source, pathlib.Path(base_dir))
     except ConfigError as e:
@@ -416,7 +426,7 @@ def validation_split(ds: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
         )
 
     def part(index: slice) -> Dataset:
-        y = None if ds.y is None else ds.y[index]
+        y = None if ds.y is None else take_rows(ds.y, index)
         return dataclasses.replace(ds, x=take_rows(ds.x, index), y=y)
 
     return part(slice(0, split_at)), part(slice(split_at, n))
@@ -457,6 +467,22 @@ def check_output_path(path: pathlib.Path) -> str:
     if not pathlib.Path(path).parent.is_dir():
         raise ConfigError("the output folder does not exist", where=str(path))
     return suffix
+
+
+def write_output_arrays(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """A model of several outputs: one array per output name in a .npz, atomically."""
+    path = pathlib.Path(path)
+    if check_output_path(path) != ".npz":
+        raise ConfigError(f"a model of several outputs ({', '.join(arrays)}) writes its "
+                          "predictions to a .npz, one array per output", where=str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_predictions(

@@ -85,9 +85,24 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class CompileSpec:
+    """For a model of several outputs, `loss` and `metrics` may map output names to
+    values, and `loss_weights` weighs the outputs' losses (a mapping by name)."""
+
     optimizer: Any
     loss: Any
-    metrics: tuple[Any, ...]
+    metrics: tuple[Any, ...] | dict[str, tuple[Any, ...]]
+    loss_weights: dict[str, float] | None = None
+
+    def for_output(self, name: str) -> tuple[Any, tuple[Any, ...], float]:
+        """(loss, metrics, weight) of one output."""
+        loss = self.loss[name] if _by_output(self.loss) else self.loss
+        metrics = self.metrics.get(name, ()) if isinstance(self.metrics, dict) else self.metrics
+        return loss, metrics, (self.loss_weights or {}).get(name, 1.0)
+
+
+def _by_output(value: Any) -> bool:
+    """A mapping of output names to values (not a `{name: ...}` identifier)."""
+    return isinstance(value, dict) and "name" not in value
 
 
 @dataclass(frozen=True)
@@ -185,7 +200,7 @@ MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "inputs", "layers", "ou
 # Keras 1's Merge(mode=...) -> the merge layer types.
 MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum",
                "concat": "Concatenate", "dot": "Dot", "cos": "Dot"}
-COMPILE_KEYS = ("optimizer", "loss", "metrics")
+COMPILE_KEYS = ("optimizer", "loss", "metrics", "loss_weights")
 FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split")
 INPUT_DTYPES = ("float32", "int32")
 INTEGER_INPUT_LAYERS = ("Embedding",)
@@ -238,7 +253,8 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
     fit_raw = _mapping(raw, "fit", (), problems, required=False)
     data = _validate_data(data_raw, fit_raw, problems)
     model = _validate_model(_mapping(raw, "model", (), problems, required=True), problems)
-    comp = _validate_compile(_mapping(raw, "compile", (), problems, required=True), problems)
+    comp = _validate_compile(_mapping(raw, "compile", (), problems, required=True), problems,
+                             model.outputs if model.outputs and len(model.outputs) > 1 else ())
     fit = _validate_fit(fit_raw, problems)
     problems.raise_if_any()
     resolved = {
@@ -247,7 +263,9 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
                  if v is not None},
         "model": model_to_dict(model),
         "compile": {"optimizer": comp.optimizer, "loss": comp.loss,
-                    "metrics": list(comp.metrics)},
+                    "metrics": (list(comp.metrics) if not isinstance(comp.metrics, dict) else
+                                {k: list(v) for k, v in comp.metrics.items()}),
+                    **({"loss_weights": comp.loss_weights} if comp.loss_weights else {})},
         "fit": dict(fit.__dict__),
     }
     return Spec(name=name, seed=seed, data=data, model=model, compile=comp, fit=fit,
@@ -304,24 +322,79 @@ def _validate_data(data: dict, fit: dict, problems: _Problems) -> DataSpec:
                     test=_source(data.get("test"), path + ("test",), problems))
 
 
-def _validate_compile(comp: dict, problems: _Problems) -> CompileSpec:
+def _validate_compile(comp: dict, problems: _Problems,
+                      outputs: tuple[str, ...] = ()) -> CompileSpec:
+    """`outputs`: the output names of a model of several outputs (loss, metrics and
+    loss_weights may then map output names to values)."""
     path: PathT = ("compile",)
     _check_keys(comp, COMPILE_KEYS, path, problems, "compile")
     optimizer = _field(comp, "optimizer", identifier, "rmsprop", path, problems)
-    loss = _field(comp, "loss", identifier, REQUIRED, path, problems)
-    metrics = comp.get("metrics") or []
+    loss_raw = comp.get("loss")
+    if outputs and _by_output(loss_raw):
+        loss = {}
+        for name in _output_keys(loss_raw, outputs, path + ("loss",), problems, required=True):
+            try:
+                loss[name] = identifier(loss_raw[name])
+            except ArgTypeError as exc:
+                problems.add(path + ("loss", name), str(exc))
+    else:
+        loss = _field(comp, "loss", identifier, REQUIRED, path, problems)
+    metrics_raw = comp.get("metrics") or []
+    if outputs and _by_output(metrics_raw):
+        metrics: Any = {name: _metric_list(metrics_raw[name], path + ("metrics", name), problems)
+                        for name in _output_keys(metrics_raw, outputs, path + ("metrics",),
+                                                 problems)}
+    else:
+        metrics = _metric_list(metrics_raw, path + ("metrics",), problems)
+    weights = None
+    raw_weights = comp.get("loss_weights")
+    if raw_weights is not None:
+        wpath = path + ("loss_weights",)
+        if isinstance(raw_weights, list) and len(raw_weights) == len(outputs) and outputs:
+            raw_weights = dict(zip(outputs, raw_weights))
+        if not outputs or not isinstance(raw_weights, dict):
+            problems.add(wpath, "loss_weights weighs the losses of a model of several outputs: "
+                                "a mapping {output: weight} or a list, one per output"
+                         if outputs else "loss_weights needs a model of several outputs")
+        else:
+            weights = {}
+            for name in _output_keys(raw_weights, outputs, wpath, problems):
+                try:
+                    weights[name] = number(raw_weights[name])
+                except ArgTypeError as exc:
+                    problems.add(wpath + (name,), str(exc))
+    return CompileSpec(optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=weights)
+
+
+def _output_keys(mapping: dict, outputs: tuple[str, ...], path: PathT, problems: _Problems,
+                 *, required: bool = False) -> list[str]:
+    """The keys of a per-output mapping that are outputs; unknown (and, if `required`,
+    missing) output names are problems."""
+    for key in mapping:
+        if key not in outputs:
+            problems.add(path + (key,), unknown_name_message("output", key, list(outputs)),
+                         key=True)
+    if required:
+        for name in outputs:
+            if name not in mapping:
+                problems.add(path, f"no loss for output {name!r}: give one per output, or "
+                                   "one loss for all")
+    return [k for k in mapping if k in outputs]
+
+
+def _metric_list(metrics: Any, path: PathT, problems: _Problems) -> tuple[Any, ...]:
     if isinstance(metrics, (str, dict)):
         metrics = [metrics]
     if not isinstance(metrics, list):
-        problems.add(path + ("metrics",), "expected a list of metric names")
-        metrics = []
+        problems.add(path, "expected a list of metric names")
+        return ()
     checked = []
     for i, metric in enumerate(metrics):
         try:
             checked.append(identifier(metric))
         except ArgTypeError as exc:
-            problems.add(path + ("metrics", i), str(exc))
-    return CompileSpec(optimizer=optimizer, loss=loss, metrics=tuple(checked))
+            problems.add(path + (i,), str(exc))
+    return tuple(checked)
 
 
 def _validate_fit(fit: dict, problems: _Problems) -> FitSpec:

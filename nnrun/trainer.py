@@ -46,13 +46,33 @@ class TrainState(NamedTuple):
 
 @dataclass
 class Objective:
-    """Loss and metrics resolved for a model's output and target shapes."""
+    """Loss and metrics resolved for a model's output and target shapes. A model of
+    several outputs has one Objective per output (`heads`, by output name, with the
+    loss weights), and Keras's history keys: `loss` (the weighted total),
+    `<output>_loss` (unweighted) and `<output>_<metric>`."""
 
     loss: losses_mod.Loss
     metrics: dict[str, metrics_mod.Metric] = field(default_factory=dict)
+    heads: dict[str, tuple[Objective, float]] | None = None
 
     def keys(self) -> list[str]:
-        return ["loss", *self.metrics]
+        if self.heads is None:
+            return ["loss", *self.metrics]
+        return ["loss", *(f"{name}_loss" for name in self.heads),
+                *(f"{name}_{key}" for name, (head, _) in self.heads.items()
+                  for key in head.metrics)]
+
+    def parts(self) -> list[tuple[str, Objective, float]]:
+        """(history-key prefix, objective, loss weight) per output."""
+        if self.heads is None:
+            return [("", self, 1.0)]
+        return [(f"{name}_", head, weight) for name, (head, weight) in self.heads.items()]
+
+    def finalizer(self, key: str):
+        for prefix, head, _ in self.parts():
+            if key.startswith(prefix) and key[len(prefix):] in head.metrics:
+                return head.metrics[key[len(prefix):]].finalize
+        return None   # losses: the batch losses' size-weighted mean
 
 
 def resolve_objective(loss_id: Any, metric_ids: tuple, y_shape: tuple,
@@ -75,16 +95,41 @@ def _weighted_mean(values: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def _accumulate(acc: dict, obj: Objective, loss: jax.Array, yb, preds, w,
+def _accumulate(acc: dict, obj: Objective, loss: jax.Array, parts: list,
                 samples: jax.Array) -> dict:
-    """Add a batch: the loss weighted by its number of samples (as Keras's epoch mean),
-    the metrics per element of weight `w`."""
+    """Add a batch: the losses weighted by its number of samples (as Keras's epoch mean),
+    the metrics per element of weight `w`. `parts`: per output (loss, y, preds, w)."""
     out = {"loss": (acc["loss"][0] + loss * samples, acc["loss"][1] + samples)}
-    count = jnp.sum(w)
-    for key, metric in obj.metrics.items():
-        v = metric.per_sample(yb, preds)
-        out[key] = (acc[key][0] + jnp.sum(v * w), acc[key][1] + count)
+    for (prefix, head, _), (part_loss, yb, preds, w) in zip(obj.parts(), parts):
+        if prefix:
+            key = f"{prefix}loss"
+            out[key] = (acc[key][0] + part_loss * samples, acc[key][1] + samples)
+        count = jnp.sum(w)
+        for name, metric in head.metrics.items():
+            key = prefix + name
+            v = metric.per_sample(yb, preds)
+            out[key] = (acc[key][0] + jnp.sum(v * w), acc[key][1] + count)
     return out
+
+
+def objective_loss(model: Model, obj: Objective, params, yb, preds, w, out_mask,
+                   activity) -> tuple[jax.Array, list]:
+    """The batch loss (weighted sum over outputs, + regularization and activity) and
+    per output (its loss, y, preds, weights) for the metrics."""
+    if obj.heads is None:
+        ys, ps, ms = (yb,), (preds,), (out_mask,)
+    else:
+        names = list(obj.heads)
+        ys = tuple(yb[n] for n in names)
+        ps, ms = tuple(preds), tuple(out_mask)
+    total, parts = None, []
+    for (_, head, weight), y_k, p_k, m_k in zip(obj.parts(), ys, ps, ms):
+        y_k, p_k, w_k = unmasked_steps(y_k, p_k, w, m_k)
+        part = head.loss.finalize(_weighted_mean(head.loss.per_sample(y_k, p_k), w_k))
+        weighted = part if weight == 1.0 else part * weight
+        total = weighted if total is None else total + weighted
+        parts.append((part, y_k, p_k, w_k))
+    return total + model.regularization(params) + activity, parts
 
 
 def unmasked_steps(yb, preds, w, out_mask):
@@ -113,7 +158,8 @@ def finalize(obj: Objective, sums: dict) -> dict[str, float]:
         total, count = host[key]
         mean = float(total) / max(float(count), 1.0)
         # Batch losses were finalized per batch; the epoch loss is their size-weighted mean.
-        out[key] = mean if key == "loss" else float(obj.metrics[key].finalize(np.float32(mean)))
+        fin = obj.finalizer(key)
+        out[key] = mean if fin is None else float(fin(np.float32(mean)))
     return out
 
 
@@ -123,11 +169,8 @@ def make_loss_fn(model: Model, obj: Objective) -> Callable:
     def loss_fn(params, state, xb, yb, w, key):
         preds, new_state, activity, out_mask = model.apply_with_activity(
             params, state, xb, training=True, key=key, mask=w)
-        yb, preds, w = unmasked_steps(yb, preds, w, out_mask)
-        per_sample = obj.loss.per_sample(yb, preds)
-        loss = obj.loss.finalize(_weighted_mean(per_sample, w)) + model.regularization(params) \
-            + activity
-        return loss, (new_state, (yb, preds, w))
+        loss, parts = objective_loss(model, obj, params, yb, preds, w, out_mask, activity)
+        return loss, (new_state, parts)
 
     return loss_fn
 
@@ -173,12 +216,12 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
         def step(carry, inputs):
             ts, acc = carry
             ib, wb, i = inputs
-            xb, yb = _take(x, ib), jnp.take(y, ib, axis=0)
-            (loss, (state, (yb, preds, we))), grads = grad_fn(
+            xb, yb = _take(x, ib), _take(y, ib)
+            (loss, (state, parts)), grads = grad_fn(
                 ts.params, ts.state, xb, yb, wb, jax.random.fold_in(dropout_key, i))
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
             params = model.constrain(optax.apply_updates(ts.params, updates))
-            acc = _accumulate(acc, obj, loss, yb, preds, we, jnp.sum(wb))
+            acc = _accumulate(acc, obj, loss, parts, jnp.sum(wb))
             return (TrainState(params, state, opt_state), acc), None
 
         steps = idx.shape[0]
@@ -197,13 +240,11 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
         def step(carry, inputs):   # the state carries stateful RNNs' states across batches
             acc, state = carry
             ib, wb = inputs
-            xb, yb = _take(x, ib), jnp.take(y, ib, axis=0)
+            xb, yb = _take(x, ib), _take(y, ib)
             preds, state, activity, out_mask = model.apply_with_activity(
                 params, state, xb, training=False, mask=wb)
-            yb, preds, we = unmasked_steps(yb, preds, wb, out_mask)
-            loss = obj.loss.finalize(_weighted_mean(obj.loss.per_sample(yb, preds), we)) \
-                + model.regularization(params) + activity
-            return (_accumulate(acc, obj, loss, yb, preds, we, jnp.sum(wb)), state), None
+            loss, parts = objective_loss(model, obj, params, yb, preds, wb, out_mask, activity)
+            return (_accumulate(acc, obj, loss, parts, jnp.sum(wb)), state), None
 
         (acc, _), _ = jax.lax.scan(step, (_zeros(obj), model.reset_states(state)), (idx, w))
         return acc
@@ -222,7 +263,7 @@ def make_predict(model: Model, n: int, batch_size: int) -> Callable:
             return state, preds
 
         _, out = jax.lax.scan(step, model.reset_states(state), idx)
-        return out.reshape(-1, *out.shape[2:])[:n]
+        return jax.tree_util.tree_map(lambda o: o.reshape(-1, *o.shape[2:])[:n], out)
 
     return jax.jit(predict)
 

@@ -302,3 +302,69 @@ def test_plot_writes_png_svg_and_dot(tmp_path):
         in dot
     result = runner.invoke(main, ["plot", str(config), "-o", str(tmp_path / "m.jpg")])
     assert result.exit_code == 2 and "unsupported diagram format '.jpg'" in result.output
+
+
+def test_two_output_fit_equals_keras():
+    """Per-output losses with loss weights and per-output metrics: two epochs of SGD equal
+    Keras's fit (the total and each output's unweighted loss, history keys as Keras's,
+    the weights), a partial last batch included."""
+    from nnrun import api
+    from nnrun.trainer import Fitter
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(25, 4)).astype(np.float32)
+    y = {"cls": (x[:, :1] > 0).astype(np.float32), "reg": x[:, 1:3].copy()}
+    spec = spec_from_dict({
+        "model": {"inputs": {"features": [4]}, "layers": [
+            {"Dense": {"name": "trunk", "units": 5, "activation": "tanh"}},
+            {"Dense": {"name": "cls", "units": 1, "activation": "sigmoid", "inputs": "trunk"}},
+            {"Dense": {"name": "reg", "units": 2, "inputs": "trunk"}}],
+            "outputs": ["cls", "reg"]},
+        "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.3},
+                    "loss": {"cls": "binary_crossentropy", "reg": "mse"},
+                    "loss_weights": {"cls": 1.0, "reg": 0.5},
+                    "metrics": {"cls": ["accuracy"], "reg": ["mae"]}},
+        "fit": {"batch_size": 10, "shuffle": False}})
+    model = api.build(spec)
+    obj = api.objective_for(spec, model, y)
+    fitter = Fitter(model, obj, spec.compile.optimizer, seed=0, batch_size=10, shuffle=False,
+                    x=x, y=y)
+    ts = fitter.initial_state()
+    p = jax.device_get(ts.params)
+    inp = keras.Input((4,), name="features")
+    trunk = keras.layers.Dense(5, activation="tanh", name="trunk")(inp)
+    k = keras.Model(inp, [keras.layers.Dense(1, activation="sigmoid", name="cls")(trunk),
+                          keras.layers.Dense(2, name="reg")(trunk)])
+    order = [(n, w) for n in ("trunk", "cls", "reg") for w in ("kernel", "bias")]
+    k.set_weights([np.asarray(p[n][w]) for n, w in order])
+    k.compile(optimizer=keras.optimizers.SGD(learning_rate=0.3),
+              loss={"cls": "binary_crossentropy", "reg": "mse"},
+              loss_weights={"cls": 1.0, "reg": 0.5},
+              metrics={"cls": ["accuracy"], "reg": ["mae"]})
+    history = k.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0).history
+    for epoch in range(2):
+        ts, res = fitter.run_epoch(ts)
+        assert set(res.logs) == set(history)
+        for key, values in history.items():
+            assert res.logs[key] == pytest.approx(values[epoch], rel=1e-5), key
+    for (n, w), theirs in zip(order, k.get_weights()):
+        np.testing.assert_allclose(np.asarray(ts.params[n][w]), theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_per_output_compile_errors_are_located():
+    raw = {"model": {"inputs": {"f": [4]}, "layers": [
+        {"Dense": {"name": "a", "units": 1, "inputs": "f"}},
+        {"Dense": {"name": "b", "units": 1, "inputs": "f"}}], "outputs": ["a", "b"]},
+        "compile": {"loss": {"a": "mse", "c": "mae"}, "loss_weights": [1.0],
+                    "metrics": {"b": ["mea"]}}}
+    with pytest.raises(ConfigError) as info:
+        spec = spec_from_dict(raw)
+    messages = [f"{w}: {m}" for w, m in info.value.problems]
+    assert any("compile.loss.c: unknown output 'c'" in m for m in messages), messages
+    assert any("compile.loss: no loss for output 'b'" in m for m in messages), messages
+    assert any("compile.loss_weights: loss_weights weighs" in m for m in messages), messages
+    raw["compile"] = {"loss": {"a": "mse", "b": "msee"}}
+    spec = spec_from_dict(raw)
+    from nnrun import api
+    with pytest.raises(ConfigError, match=r"compile.loss.b: unknown loss 'msee'"):
+        api.check_compile(spec)
