@@ -18,6 +18,7 @@ import numpy as np
 from nnrun import data as data_mod
 from nnrun import rundir
 from nnrun.errors import ConfigError, DataError
+from nnrun.registry import unknown_name_message
 from nnrun.spec import Spec, dump_yaml, load_spec, model_to_dict
 
 # ---------------------------------------------------------------- targets
@@ -427,8 +428,10 @@ def task_kind(spec: Spec, out_dim: int) -> str:
 
 
 def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
-            checkpoint: str = "best") -> dict[str, Any]:
-    """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes."""
+            checkpoint: str = "best", layers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes, or
+    with `layers` the outputs of those named layers / nested models / inputs (one array
+    to .npy or .csv, several to .npz by name)."""
     from nnrun.trainer import make_predict
 
     data_mod.check_output_path(Path(output_path))
@@ -440,6 +443,22 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     model, params, state = load_trained(spec, run, checkpoint, x)
     _check_features(model, x, str(input_path))
     n = data_mod.rows(x)
+    if layers:
+        known = model.node_names()
+        for name in layers:
+            if name not in known:
+                raise ConfigError(unknown_name_message("layer", name, known), where="--output")
+        out = make_predict(model, n, spec.fit.batch_size, tuple(layers))(params, state, x)
+        arrays = {name: np.asarray(a) for name, a in zip(layers, out)}
+        if len(arrays) == 1 and Path(output_path).suffix.lower() != ".npz":
+            (only,) = arrays.values()
+            flat = Path(output_path).suffix.lower() in (".csv", ".tsv")
+            data_mod.write_predictions(Path(output_path), only.reshape(n, -1) if flat else only,
+                                       None)
+        else:
+            data_mod.write_output_arrays(Path(output_path), arrays)
+        return {"run": str(run), "rows": n, "output": str(output_path),
+                "task": "layers " + ", ".join(layers)}
     out = make_predict(model, n, spec.fit.batch_size)(params, state, x)
     if len(model.output_names) > 1:
         data_mod.write_output_arrays(Path(output_path), dict(zip(model.output_names, out)))

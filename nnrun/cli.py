@@ -140,24 +140,38 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
     Console().print(metrics_table(values, f"{result['data']} data: {result['source']}"))
 
 
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".npy", ".npz", ".h5", ".hdf5", ".json", ".txt")
+
+
 @main.command()
 @TARGET
 @click.option("--input", "-i", "input_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Features: .csv (with header), .npy or .npz.")
-@click.option("--output", "-o", "output_path", required=True, type=click.Path(path_type=Path),
-              help="Where to write predictions: .csv, .npy or .npz.")
+@click.option("--output", "-o", "outputs", required=True, multiple=True,
+              help="Where to write predictions: a .csv, .npy or .npz file. Given again with a "
+                   "layer's (or nested model's) name, writes that layer's output instead, "
+                   "e.g. --output encoder --output codes.npz; several names need a .npz.")
 @common_options
 @CHECKPOINT
 @handle_errors
-def predict(target: Path, input_path: Path, output_path: Path, overrides, runs_dir: Path,
-            as_json: bool, debug: bool, checkpoint: str) -> None:
+def predict(target: Path, input_path: Path, outputs: tuple[str, ...], overrides,
+            runs_dir: Path, as_json: bool, debug: bool, checkpoint: str) -> None:
     """Predict with a trained run; writes probabilities and, for classifiers, the class."""
     from nnrun import api
 
+    files = [o for o in outputs if Path(o).suffix.lower() in OUTPUT_SUFFIXES]
+    layers = tuple(o for o in outputs if o not in files)
+    if len(files) != 1:
+        from nnrun.errors import ConfigError
+
+        raise ConfigError(f"give one output file (.csv, .npy or .npz) besides any layer "
+                          f"names, got {len(files)}: {', '.join(files) or 'none'}",
+                          where="--output")
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
     _configure_jax()
-    result = api.predict(spec, run, input_path, output_path, checkpoint=checkpoint)
+    result = api.predict(spec, run, input_path, Path(files[0]), checkpoint=checkpoint,
+                         layers=layers)
     if as_json:
         click.echo(json.dumps(result))
     else:

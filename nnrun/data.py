@@ -473,8 +473,8 @@ def write_output_arrays(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> No
     """A model of several outputs: one array per output name in a .npz, atomically."""
     path = pathlib.Path(path)
     if check_output_path(path) != ".npz":
-        raise ConfigError(f"a model of several outputs ({', '.join(arrays)}) writes its "
-                          "predictions to a .npz, one array per output", where=str(path))
+        raise ConfigError(f"several outputs ({', '.join(arrays)}) are written to a .npz, one "
+                          "array per name", where=str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

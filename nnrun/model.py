@@ -165,6 +165,25 @@ class Model:
         rows weighted by `mask`, divided by the batch size as Keras 3), added to the loss,
         and the output's Keras mask (None, or (batch, steps) when the output is a sequence
         from masked input: the loss and metrics then skip the masked steps, as Keras)."""
+        values, step_masks, new_state, activity = self._run(params, state, x, training, key,
+                                                            mask)
+        outputs = tuple(values[n] for n in self.output_names)
+        masks = tuple(step_masks.get(n) for n in self.output_names)
+        if len(outputs) == 1:
+            return outputs[0], new_state, activity, masks[0]
+        return outputs, new_state, activity, masks
+
+    def outputs_of(self, params: dict, state: dict, x, names: tuple[str, ...]) -> tuple:
+        """(the named inputs' / layers' outputs, new state) in inference: what
+        `predict --output LAYER` reads (e.g. an autoencoder's codes)."""
+        values, _, new_state, _ = self._run(params, state, x, False, None, None)
+        return tuple(values[n] for n in names), new_state
+
+    def node_names(self) -> list[str]:
+        return [*self.input_names, *(layer.name for layer in self.layers)]
+
+    def _run(self, params, state, x, training, key, mask):
+        """Every node's output, Keras masks, the new state and the activity penalty."""
         values = dict(x) if isinstance(x, dict) else {self.input_names[0]: x}
         step_masks: dict = {}   # Keras's masks, from Embedding(mask_zero) or Masking
         new_state = dict(state)
@@ -195,11 +214,7 @@ class Model:
                     activity = activity + layer.activity(rows) / jnp.maximum(jnp.sum(mask), 1)
             if s:
                 new_state[layer.param_name] = s
-        outputs = tuple(values[n] for n in self.output_names)
-        masks = tuple(step_masks.get(n) for n in self.output_names)
-        if len(outputs) == 1:
-            return outputs[0], new_state, activity, masks[0]
-        return outputs, new_state, activity, masks
+        return values, step_masks, new_state, activity
 
     def reset_states(self, state: dict) -> dict:
         """The state at the start of a pass over the data: stateful recurrent layers'
@@ -255,8 +270,8 @@ def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None
             layer = cls(lspec.name, **lspec.args)
             if lspec.args.get("return_state"):
                 raise ConfigError("return_state gives several outputs (the output and the "
-                                  "final states), which a Sequential stack cannot pass on: "
-                                  "use return_sequences, or a graph model", where="return_state")
+                                  "final states), which a layer cannot pass on to the next "
+                                  "yet: use return_sequences", where="return_state")
             layer.batch_size = batch_size
             layer.where = where
             layers.append(layer)

@@ -252,14 +252,19 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
     return evaluate
 
 
-def make_predict(model: Model, n: int, batch_size: int) -> Callable:
-    """A jitted `(params, state, x) -> predictions` (n rows), batch by batch."""
+def make_predict(model: Model, n: int, batch_size: int,
+                 names: tuple[str, ...] = ()) -> Callable:
+    """A jitted `(params, state, x) -> predictions` (n rows), batch by batch; with `names`,
+    the outputs of those layers (a tuple) instead of the model's."""
 
     def predict(params, state, x):
         idx, _ = _padded_batches(jnp.arange(n), n, batch_size)
 
         def step(state, ib):
-            preds, state = model.apply(params, state, _take(x, ib), training=False)
+            if names:
+                preds, state = model.outputs_of(params, state, _take(x, ib), names)
+            else:
+                preds, state = model.apply(params, state, _take(x, ib), training=False)
             return state, preds
 
         _, out = jax.lax.scan(step, model.reset_states(state), idx)

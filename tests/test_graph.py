@@ -368,3 +368,40 @@ def test_per_output_compile_errors_are_located():
     from nnrun import api
     with pytest.raises(ConfigError, match=r"compile.loss.b: unknown loss 'msee'"):
         api.check_compile(spec)
+
+
+def test_predict_writes_a_named_layer_or_nested_model_output(tmp_path):
+    """`--output encoder --output codes.npy` gives the autoencoder's codes; several names
+    go to a .npz; an unknown name or no file is a located error, exit 2."""
+    import yaml
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    raw = copy.deepcopy(AUTOENCODER)
+    raw.update(data={"train": {"builtin": "blobs", "samples": 64, "features": 32, "y": "x"}},
+               fit={"epochs": 1, "batch_size": 16})
+    (tmp_path / "ae.yaml").write_text(yaml.safe_dump(raw))
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(tmp_path / "ae.yaml"), "--runs-dir",
+                                  str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    run = str(tmp_path / "runs" / "latest")
+    x = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = runner.invoke(main, ["predict", run, "-i", str(tmp_path / "x.npy"),
+                                  "--output", "encoder", "--output", str(tmp_path / "c.npy")])
+    assert result.exit_code == 0, result.output
+    codes = np.load(tmp_path / "c.npy")
+    assert codes.shape == (5, 8)
+    result = runner.invoke(main, ["predict", run, "-i", str(tmp_path / "x.npy"), "-o",
+                                  "encoder", "-o", "decoder", "-o", str(tmp_path / "b.npz")])
+    assert result.exit_code == 0, result.output
+    both = np.load(tmp_path / "b.npz")
+    np.testing.assert_allclose(both["encoder"], codes, rtol=1e-6)
+    assert both["decoder"].shape == (5, 32)
+    for args, needle in ((["-o", "encodr", "-o", str(tmp_path / "d.npy")],
+                          "unknown layer 'encodr' (did you mean 'encoder'"),
+                         (["-o", "encoder"], "give one output file")):
+        result = runner.invoke(main, ["predict", run, "-i", str(tmp_path / "x.npy"), *args])
+        assert result.exit_code == 2 and needle in result.output, result.output
