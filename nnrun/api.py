@@ -486,11 +486,11 @@ def summary_model(spec: Spec):
     return build(spec, None if _shape_known(spec) else load_data(spec).train.x)
 
 
-def summary(spec: Spec) -> str:
+def summary(spec: Spec, *, expand_nested: bool = False) -> str:
     """The Keras-style summary text."""
     from nnrun.report import summary_text
 
-    return summary_text(summary_model(spec), spec.name)
+    return summary_text(summary_model(spec), spec.name, expand_nested=expand_nested)
 
 
 def summary_dict(spec: Spec) -> dict[str, Any]:

@@ -181,9 +181,12 @@ def predict(target: Path, input_path: Path, outputs: tuple[str, ...], overrides,
 
 @main.command()
 @TARGET
+@click.option("--expand-nested", is_flag=True,
+              help="List a nested model's layers under its row.")
 @common_options
 @handle_errors
-def summary(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool) -> None:
+def summary(target: Path, expand_nested: bool, overrides, runs_dir: Path, as_json: bool,
+            debug: bool) -> None:
     """The Keras-style model table of a config or run; no data is loaded."""
     from nnrun import api
 
@@ -191,7 +194,7 @@ def summary(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool)
     if as_json:
         click.echo(json.dumps(api.summary_dict(spec)))
         return
-    click.echo(api.summary(spec), nl=False)
+    click.echo(api.summary(spec, expand_nested=expand_nested), nl=False)
 
 
 @main.command()

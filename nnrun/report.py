@@ -33,8 +33,11 @@ def readable_size(n_bytes: float) -> str:
     return f"{n_bytes:.2f} GB"
 
 
-def summary_table(model: Model, name: str) -> tuple[Table, list[str], dict[str, int]]:
-    """The Keras 3 summary: a table plus the total/trainable/non-trainable lines."""
+def summary_table(model: Model, name: str, expand_nested: bool = False
+                  ) -> tuple[Table, list[str], dict[str, int]]:
+    """The Keras 3 summary: a table plus the total/trainable/non-trainable lines. With
+    `expand_nested`, a nested model's layers follow its row, indented (as Keras's
+    `summary(expand_nested=True)`)."""
     table = Table(box=box.HEAVY_HEAD, show_lines=True)
     table.add_column("Layer (type)", no_wrap=True)
     table.add_column("Output Shape", no_wrap=True)
@@ -53,6 +56,9 @@ def summary_table(model: Model, name: str) -> tuple[Table, list[str], dict[str, 
         if graph:
             row.append(", ".join(f"{ref}[0][0]" for ref in info.inbound))
         table.add_row(*row)
+        layer = next(x for x in model.layers if x.name == info.name)
+        if expand_nested and getattr(layer, "nested", False):
+            _nested_rows(table, layer.model_for_summary(), graph, depth=1)
     trainable = sum(t for t, _ in counts.values())
     fixed = sum(f for _, f in counts.values())
     totals = {"total": trainable + fixed, "trainable": trainable, "non_trainable": fixed}
@@ -64,9 +70,21 @@ def summary_table(model: Model, name: str) -> tuple[Table, list[str], dict[str, 
     return table, [f'Model: "{name}"'] + lines, totals
 
 
-def summary_text(model: Model, name: str, width: int = 100) -> str:
+def _nested_rows(table: Table, inner: Model, graph: bool, depth: int) -> None:
+    counts = inner.count_params()
+    for info in inner.infos:
+        row = [f"{'  ' * depth}└ {info.name} ({info.type})", format_shape(info.output_shape),
+               f"{sum(counts[info.name]):,}"]
+        table.add_row(*row, *([""] if graph else []))
+        layer = next(x for x in inner.layers if x.name == info.name)
+        if getattr(layer, "nested", False):
+            _nested_rows(table, layer.model_for_summary(), graph, depth + 1)
+
+
+def summary_text(model: Model, name: str, width: int = 100, expand_nested: bool = False
+                 ) -> str:
     """The summary as plain text (for summary.txt and non-terminal output)."""
-    table, lines, _ = summary_table(model, name)
+    table, lines, _ = summary_table(model, name, expand_nested)
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None)
     console.print(lines[0])

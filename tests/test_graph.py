@@ -241,29 +241,38 @@ def test_nested_sequential_models_equal_keras():
     assert not np.allclose(np.asarray(trained), np.asarray(y))   # the inner Dropout is on
 
 
-def test_two_input_model_with_shared_layer_and_nested_model_equals_keras():
+def test_two_input_two_output_model_with_shared_layer_and_nested_model_equals_keras():
+    """The issue's parity case: two inputs, a shared Dense, a Concatenate, a nested
+    Sequential, two outputs — the same weights give Keras's outputs and parameter count."""
     spec = spec_from_dict(graph({"a": [6], "b": [6]}, [
         {"Dense": {"name": "shared", "units": 5, "activation": "tanh", "inputs": "a"}},
         {"Reuse": {"layer": "shared", "name": "shared_b", "inputs": "b"}},
         {"Concatenate": {"name": "both", "inputs": ["shared", "shared_b"]}},
         {"Sequential": {"name": "head", "layers": [{"Dense": {"units": 4, "activation": "relu"}},
-                                                   {"Dense": 1}]}}], ["head"]))
+                                                   {"Dense": 1}]}},
+        {"Dense": {"name": "side", "units": 3, "activation": "softmax", "inputs": "both"}}],
+        ["head", "side"]))
     model = build_model(spec.model)
     a, b = keras.Input((6,)), keras.Input((6,))
     shared = keras.layers.Dense(5, activation="tanh")
     head = keras.Sequential([keras.Input((10,)), keras.layers.Dense(4, activation="relu"),
                              keras.layers.Dense(1)])
-    k = keras.Model([a, b], head(keras.layers.Concatenate()([shared(a), shared(b)])))
+    side = keras.layers.Dense(3, activation="softmax")
+    both = keras.layers.Concatenate()([shared(a), shared(b)])
+    k = keras.Model([a, b], [head(both), side(both)])
     params = {"shared": {"kernel": shared.kernel.numpy(), "bias": shared.bias.numpy()},
               "head": {"dense": {"kernel": head.layers[0].kernel.numpy(),
                                  "bias": head.layers[0].bias.numpy()},
                        "dense_1": {"kernel": head.layers[1].kernel.numpy(),
-                                   "bias": head.layers[1].bias.numpy()}}}
+                                   "bias": head.layers[1].bias.numpy()}},
+              "side": {"kernel": side.kernel.numpy(), "bias": side.bias.numpy()}}
     rng = np.random.default_rng(2)
     xa, xb = (rng.normal(size=(5, 6)).astype(np.float32) for _ in range(2))
-    y, _ = model.apply(params, {}, {"a": xa, "b": xb})
-    np.testing.assert_allclose(np.asarray(y), np.asarray(k([xa, xb])), rtol=1e-5, atol=1e-6)
+    ours, _ = model.apply(params, {}, {"a": xa, "b": xb})
+    for got, want in zip(ours, k([xa, xb]), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
     assert sum(t for t, _ in model.count_params().values()) == k.count_params()
+    assert model.output_shapes == [(1,), (3,)]
 
 
 def test_errors_inside_a_nested_model_are_located_at_the_inner_layer():
@@ -405,3 +414,44 @@ def test_predict_writes_a_named_layer_or_nested_model_output(tmp_path):
                          (["-o", "encoder"], "give one output file")):
         result = runner.invoke(main, ["predict", run, "-i", str(tmp_path / "x.npy"), *args])
         assert result.exit_code == 2 and needle in result.output, result.output
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda m: m["layers"][0]["Dense"].update(inputs="out"), "form a cycle"),
+    (lambda m: m["layers"][0]["Dense"].update(inputs="lft"), "unknown input or layer 'lft'"),
+    (lambda m: m["layers"][2].update(Add=m["layers"][2].pop("Concatenate")),
+     "Add needs inputs of one shape"),
+    (lambda m: m.update(outputs=["nope"]), "unknown layer 'nope'"),
+])
+def test_graph_errors_exit_2_with_a_located_line(tmp_path, mutate, needle):
+    import yaml
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    raw = copy.deepcopy(TWO_INPUTS)
+    raw["model"]["layers"][1]["Dense"]["units"] = 4
+    mutate(raw["model"])
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = CliRunner().invoke(main, ["summary", str(tmp_path / "g.yaml")])
+    assert result.exit_code == 2
+    located = [line for line in result.output.splitlines() if needle in line]
+    assert located and f"{tmp_path / 'g.yaml'}:" in located[0], result.output   # file:line
+
+
+def test_summary_shows_a_nested_model_as_one_row_or_expanded(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    (tmp_path / "ae.yaml").write_text(yaml.safe_dump(AUTOENCODER))
+    runner = CliRunner()
+    plain = runner.invoke(main, ["summary", str(tmp_path / "ae.yaml")]).output
+    expanded = runner.invoke(main, ["summary", str(tmp_path / "ae.yaml"), "--expand-nested"])
+    assert expanded.exit_code == 0
+    assert "encoder (Sequential)" in plain and "dense_1 (Dense)" not in plain
+    rows = [line for line in expanded.output.splitlines() if "│   └" in line]
+    assert len(rows) == 5 and "└ dense (Dense)" in rows[0] and "528" in rows[0]
+    total = [line for line in plain.splitlines() if "Total params" in line]
+    assert total and total[0] in expanded.output   # the totals count each weight once

@@ -59,6 +59,9 @@ class Sequential(Layer):
             raise ConfigError("a nested model used at several input shapes", where="layers")
         return next(iter(self._models.values()))
 
+    def model_for_summary(self):
+        return self._only_model()
+
     def penalty(self, params):
         return self._only_model().regularization(params)
 
