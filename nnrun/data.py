@@ -214,26 +214,47 @@ def _names(value: Any, key: str) -> list[str]:
     return names
 
 
-def _load_table(path: pathlib.Path, spec: dict) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_table(path: pathlib.Path, spec: dict):
+    """(x, y) of a CSV/TSV. `features` / `target` may map a graph model's input / output
+    names to columns: `features: {left: [a, b], right: [c]}`, `target: {cls: label}`."""
     delimiter = spec.get("delimiter", "\t" if path.suffix.lower() == ".tsv" else ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise ConfigError(f"expected one character, got {delimiter!r}", where="delimiter")
     header, rows, lines = _read_table(path, delimiter)
-    targets = _names(spec["target"], "target") if "target" in spec else []
-    features = _names(spec["features"], "features") if "features" in spec else None
-    for kind, names in (("target", targets), ("feature", features or [])):
-        for n in names:
+    targets = _column_groups(spec.get("target"), "target")
+    features = _column_groups(spec.get("features"), "features")
+    for kind, groups in (("target", targets or {}), ("feature", features or {})):
+        for n in (c for cols in groups.values() for c in cols):
             if n not in header:
                 raise DataError(
                     f"no {kind} column {n!r}; columns: {', '.join(header)}", where=str(path)
                 )
+    taken = {c for cols in (targets or {}).values() for c in cols}
     if features is None:
-        features = [c for c in header if c not in targets]
-    if not features:
+        features = {None: [c for c in header if c not in taken]}
+    if not any(features.values()):
         raise DataError("no feature columns left after taking the targets", where=str(path))
-    x = _table_numbers(path, header, rows, lines, features)
-    y = _table_numbers(path, header, rows, lines, targets) if targets else None
-    return _as_features(x, spec.get("dtype", "float32"), "features", path), y
+    dtype = spec.get("dtype", "float32")
+
+    def table(cols):
+        return _table_numbers(path, header, rows, lines, cols)
+
+    x = {k: _as_features(table(v), dtype, f"features {k!r}" if k else "features", path)
+         for k, v in features.items()}
+    y = {k: table(v) for k, v in targets.items()} if targets else None
+    def unnamed(groups):
+        return groups[None] if groups is not None and None in groups else groups
+
+    return unnamed(x), unnamed(y)
+
+
+def _column_groups(value: Any, key: str) -> dict[str | None, list[str]] | None:
+    """Columns as {None: [...]}, or {name: [...]} for a mapping by input / output name."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _names(v, f"{key}.{k}") for k, v in value.items()}
+    return {None: _names(value, key)}
 
 
 def _check_keys(spec: dict, allowed: tuple[str, ...] | list[str], what: str) -> None:

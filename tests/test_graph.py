@@ -455,3 +455,36 @@ def test_summary_shows_a_nested_model_as_one_row_or_expanded(tmp_path):
     assert len(rows) == 5 and "└ dense (Dense)" in rows[0] and "528" in rows[0]
     total = [line for line in plain.splitlines() if "Total params" in line]
     assert total and total[0] in expanded.output   # the totals count each weight once
+
+
+def test_csv_columns_map_to_several_inputs_and_outputs(tmp_path):
+    from nnrun import api
+    from nnrun.spec import load_spec
+
+    rng = np.random.default_rng(0)
+    rows = ["a,b,c,label,value"] + [f"{a:.4f},{b:.4f},{c:.4f},{int(a > 0)},{b + c:.4f}"
+                                    for a, b, c in rng.normal(size=(40, 3))]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    import yaml
+    config = {"data": {"train": {"path": "t.csv", "features": {"left": ["a"],
+                                                               "right": ["b", "c"]},
+                                 "target": {"cls": "label", "reg": "value"}}},
+              "model": {"inputs": {"left": [1], "right": [2]}, "layers": [
+                  {"Dense": {"name": "l", "units": 4, "inputs": "left"}},
+                  {"Dense": {"name": "r", "units": 4, "inputs": "right"}},
+                  {"Concatenate": {"name": "m", "inputs": ["l", "r"]}},
+                  {"Dense": {"name": "cls", "units": 1, "activation": "sigmoid",
+                             "inputs": "m"}},
+                  {"Dense": {"name": "reg", "units": 1, "inputs": "m"}}],
+                  "outputs": ["cls", "reg"]},
+              "compile": {"optimizer": "adam", "loss": {"cls": "binary_crossentropy",
+                                                        "reg": "mse"}},
+              "fit": {"epochs": 2, "batch_size": 8}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    spec = load_spec(tmp_path / "c.yaml")
+    train = api.load_data(spec).train
+    assert {k: v.shape for k, v in train.x.items()} == {"left": (40, 1), "right": (40, 2)}
+    assert {k: v.shape for k, v in train.y.items()} == {"cls": (40, 1), "reg": (40, 1)}
+    result = api.train(spec, runs_root=tmp_path / "runs", quiet=True)
+    assert result.status == "finished"
+    assert {"cls_loss", "reg_loss"} <= set(result.history)
