@@ -198,6 +198,11 @@ def axes(value: Any) -> tuple[int, ...]:
     return int_list(value)
 
 
+def nested_graph(value: Any) -> Any:
+    """A nested graph model (inputs, layers, outputs), validated by the spec."""
+    return value
+
+
 def nested_layers(value: Any) -> Any:
     """A nested model's layers: a list of layers, validated by the spec like any layer."""
     return value
@@ -446,6 +451,9 @@ LAYERS: dict[str, LayerSchema] = {
     "Sequential": LayerSchema(args=(Arg("layers", nested_layers, REQUIRED),),
                               doc="A Sequential stack of layers used as one layer (a nested "
                                   "model, e.g. an autoencoder's encoder)."),
+    "Model": LayerSchema(args=(Arg("graph", nested_graph, REQUIRED),),
+                         doc="A graph model ({inputs, layers, outputs}) used as one layer; "
+                             "the layer's inputs feed the graph's inputs in order."),
     # A shared layer: another layer's weights applied again (a siamese network).
     "Reuse": LayerSchema(args=(Arg("layer", string, REQUIRED),),
                          doc="Applies the layer named `layer` again, with the same weights."),

@@ -28,6 +28,7 @@ from nnrun.schema import (
     canonical_type,
     identifier,
     integer,
+    nested_graph,
     nested_layer,
     nested_layers,
     number,
@@ -405,8 +406,7 @@ def _validate_fit(fit: dict, problems: _Problems) -> FitSpec:
                    shuffle=_field(fit, "shuffle", boolean, True, path, problems))
 
 
-def _validate_model(model: dict, problems: _Problems) -> ModelSpec:
-    path: PathT = ("model",)
+def _validate_model(model: dict, problems: _Problems, path: PathT = ("model",)) -> ModelSpec:
     _check_keys(model, MODEL_KEYS, path, problems, "model")
     input_shape = _field(model, "input_shape", shape, None, path, problems)
     input_dim = _field(model, "input_dim", positive_int, None, path, problems)
@@ -654,6 +654,18 @@ def _keras1_merge(args: Any, path: PathT, problems: _Problems) -> tuple[str | No
     return MERGE_MODES[mode], args
 
 
+def _nested_graph(value: Any, path: PathT, problems: _Problems) -> ModelSpec | None:
+    """A nested graph model: validated like model: in the graph form."""
+    if not isinstance(value, dict) or "inputs" not in value:
+        problems.add(path, "expected a graph model: {inputs: {name: shape}, layers: [...], "
+                           "outputs: [...]}")
+        return None
+    inner = _validate_model(value, problems, path)
+    if inner.outputs is not None and len(inner.outputs) != 1:
+        problems.add(path + ("outputs",), "a nested model used as a layer has one output")
+    return inner
+
+
 def _nested_stack(value: Any, path: PathT, problems: _Problems) -> tuple[LayerSpec, ...]:
     """A nested Sequential's layers: validated like a model's, a chain (no `inputs:`)."""
     if not isinstance(value, list) or not value:
@@ -720,6 +732,9 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
             continue
         if arg.check is nested_layers:
             args[arg.name] = _nested_stack(value, apath + (key,), problems)
+            continue
+        if arg.check is nested_graph:
+            args[arg.name] = _nested_graph(value, apath + (key,), problems)
             continue
         try:
             args[arg.name] = arg.check(value)
@@ -793,6 +808,8 @@ def model_to_dict(model: ModelSpec) -> dict:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, ModelSpec):   # a nested graph model
+        return model_to_dict(value)
     if isinstance(value, LayerSpec):   # a nested model's layer
         return {value.type: _plain({"name": value.name, **value.args})}
     if isinstance(value, tuple):

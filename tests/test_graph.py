@@ -488,3 +488,41 @@ def test_csv_columns_map_to_several_inputs_and_outputs(tmp_path):
     result = api.train(spec, runs_root=tmp_path / "runs", quiet=True)
     assert result.status == "finished"
     assert {"cls_loss", "reg_loss"} <= set(result.history)
+
+
+def test_nested_graph_model_shared_as_a_tower_equals_keras():
+    tower = {"inputs": {"x": [8], "z": [2]}, "layers": [
+        {"Dense": {"name": "h", "units": 4, "activation": "relu", "inputs": "x"}},
+        {"Concatenate": {"name": "hz", "inputs": ["h", "z"]}},
+        {"Dense": {"name": "o", "units": 3}}], "outputs": ["o"]}
+    spec = spec_from_dict(graph({"left": [8], "right": [8], "extra": [2]}, [
+        {"Model": {"name": "tower", "graph": tower, "inputs": ["left", "extra"]}},
+        {"Reuse": {"layer": "tower", "name": "tower_r", "inputs": ["right", "extra"]}},
+        {"Add": {"name": "sum", "inputs": ["tower", "tower_r"]}}], ["sum"]))
+    model = build_model(spec.model)
+    x, z = keras.Input((8,)), keras.Input((2,))
+    h, o = keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)
+    ktower = keras.Model([x, z], o(keras.layers.Concatenate()([h(x), z])))
+    left, right, extra = keras.Input((8,)), keras.Input((8,)), keras.Input((2,))
+    k = keras.Model([left, right, extra],
+                    keras.layers.Add()([ktower([left, extra]), ktower([right, extra])]))
+    params = {"tower": {"h": {"kernel": h.kernel.numpy(), "bias": h.bias.numpy()},
+                        "o": {"kernel": o.kernel.numpy(), "bias": o.bias.numpy()}}}
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=(4, d)).astype(np.float32) for d in (8, 8, 2)]
+    y, _ = model.apply(params, {}, dict(zip(["left", "right", "extra"], xs)))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(k(xs)), rtol=1e-5, atol=1e-6)
+    assert sum(t for t, _ in model.count_params().values()) == k.count_params()
+    bad = copy.deepcopy(tower)
+    bad["layers"][2]["Dense"]["activation"] = "sigmod"
+    with pytest.raises(ConfigError, match=r"model.layers\[0\].Model.graph.layers\[2\].Dense"
+                                          r".activation: unknown activation"):
+        raw = graph({"left": [8], "extra": [2]}, [
+            {"Model": {"name": "tower", "graph": bad, "inputs": ["left", "extra"]}}], ["tower"])
+        s = spec_from_dict(raw)
+        build_model(s.model, where=s.where)
+    with pytest.raises(ConfigError, match=r"the nested model takes \[\(None, 8\), \(None, 2\)\], "
+                                          r"got \[\(None, 2\), \(None, 8\)\]"):
+        build_model(spec_from_dict(graph({"left": [8], "extra": [2]}, [
+            {"Model": {"name": "tower", "graph": tower, "inputs": ["extra", "left"]}}],
+            ["tower"])).model)

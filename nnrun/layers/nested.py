@@ -70,3 +70,44 @@ class Sequential(Layer):
 
     def reset_state(self, state):
         return self._only_model().reset_states(state)
+
+
+@LAYER_TYPES.register("Model")
+class NestedGraph(Sequential):
+    """A graph model used as a layer: its inputs take the layer's inputs in order (one
+    input: the value itself), its one output is the layer's output."""
+
+    def __init__(self, name, **args):
+        super().__init__(name, **args)
+        graph = args["graph"]
+        self.input_names = [i.name for i in graph.inputs]
+        self.multi_input = len(self.input_names) > 1
+
+    def model(self, input_shape):
+        from nnrun.layers import format_shapes
+        from nnrun.model import build_model
+
+        shapes = [tuple(s) for s in input_shape] if self.multi_input else [tuple(input_shape)]
+        graph = self.args["graph"]
+        want = [tuple(i.shape) for i in graph.inputs]
+        if shapes != want:
+            raise ConfigError(f"the nested model takes {format_shapes(want)}, got "
+                              f"{format_shapes(shapes)}", where="graph")
+        if "model" not in self._models:
+            self._models["model"] = build_model(graph, where=self.where,
+                                                batch_size=self.batch_size)
+        return self._models["model"]
+
+    def _inputs(self, x):
+        return dict(zip(self.input_names, x)) if self.multi_input else x
+
+    def init(self, key, input_shape):
+        inner = self.model(input_shape)
+        params, state = inner.init(key)
+        return params, state, inner.output_shape
+
+    def apply_with_activity(self, params, state, x, *, training, key, mask=None):
+        inner = self._only_model()
+        y, state, activity, _ = inner.apply_with_activity(
+            params, state, self._inputs(x), training=training, key=key, mask=mask)
+        return y, state, activity
