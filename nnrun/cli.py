@@ -140,9 +140,6 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
     Console().print(metrics_table(values, f"{result['data']} data: {result['source']}"))
 
 
-OUTPUT_SUFFIXES = (".csv", ".tsv", ".npy", ".npz", ".h5", ".hdf5", ".json", ".txt")
-
-
 @main.command()
 @TARGET
 @click.option("--input", "-i", "input_path", required=True,
@@ -150,8 +147,9 @@ OUTPUT_SUFFIXES = (".csv", ".tsv", ".npy", ".npz", ".h5", ".hdf5", ".json", ".tx
               help="Features: .csv (with header), .npy or .npz.")
 @click.option("--output", "-o", "outputs", required=True, multiple=True,
               help="Where to write predictions: a .csv, .npy or .npz file. Given again with a "
-                   "layer's (or nested model's) name, writes that layer's output instead, "
-                   "e.g. --output encoder --output codes.npz; several names need a .npz.")
+                   "layer's (or nested model's) name (no file extension), writes that "
+                   "layer's output instead, e.g. --output encoder --output codes.npz; "
+                   "several names need a .npz.")
 @common_options
 @CHECKPOINT
 @handle_errors
@@ -160,7 +158,7 @@ def predict(target: Path, input_path: Path, outputs: tuple[str, ...], overrides,
     """Predict with a trained run; writes probabilities and, for classifiers, the class."""
     from nnrun import api
 
-    files = [o for o in outputs if Path(o).suffix.lower() in OUTPUT_SUFFIXES]
+    files = [o for o in outputs if Path(o).suffix or "/" in o or os.sep in o]
     layers = tuple(o for o in outputs if o not in files)
     if len(files) != 1:
         from nnrun.errors import ConfigError

@@ -22,6 +22,8 @@ from nnrun.registry import unknown_name_message
 
 _SOURCE_KEYS = {
     ".npz": ("path", "x", "y", "dtype"),
+    ".h5": ("path", "x", "y", "dtype"),
+    ".hdf5": ("path", "x", "y", "dtype"),
     ".npy": ("path", "target", "dtype"),
     ".csv": ("path", "target", "features", "delimiter", "dtype"),
     ".tsv": ("path", "target", "features", "delimiter", "dtype"),
@@ -131,7 +133,10 @@ def _load_npy(path: pathlib.Path) -> np.ndarray:
 
 
 def _load_npz(path: pathlib.Path, required: list[str], optional: list[str] = ()) -> dict:
-    """The named arrays of an .npz archive; `optional` ones are skipped when absent."""
+    """The named arrays of an .npz archive (or, for .h5/.hdf5, the datasets at those
+    paths, read whole); `optional` ones are skipped when absent."""
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return _load_hdf5(path, required, optional)
     try:
         with np.load(path, allow_pickle=False) as archive:
             for name in required:
@@ -144,6 +149,24 @@ def _load_npz(path: pathlib.Path, required: list[str], optional: list[str] = ())
             return {n: archive[n] for n in [*required, *optional] if n in archive.files}
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read .npz file: {e}", where=str(path)) from e
+
+
+def _load_hdf5(path: pathlib.Path, required: list[str], optional: list[str] = ()) -> dict:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            present: list[str] = []
+            f.visititems(lambda name, obj: present.append(name)
+                         if isinstance(obj, h5py.Dataset) else None)
+            for name in required:
+                if not isinstance(f.get(name), h5py.Dataset):
+                    raise DataError(f"no dataset {name!r} in the file; datasets present: "
+                                    f"{', '.join(present) or '(none)'}", where=str(path))
+            return {n: f[n][()] for n in [*required, *optional]
+                    if isinstance(f.get(n), h5py.Dataset)}
+    except OSError as e:
+        raise DataError(f"cannot read HDF5 file: {e}", where=str(path)) from e
 
 
 def _read_table(path: pathlib.Path, delimiter: str) -> tuple[list[str], list[list[str]], list]:
@@ -285,7 +308,7 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
     if suffix in (".csv", ".tsv"):
         x, y = _load_table(path, spec)
         y_path = path
-    elif suffix == ".npz":
+    elif suffix in (".npz", ".h5", ".hdf5"):
         x_name, y_name = spec.get("x", "x"), spec.get("y", "y")
         named = isinstance(x_name, dict)   # a graph model's inputs: {input: array name}
         x_names = list(x_name.values()) if named else [x_name]

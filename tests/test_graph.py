@@ -526,3 +526,26 @@ def test_nested_graph_model_shared_as_a_tower_equals_keras():
         build_model(spec_from_dict(graph({"left": [8], "extra": [2]}, [
             {"Model": {"name": "tower", "graph": tower, "inputs": ["extra", "left"]}}],
             ["tower"])).model)
+
+
+def test_hdf5_dataset_paths_map_to_inputs_and_outputs(tmp_path):
+    import h5py
+
+    from nnrun.data import load_source
+
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["inputs/a"] = rng.normal(size=(30, 3)).astype(np.float32)
+        f["inputs/b"] = rng.normal(size=(30, 2)).astype(np.float32)
+        f["targets/cls"] = (rng.random((30, 1)) > 0.5).astype(np.float32)
+    ds = load_source({"path": "d.h5", "x": {"left": "inputs/a", "right": "inputs/b"},
+                      "y": {"cls": "targets/cls"}}, seed=0, base_dir=tmp_path)
+    assert {k: v.shape for k, v in ds.x.items()} == {"left": (30, 3), "right": (30, 2)}
+    assert ds.y["cls"].shape == (30, 1)
+    single = load_source({"path": "d.h5", "x": "inputs/a", "y": "targets/cls"}, seed=0,
+                         base_dir=tmp_path)
+    assert single.x.shape == (30, 3)
+    from nnrun.errors import DataError
+    with pytest.raises(DataError, match="no dataset 'inputs/c' in the file; datasets present: "
+                                        "inputs/a, inputs/b, targets/cls"):
+        load_source({"path": "d.h5", "x": "inputs/c"}, seed=0, base_dir=tmp_path)
