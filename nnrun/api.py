@@ -486,6 +486,29 @@ def summary_model(spec: Spec):
     return build(spec, None if _shape_known(spec) else load_data(spec).train.x)
 
 
+def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`nnrun check`: the config validated, the optimizer and loss resolved and the model
+    built (every layer's shapes, by one abstract trace) — no data read, nothing
+    compiled. A ConfigError holds every problem found."""
+    spec = load_spec(Path(config), overrides)
+    problems: list = []
+    model = None
+    for step in (lambda: check_compile(spec), lambda: build(spec) if _shape_known(spec)
+                 else None):
+        try:
+            model = step() or model
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
+    if model is None:
+        return {"detail": f"{len(spec.model.layers)} layers; the input shape comes from the "
+                          "data, so shapes are checked when training starts", "params": None}
+    params = sum(sum(c) for c in model.count_params().values())
+    return {"detail": f"{len(model.layers)} layers, {params:,} parameters, output "
+                      f"{', '.join(str(s) for s in model.output_shapes)}", "params": params}
+
+
 def summary(spec: Spec, *, expand_nested: bool = False) -> str:
     """The Keras-style summary text."""
     from nnrun.report import summary_text

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from nnrun import __version__
-from nnrun.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, NnrunError
+from nnrun.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, NnrunError, describe
 
 
 def _configure_jax() -> None:
@@ -48,7 +48,7 @@ def handle_errors(fn: Callable) -> Callable:
         except NnrunError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), exc.exit_code)
+            _fail(describe(exc, snippets=sys.stderr.isatty()), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_INTERRUPTED)
         except click.exceptions.Exit:
@@ -219,6 +219,43 @@ def plot(target: Path, output_path: Path, rankdir: str, show_shapes: bool, overr
         click.echo(json.dumps({"output": str(path)}))
     else:
         click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("configs", metavar="CONFIG...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value (YAML syntax) in every config. Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@handle_errors
+def check(configs: tuple[Path, ...], overrides, as_json: bool, debug: bool) -> None:
+    """Validate configs without loading data or compiling: every problem at once,
+    each as file:line:col: path: message (with the YAML line on a terminal), the
+    optimizer and loss resolved, and every layer's shapes checked. Exit 2 if any fails."""
+    from nnrun import api
+    from nnrun.errors import ConfigError
+
+    results, failed = [], False
+    snippets = sys.stdout.isatty() and not as_json
+    for config in configs:
+        try:
+            results.append({"config": str(config), "ok": True, **api.check(config, overrides)})
+        except ConfigError as exc:
+            failed = True
+            results.append({"config": str(config), "ok": False,
+                            "problems": [{"where": w, "message": m} for w, m in exc.problems],
+                            "text": describe(exc, snippets=snippets)})
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in r.items() if k != "text"} for r in results]))
+    else:
+        for r in results:
+            if r["ok"]:
+                click.echo(f"{r['config']}: ok ({r['detail']})")
+            else:
+                click.echo(f"{r['config']}: {len(r['problems'])} problem(s)\n{r['text']}")
+    if failed:
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

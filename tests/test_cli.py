@@ -236,3 +236,44 @@ def test_example_configs_train(runner, tmp_path, config):
                    "--set", "fit.epochs=1", "--set", "data.train.samples=256")
     assert result.exit_code == 0, result.output
     assert nnrun(runner, tmp_path, "summary", str(ROOT / "configs" / config)).exit_code == 0
+
+
+def test_check_validates_many_configs_without_data_and_reports_every_problem(runner,
+                                                                              tmp_path):
+    good = sorted(str(p) for p in (ROOT / "configs").glob("*.yaml"))
+    result = runner.invoke(main, ["check", *good])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": ok (") == len(good)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  input_shape: [4]\n  layers:\n"
+                   "    - Dense: {units: 8, activation: sigmod}\n"
+                   "    - Reshape: [3, 3]\n"
+                   "compile: {loss: mse, optimizer: adamm}\n")
+    result = runner.invoke(main, ["check", str(bad), good[0]])
+    assert result.exit_code == 2
+    assert f"{bad}:4:37: model.layers[0].Dense.activation: unknown activation 'sigmod'" \
+        in result.output
+    assert f"{bad}:6:22: compile.optimizer: unknown optimizer 'adamm'" in result.output
+    assert f"{good[0]}: ok" in result.output
+    fixed = bad.read_text().replace("sigmod", "sigmoid").replace("adamm", "adam")
+    bad.write_text(fixed)   # now the shape check (no data read) finds the Reshape
+    result = runner.invoke(main, ["check", str(bad), "--json"])
+    assert result.exit_code == 2
+    (report,) = json.loads(result.output)
+    assert not report["ok"] and "cannot reshape 8 values" in report["problems"][0]["message"]
+
+
+def test_errors_show_the_yaml_line_with_a_caret(tmp_path):
+    from nnrun.errors import ConfigError, describe, snippet
+    from nnrun.spec import load_spec
+
+    path = tmp_path / "c.yaml"
+    line = "    - Dense: {unitz: 8, activation: relu}"
+    path.write_text(f"model:\n  input_shape: [4]\n  layers:\n{line}\ncompile: {{loss: mse}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    text = describe(info.value, snippets=True).splitlines()
+    assert text[0].startswith(f"{path}:4:{line.index('unitz') + 1}: ")
+    assert text[1] == f"  4 | {line}"
+    assert text[2] == "    | " + " " * line.index("unitz") + "^"
+    assert snippet("no location here") == [] and snippet(f"{tmp_path}/gone.yaml:1:1") == []
