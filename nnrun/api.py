@@ -303,9 +303,9 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     from nnrun.report import EpochReporter
     from nnrun.trainer import Fitter
 
-    check_compile(spec)
-    # With an input shape in the config, model errors show before any data is read.
-    model = build(spec) if _shape_known(spec) else None
+    # Compile settings and (with an input shape in the config) the model are checked,
+    # every problem at once, before any data is read: what `nnrun check` does.
+    model = checked_model(spec)
     splits = load_data(spec)
     model = model or build(spec, splits.train.x)
     _check_features(model, splits.train.x, splits.train.source)
@@ -486,21 +486,31 @@ def summary_model(spec: Spec):
     return build(spec, None if _shape_known(spec) else load_data(spec).train.x)
 
 
+def checked_model(spec: Spec):
+    """The optimizer and loss resolved and, when the config gives the input shape, the
+    model built (None otherwise) — every problem of both in one ConfigError."""
+    problems: list = []
+    model = None
+    try:
+        check_compile(spec)
+    except ConfigError as exc:
+        problems += exc.problems
+    if _shape_known(spec):
+        try:
+            model = build(spec)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
+    return model
+
+
 def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """`nnrun check`: the config validated, the optimizer and loss resolved and the model
     built (every layer's shapes, by one abstract trace) — no data read, nothing
     compiled. A ConfigError holds every problem found."""
     spec = load_spec(Path(config), overrides)
-    problems: list = []
-    model = None
-    for step in (lambda: check_compile(spec), lambda: build(spec) if _shape_known(spec)
-                 else None):
-        try:
-            model = step() or model
-        except ConfigError as exc:
-            problems += exc.problems
-    if problems:
-        raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
+    model = checked_model(spec)
     if model is None:
         return {"detail": f"{len(spec.model.layers)} layers; the input shape comes from the "
                           "data, so shapes are checked when training starts", "params": None}
