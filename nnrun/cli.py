@@ -221,6 +221,25 @@ def plot(target: Path, output_path: Path, rankdir: str, show_shapes: bool, overr
         click.echo(f"wrote {path}")
 
 
+@main.command("config")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value (YAML syntax). Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@handle_errors
+def config_cmd(config: Path, overrides, as_json: bool, debug: bool) -> None:
+    """Print the resolved config: overrides and defaults applied, canonical names (what
+    a run saves as config.yaml)."""
+    from nnrun.spec import dump_yaml, load_spec
+
+    spec = load_spec(config, overrides)
+    if as_json:
+        click.echo(json.dumps(spec.resolved, indent=2, default=list))
+    else:
+        click.echo(dump_yaml(spec.resolved), nl=False)
+
+
 @main.command()
 @click.argument("configs", metavar="CONFIG...", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))

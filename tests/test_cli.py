@@ -277,3 +277,21 @@ def test_errors_show_the_yaml_line_with_a_caret(tmp_path):
     assert text[1] == f"  4 | {line}"
     assert text[2] == "    | " + " " * line.index("unitz") + "^"
     assert snippet("no location here") == [] and snippet(f"{tmp_path}/gone.yaml:1:1") == []
+
+
+@pytest.mark.parametrize("name", ["mlp.yaml", "two_outputs.yaml", "autoencoder.yaml"])
+def test_config_prints_the_resolved_config_which_loads_back(runner, tmp_path, name):
+    import yaml
+
+    from nnrun.spec import load_spec, model_to_dict
+
+    source = ROOT / "configs" / name
+    result = runner.invoke(main, ["config", str(source), "--set", "fit.epochs=3"])
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["fit"]["epochs"] == 3 and resolved["version"] == 1
+    (tmp_path / name).write_text(result.output)
+    again = load_spec(tmp_path / name)
+    assert model_to_dict(again.model) == model_to_dict(load_spec(source).model)
+    as_json = runner.invoke(main, ["config", str(source), "--json"])
+    assert json.loads(as_json.output)["model"] == resolved["model"]
