@@ -433,7 +433,7 @@ def time_torch(w: Workload) -> Timing:
             opt.step()
         t.mark(start, cpu_start)
     t.total = time.perf_counter() - start
-    t.note = f"loss {float(loss):.4f} (last batch)"
+    t.note = f"loss {float(loss.detach()):.4f} (last batch)"
     return t
 
 
