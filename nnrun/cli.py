@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from nnrun import __version__
-from nnrun.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, NnrunError, describe
+from nnrun.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, NnrunError
+from nnrun.yamlsrc import describe
 
 
 def _configure_jax() -> None:
@@ -210,7 +211,7 @@ def plot(target: Path, output_path: Path, rankdir: str, show_shapes: bool, overr
     """Draw the model (boxes: layer name, type, shapes; arrows: connections), as the
     founding notes' plot(model, to_file='model.png')."""
     from nnrun import api
-    from nnrun.plot import plot_model
+    from nnrun.report import plot_model
 
     spec, _ = api.resolve_target(target, overrides, runs_root=runs_dir)
     path = plot_model(api.summary_model(spec), output_path, rankdir=rankdir,

@@ -132,7 +132,7 @@ def _load_npy(path: pathlib.Path) -> np.ndarray:
         raise DataError(f"cannot read .npy file: {e}", where=str(path)) from e
 
 
-def _load_npz(path: pathlib.Path, required: list[str], optional: list[str] = ()) -> dict:
+def _load_arrays(path: pathlib.Path, required: list[str], optional: list[str] = ()) -> dict:
     """The named arrays of an .npz archive (or, for .h5/.hdf5, the datasets at those
     paths, read whole); `optional` ones are skipped when absent."""
     if path.suffix.lower() in (".h5", ".hdf5"):
@@ -318,7 +318,7 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
                 also = " (or a mapping of input names to array names)" if key == "x" else ""
                 raise ConfigError(f"expected an array name{also}, got {value!r}", where=key)
         required = x_names + ([v for v in y_names if v] if "y" in spec else [])
-        arrays = _load_npz(path, required, [y_name] if "y" not in spec else [])
+        arrays = _load_arrays(path, required, [y_name] if "y" not in spec else [])
         if named:
             x = {str(k): _as_features(arrays[v], dtype, f"array {v!r}", path)
                  for k, v in x_name.items()}
@@ -431,7 +431,7 @@ def load_features(
             raise DataError("no feature columns left after dropping targets", where=str(path))
         arr, what = _table_numbers(path, header, rows, lines, columns), "features"
     elif suffix == ".npz":
-        arr, what = _load_npz(path, ["x"])["x"], "array 'x'"
+        arr, what = _load_arrays(path, ["x"])["x"], "array 'x'"
     else:
         arr, what = _load_npy(path), "features"
     return _as_features(arr, dtype, what, path)
@@ -445,7 +445,7 @@ def load_named_features(path: pathlib.Path, names: list[str]) -> dict[str, np.nd
         raise ConfigError(f"a model of several inputs ({', '.join(names)}) predicts from a "
                           ".npz file with one array per input name", where=str(path))
     _file_record(path)
-    arrays = _load_npz(path, names)
+    arrays = _load_arrays(path, names)
     return {n: _as_features(arrays[n], "float32", f"array {n!r}", path) for n in names}
 
 
@@ -519,10 +519,15 @@ def write_output_arrays(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> No
     if check_output_path(path) != ".npz":
         raise ConfigError(f"several outputs ({', '.join(arrays)}) are written to a .npz, one "
                           "array per name", where=str(path))
+    _write_atomic(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def _write_atomic(path: pathlib.Path, write) -> None:
+    """`write(binary file)` into a temporary file beside `path`, then rename it into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
@@ -542,21 +547,18 @@ def write_predictions(
     probs = np.asarray(probs)
     if classes is not None and len(classes) != len(probs):
         raise ValueError(f"{len(probs)} rows of probabilities but {len(classes)} classes")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if suffix == ".npy":
-                np.save(f, probs, allow_pickle=False)
-            elif suffix == ".npz":
-                arrays = {"probs": probs}
-                if classes is not None:
-                    arrays["classes"] = np.asarray(classes)
-                if class_names:
-                    arrays["class_names"] = np.asarray(class_names, dtype=str)
-                np.savez(f, **arrays)
-            else:
-                f.write(_csv_text(probs, classes, class_names).encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(f) -> None:
+        if suffix == ".npy":
+            np.save(f, probs, allow_pickle=False)
+        elif suffix == ".npz":
+            arrays = {"probs": probs}
+            if classes is not None:
+                arrays["classes"] = np.asarray(classes)
+            if class_names:
+                arrays["class_names"] = np.asarray(class_names, dtype=str)
+            np.savez(f, **arrays)
+        else:
+            f.write(_csv_text(probs, classes, class_names).encode("utf-8"))
+
+    _write_atomic(path, write)

@@ -58,34 +58,3 @@ class DivergedError(NnrunError):
     """Training produced NaN or inf (exit 4)."""
 
     exit_code = EXIT_DIVERGED
-
-
-def snippet(where: str | None) -> list[str]:
-    """For a location `file:line:col: path`, the YAML line and a caret under the column
-    (what `nnrun check` and the other commands show on a terminal); [] otherwise."""
-    import re
-    from pathlib import Path
-
-    m = re.match(r"(?P<file>.+?):(?P<line>\d+):(?P<col>\d+)(?::|$)", where or "")
-    if not m:
-        return []
-    try:
-        lines = Path(m["file"]).read_text(encoding="utf-8").splitlines()
-        text = lines[int(m["line"]) - 1]
-    except (OSError, IndexError, UnicodeDecodeError):
-        return []
-    number = m["line"]
-    gutter = " " * len(number)
-    return [f"  {number} | {text}", f"  {gutter} | {' ' * (int(m['col']) - 1)}^"]
-
-
-def describe(exc: NnrunError, *, snippets: bool = False) -> str:
-    """The error as printed: one line per problem, each followed (with `snippets`) by
-    the YAML line it points at."""
-    problems = exc.problems if isinstance(exc, ConfigError) else [(exc.where, exc.message)]
-    out = []
-    for where, message in problems:
-        out.append(f"{where}: {message}" if where else message)
-        if snippets:
-            out.extend(snippet(where))
-    return "\n".join(out)

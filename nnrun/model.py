@@ -216,6 +216,10 @@ class Model:
                 new_state[layer.param_name] = s
         return values, step_masks, new_state, activity
 
+    def layer(self, name: str) -> Layer:
+        """The layer of a node name."""
+        return self._by_name[name]
+
     def reset_states(self, state: dict) -> dict:
         """The state at the start of a pass over the data: stateful recurrent layers'
         carried states set to zero (between epochs, and before evaluate / predict)."""

@@ -264,8 +264,9 @@ def test_check_validates_many_configs_without_data_and_reports_every_problem(run
 
 
 def test_errors_show_the_yaml_line_with_a_caret(tmp_path):
-    from nnrun.errors import ConfigError, describe, snippet
+    from nnrun.errors import ConfigError
     from nnrun.spec import load_spec
+    from nnrun.yamlsrc import describe, snippet
 
     path = tmp_path / "c.yaml"
     line = "    - Dense: {unitz: 8, activation: relu}"
