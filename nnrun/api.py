@@ -19,7 +19,8 @@ from nnrun import data as data_mod
 from nnrun import rundir
 from nnrun.errors import ConfigError, DataError
 from nnrun.registry import unknown_name_message
-from nnrun.spec import Spec, dump_yaml, load_spec, model_to_dict
+from nnrun.spec import CompileSpec, DataSpec, Spec, dump_yaml, load_spec, model_to_dict
+from nnrun.yamlsrc import Origins
 
 # ---------------------------------------------------------------- targets
 
@@ -98,17 +99,30 @@ def load_data(spec: Spec, *, need_train: bool = True) -> Splits:
 
 def check_compile(spec: Spec) -> None:
     """Resolve the optimizer and loss before any data is read: all problems, located."""
+    problems = compile_problems(spec.compile, spec.origins)
+    if problems:
+        raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
+
+
+def compile_problems(comp: CompileSpec, origins: Origins) -> list[tuple[str | None, str]]:
+    """The optimizer, loss(es) and metric names resolved: every problem, located."""
     from nnrun import losses
     from nnrun.optimizers import resolve_optimizer
 
-    problems: list[tuple[str | None, str]] = []
-    checks = [(("optimizer",), spec.compile.optimizer, resolve_optimizer)]
-    loss = spec.compile.loss
+    checks = [(("optimizer",), comp.optimizer, resolve_optimizer)]
+    loss = comp.loss
     if isinstance(loss, dict) and "name" not in loss:   # one loss per output
         checks += [(("loss", name), ident, losses.get) for name, ident in loss.items()]
     else:
         checks.append((("loss",), loss, losses.get))
+    metrics = comp.metrics if isinstance(comp.metrics, dict) else {None: comp.metrics}
+    for output, idents in metrics.items():
+        head = ("metrics",) if output is None else ("metrics", output)
+        checks += [((*head, i), ident, _metric_name) for i, ident in enumerate(idents)]
+    problems: list[tuple[str | None, str]] = []
     for path, identifier, resolve in checks:
+        if identifier is None:   # missing or of the wrong type: validation said so
+            continue
         if path[0] == "loss" and isinstance(identifier, str) and identifier.lower() in (
                 "crossentropy", "ce"):
             continue  # resolved from the data's shapes, as Keras does
@@ -117,10 +131,52 @@ def check_compile(spec: Spec) -> None:
         except ConfigError as exc:
             for where, message in exc.problems:
                 inner = (where or "name",) if isinstance(identifier, dict) else ()
-                problems.append((spec.origins.where(("compile", *path, *inner), key=True),
+                problems.append((origins.where(("compile", *path, *inner), key=True),
                                  message))
-    if problems:
-        raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
+    return problems
+
+
+def _metric_name(identifier) -> None:
+    """A metric's name (and parameters) checked; "accuracy" is resolved later, from the
+    shapes of the targets and the output, so any shapes do here."""
+    from nnrun.metrics import resolve_metric
+
+    resolve_metric(identifier, (2, 1), (2, 1))
+
+
+def data_problems(data: DataSpec, origins: Origins) -> list[tuple[str | None, str]]:
+    """The data sources checked without reading them (builtin names and options, file
+    types and keys): every problem, located."""
+    problems = []
+    for key in ("train", "validation", "test"):
+        source = getattr(data, key)
+        if source is None:
+            continue
+        try:
+            data_mod.check_source(source)
+        except ConfigError as exc:
+            inner = tuple(exc.where.split(".")) if exc.where else ()
+            problems.append((origins.where(("data", key, *inner), key=True), exc.message))
+    return problems
+
+
+def layer_problems(layers, where, batch_size: int | None = None
+                   ) -> list[tuple[str | None, str]]:
+    """Every layer made (its activation, initializer, regularizer and constraint names
+    resolved), nested models' layers too, without shapes: every problem, located."""
+    from nnrun.model import make_layer
+
+    problems: list[tuple[str | None, str]] = []
+    for lspec in layers:
+        try:
+            make_layer(lspec, where, batch_size)
+        except ConfigError as exc:
+            problems += exc.problems
+        inner = lspec.args.get("layers") if lspec.type == "Sequential" else None
+        if lspec.type == "Model" and lspec.args.get("graph") is not None:
+            inner = lspec.args["graph"].layers
+        problems += layer_problems(inner or (), where, batch_size)
+    return problems
 
 
 def build(spec: Spec, x=None):
@@ -489,13 +545,12 @@ def summary_model(spec: Spec):
 def checked_model(spec: Spec):
     """The optimizer and loss resolved and, when the config gives the input shape, the
     model built (None otherwise) — every problem of both in one ConfigError."""
-    problems: list = []
+    problems = compile_problems(spec.compile, spec.origins)
+    problems += data_problems(spec.data, spec.origins)
+    layers = layer_problems(spec.model.layers, spec.where, spec.fit.batch_size)
+    problems += layers
     model = None
-    try:
-        check_compile(spec)
-    except ConfigError as exc:
-        problems += exc.problems
-    if _shape_known(spec):
+    if _shape_known(spec) and not layers:
         try:
             model = build(spec)
         except ConfigError as exc:
@@ -505,11 +560,28 @@ def checked_model(spec: Spec):
     return model
 
 
+def _partial_problems(partial) -> list[tuple[str | None, str]]:
+    """For a config that validation rejected, the checks that still apply to its sound
+    sections (names of the optimizer, loss, metrics, layers' functions, datasets)."""
+    problems = compile_problems(partial.compile, partial.origins) if partial.compile else []
+    problems += data_problems(partial.data, partial.origins)
+    return problems + layer_problems(partial.layers, partial.origins.where)
+
+
 def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`nnrun check`: the config validated, the optimizer and loss resolved and the model
-    built (every layer's shapes, by one abstract trace) — no data read, nothing
-    compiled. A ConfigError holds every problem found."""
-    spec = load_spec(Path(config), overrides)
+    """`nnrun check`: the config validated, the optimizer, loss, metrics and every
+    layer's functions resolved and the model built (every layer's shapes, by one
+    abstract trace) — no data read, nothing compiled. A ConfigError holds every problem
+    found, those of the sections validation passed included."""
+    try:
+        spec = load_spec(Path(config), overrides)
+    except ConfigError as exc:
+        partial = getattr(exc, "partial", None)
+        more = _partial_problems(partial) if partial is not None else []
+        if not more:
+            raise
+        problems = exc.problems + [p for p in more if p not in exc.problems]
+        raise ConfigError(problems[0][1], where=problems[0][0], problems=problems) from None
     model = checked_model(spec)
     if model is None:
         return {"detail": f"{len(spec.model.layers)} layers; the input shape comes from the "

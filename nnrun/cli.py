@@ -1,86 +1,22 @@
 """The `nnrun` command line: a thin click shell over `nnrun.api`.
 
 Errors become one or a few lines on stderr and the exit codes of DESIGN.md
-section 5; a traceback only with --debug.
+section 5; a traceback only with --debug (`nnrun.cli_common`). The training-side
+commands are here; the config-side ones in `nnrun.cli_config`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from nnrun import __version__
-from nnrun.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, NnrunError
-from nnrun.yamlsrc import describe
-
-
-def _configure_jax() -> None:
-    """Turn on JAX's persistent compilation cache (off with NNRUN_NO_COMPILE_CACHE=1)."""
-    import jax
-
-    if os.environ.get("NNRUN_NO_COMPILE_CACHE"):
-        return
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    jax.config.update("jax_compilation_cache_dir", os.path.join(base, "nnrun", "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}" if "\n" not in message else f"error:\n{message}", err=True)
-    sys.exit(code)
-
-
-def handle_errors(fn: Callable) -> Callable:
-    """Map exceptions to exit codes; print a traceback only with --debug."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = kwargs.get("debug", False)
-        try:
-            return fn(*args, **kwargs)
-        except NnrunError as exc:
-            if debug:
-                traceback.print_exc()
-            _fail(describe(exc, snippets=sys.stderr.isatty()), exc.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
-        except click.exceptions.Exit:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence
-            if debug:
-                traceback.print_exc()
-            _fail(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the "
-                  "traceback)", EXIT_UNEXPECTED)
-
-    return wrapper
-
-
-def common_options(fn: Callable) -> Callable:
-    """--set, --json, --debug and --runs-dir on every command."""
-    fn = click.option("--debug", is_flag=True, help="Show tracebacks.")(fn)
-    fn = click.option("--json", "as_json", is_flag=True,
-                      help="Print one JSON object instead of tables.")(fn)
-    fn = click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
-                      default=Path("runs"), show_default=True,
-                      help="Where run directories live.")(fn)
-    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                      help="Override a config value (YAML syntax), e.g. fit.epochs=5. "
-                           "Repeatable.")(fn)
-    return fn
-
-
-TARGET = click.argument("target", metavar="CONFIG|RUN",
-                        type=click.Path(exists=True, path_type=Path))
-CHECKPOINT = click.option("--checkpoint", default="best", show_default=True,
-                          help="best, last, or a path to an .h5 checkpoint.")
+from nnrun.cli_common import CHECKPOINT, TARGET, common_options, configure_jax, handle_errors
+from nnrun.cli_config import check, config_cmd, export, import_keras, schema
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,7 +37,7 @@ def train(config: Path, overrides, runs_dir: Path, as_json: bool, debug: bool,
     from nnrun.spec import load_spec
 
     spec = load_spec(config, overrides)
-    _configure_jax()
+    configure_jax()
     stream = sys.stderr if as_json else sys.stdout
     result = api.train(spec, runs_root=runs_dir, argv=["nnrun", *sys.argv[1:]],
                        stream=stream, quiet=quiet)
@@ -128,7 +64,7 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
     from nnrun import api
 
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
-    _configure_jax()
+    configure_jax()
     result = api.evaluate(spec, run, checkpoint=checkpoint)
     if as_json:
         click.echo(json.dumps(result))
@@ -168,7 +104,7 @@ def predict(target: Path, input_path: Path, outputs: tuple[str, ...], overrides,
                           f"names, got {len(files)}: {', '.join(files) or 'none'}",
                           where="--output")
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
-    _configure_jax()
+    configure_jax()
     result = api.predict(spec, run, input_path, Path(files[0]), checkpoint=checkpoint,
                          layers=layers)
     if as_json:
@@ -222,60 +158,8 @@ def plot(target: Path, output_path: Path, rankdir: str, show_shapes: bool, overr
         click.echo(f"wrote {path}")
 
 
-@main.command("config")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value (YAML syntax). Repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@handle_errors
-def config_cmd(config: Path, overrides, as_json: bool, debug: bool) -> None:
-    """Print the resolved config: overrides and defaults applied, canonical names (what
-    a run saves as config.yaml)."""
-    from nnrun.spec import dump_yaml, load_spec
-
-    spec = load_spec(config, overrides)
-    if as_json:
-        click.echo(json.dumps(spec.resolved, indent=2, default=list))
-    else:
-        click.echo(dump_yaml(spec.resolved), nl=False)
-
-
-@main.command()
-@click.argument("configs", metavar="CONFIG...", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value (YAML syntax) in every config. Repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@handle_errors
-def check(configs: tuple[Path, ...], overrides, as_json: bool, debug: bool) -> None:
-    """Validate configs without loading data or compiling: every problem at once,
-    each as file:line:col: path: message (with the YAML line on a terminal), the
-    optimizer and loss resolved, and every layer's shapes checked. Exit 2 if any fails."""
-    from nnrun import api
-    from nnrun.errors import ConfigError
-
-    results, failed = [], False
-    snippets = sys.stdout.isatty() and not as_json
-    for config in configs:
-        try:
-            results.append({"config": str(config), "ok": True, **api.check(config, overrides)})
-        except ConfigError as exc:
-            failed = True
-            results.append({"config": str(config), "ok": False,
-                            "problems": [{"where": w, "message": m} for w, m in exc.problems],
-                            "text": describe(exc, snippets=snippets)})
-    if as_json:
-        click.echo(json.dumps([{k: v for k, v in r.items() if k != "text"} for r in results]))
-    else:
-        for r in results:
-            if r["ok"]:
-                click.echo(f"{r['config']}: ok ({r['detail']})")
-            else:
-                click.echo(f"{r['config']}: {len(r['problems'])} problem(s)\n{r['text']}")
-    if failed:
-        sys.exit(2)
+for command in (config_cmd, check, schema, import_keras, export):
+    main.add_command(command)
 
 
 if __name__ == "__main__":  # pragma: no cover

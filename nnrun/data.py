@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.datasets import DATASETS, DEFAULT_SAMPLES, generate
+from nnrun.datasets import DATASETS, DEFAULT_SAMPLES, check_options, generate
 from nnrun.errors import ConfigError, DataError
 from nnrun.registry import unknown_name_message
 
@@ -288,11 +288,15 @@ def _check_keys(spec: dict, allowed: tuple[str, ...] | list[str], what: str) -> 
             )
 
 
-def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
+def _path_source_file(spec: dict, base_dir: pathlib.Path) -> tuple[pathlib.Path, str, str]:
+    """(path, suffix, dtype) of a `{path: ...}` source, its keys checked (nothing read)."""
     raw = spec["path"]
     if not isinstance(raw, (str, os.PathLike)):
         raise ConfigError(f"expected a file path, got {raw!r}", where="path")
-    path = (base_dir / pathlib.Path(raw).expanduser()).resolve()
+    try:
+        path = (base_dir / pathlib.Path(raw).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:   # NUL bytes, ~unknown_user
+        raise ConfigError(f"not a usable file path {str(raw)!r}: {exc}", where="path") from None
     suffix = path.suffix.lower()
     if suffix not in _SOURCE_KEYS:
         raise ConfigError(
@@ -304,6 +308,11 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
     dtype = spec.get("dtype", "float32")
     if dtype not in ("float32", "int32"):
         raise ConfigError(f"expected float32 or int32, got {dtype!r}", where="dtype")
+    return path, suffix, dtype
+
+
+def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
+    path, suffix, dtype = _path_source_file(spec, base_dir)
     files = [_file_record(path)]
     if suffix in (".csv", ".tsv"):
         x, y = _load_table(path, spec)
@@ -351,7 +360,7 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
             + (f" in {y_path}" if y_path != path else ""),
             where=str(path),
         )
-    return Dataset(x=x, y=y, source=str(raw), files=files)
+    return Dataset(x=x, y=y, source=str(spec["path"]), files=files)
 
 
 def load_source(
@@ -363,20 +372,16 @@ def load_source(
     against `base_dir`. `where` (e.g. "data.train") prefixes ConfigError locations.
     """
     try:
-        if not isinstance(source, dict) or ("builtin" in source) == ("path" in source):
-            raise ConfigError(f"expected a mapping with 'builtin' or 'path', got {source!r}")
+        _check_source_kind(source)
         if "builtin" in source:
             options = dict(source)
             name = options.pop("builtin")
             samples = options.pop("samples", DEFAULT_SAMPLES)
             rename = options.pop("x", None)
-            targets = options.pop("y", None)
-            picks = list(targets.values()) if isinstance(targets, dict) else [targets]
-            if not all(t in (None, "x", "y") for t in picks):
-                raise ConfigError(f"a builtin's `y:` is x (the features as targets, for an "
-                                  "autoencoder), y, or a mapping of output names to x or y, "
-                                  f"got {targets!r}", where="y")
-            x, y = generate(name, samples, options.pop("seed", seed), **options)
+            targets = _builtin_targets(options.pop("y", None))
+            seed = options.pop("seed", seed)
+            check_options(name, samples, seed, options)   # before **options: any key type
+            x, y = generate(name, samples, seed, **options)
             if rename is not None:
                 x = _rename_inputs(x, rename, name)
             arrays = {"x": x, "y": y}
@@ -391,6 +396,37 @@ def load_source(
             raise
         inner = f"{where}.{e.where}" if e.where else where
         raise ConfigError(e.message, where=inner) from e
+
+
+def check_source(source: Any) -> None:
+    """A data source checked without reading or generating anything (`nnrun check`): a
+    builtin's name and options, a file's type, keys and dtype. ConfigError `where`
+    names the key."""
+    _check_source_kind(source)
+    if "builtin" in source:
+        options = dict(source)
+        name = options.pop("builtin")
+        samples = options.pop("samples", DEFAULT_SAMPLES)
+        options.pop("x", None)
+        _builtin_targets(options.pop("y", None))
+        check_options(name, samples, options.pop("seed", 0), options)
+    else:
+        _path_source_file(source, pathlib.Path("."))
+
+
+def _check_source_kind(source: Any) -> None:
+    if not isinstance(source, dict) or ("builtin" in source) == ("path" in source):
+        raise ConfigError(f"expected a mapping with 'builtin' or 'path', got {source!r}")
+
+
+def _builtin_targets(targets: Any) -> Any:
+    """A builtin's `y:`: x, y, or a mapping of output names to x or y (or None)."""
+    picks = list(targets.values()) if isinstance(targets, dict) else [targets]
+    if not all(t in (None, "x", "y") for t in picks):
+        raise ConfigError(f"a builtin's `y:` is x (the features as targets, for an "
+                          "autoencoder), y, or a mapping of output names to x or y, "
+                          f"got {targets!r}", where="y")
+    return targets
 
 
 def _rename_inputs(x, rename: Any, name: str) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ parameters are its options, checked by `generate`.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -219,14 +220,18 @@ def _check_option(name: str, value: Any, default: Any) -> None:
     elif isinstance(default, int):
         ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
     else:
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
+        expected = "a finite number"
     if not ok:
         raise ConfigError(f"expected {expected}, got {value!r}", where=name)
 
 
-def generate(name: str, samples: int, seed: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Run the built-in generator `name`, checking its options; `one_hot=True` on a
-    classification dataset returns float32 one-hot targets (n, classes)."""
+def check_options(name: Any, samples: Any, seed: Any, options: dict[str, Any]) -> dict:
+    """Check a builtin's name and options without generating anything; returns the
+    options it takes with their defaults. ConfigError `where` names the option."""
+    if not isinstance(name, str):
+        raise ConfigError(f"expected a dataset name, got {name!r}", where="builtin")
     try:
         fn = DATASETS.get(name)
     except ConfigError as e:
@@ -240,13 +245,21 @@ def generate(name: str, samples: int, seed: int, **options: Any) -> tuple[np.nda
                 unknown_name_message(
                     f"option of dataset {name!r}", key, ["samples", "seed", *allowed]
                 ),
-                where=key,
+                where=str(key),
             )
         _check_option(key, value, allowed[key])
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ConfigError(f"expected a positive integer, got {samples!r}", where="samples")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"expected an integer, got {seed!r}", where="seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"expected a non-negative integer, got {seed!r}", where="seed")
+    return allowed
+
+
+def generate(name: str, samples: int, seed: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run the built-in generator `name`, checking its options; `one_hot=True` on a
+    classification dataset returns float32 one-hot targets (n, classes)."""
+    allowed = check_options(name, samples, seed, options)
+    fn = DATASETS.get(name)
     one_hot = options.pop("one_hot", False)
     x, y = fn(samples, seed, **options)
     if one_hot:

@@ -7,6 +7,7 @@ checks that the two agree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,33 +20,54 @@ class ArgTypeError(ValueError):
     """A value of the wrong type or range; the message says what was expected."""
 
 
-def _got(value: Any) -> str:
+def got(value: Any) -> str:
+    """What was received, for "expected X, got Y" (YAML's words for containers)."""
     if isinstance(value, (dict, list)):
-        return f"got a {type(value).__name__}"
+        kind = "mapping" if isinstance(value, dict) else "list"
+        return f"got a {kind}" if value else f"got an empty {kind}"
     return f"got {value!r}"
 
 
-def positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArgTypeError(f"expected a positive integer, {_got(value)}")
+# Sizes (units, filters, dimensions, epochs...) beyond int32 are typos, and no array
+# axis can be that long; other integers (seeds, axes) must fit an int64.
+MAX_SIZE = 2 ** 31 - 1
+MAX_INT = 2 ** 63 - 1
+
+
+def _size(value: Any, least: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ArgTypeError(f"expected a {what} integer, {got(value)}")
+    if value > MAX_SIZE:
+        raise ArgTypeError(f"expected a {what} integer of at most {MAX_SIZE}, {got(value)}")
     return value
+
+
+def positive_int(value: Any) -> int:
+    return _size(value, 1, "positive")
 
 
 def non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ArgTypeError(f"expected a non-negative integer, {_got(value)}")
-    return value
+    return _size(value, 0, "non-negative")
 
 
 def integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgTypeError(f"expected an integer, {_got(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_INT:
+        raise ArgTypeError(f"expected an integer, {got(value)}")
+    return value
+
+
+def seed_int(value: Any) -> int:
+    """A config's seed: a non-negative integer (numpy's generators refuse negative ones)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise ArgTypeError(f"expected a non-negative integer, {got(value)}")
     return value
 
 
 def number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgTypeError(f"expected a number, {_got(value)}")
+    """A finite number (an integer or a float; nan and inf are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value):
+        raise ArgTypeError(f"expected a finite number, {got(value)}")
     return float(value)
 
 
@@ -59,13 +81,13 @@ def rate(value: Any) -> float:
 
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ArgTypeError(f"expected true or false, {_got(value)}")
+        raise ArgTypeError(f"expected true or false, {got(value)}")
     return value
 
 
 def string(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ArgTypeError(f"expected a non-empty string, {_got(value)}")
+        raise ArgTypeError(f"expected a non-empty string, {got(value)}")
     return value
 
 
@@ -73,6 +95,7 @@ def optional(check: Checker) -> Checker:
     def check_optional(value: Any) -> Any:
         return None if value is None else check(value)
 
+    check_optional.inner = check  # for the JSON Schema (nnrun.config_schema)
     return check_optional
 
 
@@ -82,7 +105,7 @@ def identifier(value: Any) -> Any:
         return value
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         return value
-    raise ArgTypeError(f"expected a name or a mapping with 'name:', {_got(value)}")
+    raise ArgTypeError(f"expected a name or a mapping with 'name:', {got(value)}")
 
 
 def shape(value: Any) -> tuple[int, ...]:
@@ -90,42 +113,46 @@ def shape(value: Any) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise ArgTypeError(f"expected a shape such as [28, 28, 1], {_got(value)}")
+        raise ArgTypeError(f"expected a shape such as [28, 28, 1], {got(value)}")
     for dim in value:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ArgTypeError(f"expected a list of positive integers, got {list(value)!r}")
+        if dim > MAX_SIZE:
+            raise ArgTypeError(f"expected sizes of at most {MAX_SIZE}, got {list(value)!r}")
     return tuple(value)
 
 
 def noise_shape(value: Any) -> tuple[int | None, ...]:
     """A noise shape with the batch axis: a list of positive integers or nulls."""
     if isinstance(value, (list, tuple)) and value and all(
-            v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIZE)
             for v in value):
         return tuple(value)
-    raise ArgTypeError(f"expected a list such as [null, 1, 8] (batch axis first), {_got(value)}")
+    raise ArgTypeError(f"expected a list such as [null, 1, 8] (batch axis first), {got(value)}")
 
 
 def one_of(*choices: str) -> Checker:
     def check_choice(value: Any) -> str:
         if value not in choices:
-            raise ArgTypeError(f"expected one of {', '.join(choices)}, {_got(value)}")
+            raise ArgTypeError(f"expected one of {', '.join(choices)}, {got(value)}")
         return value
 
+    check_choice.choices = choices
     return check_choice
 
 
 def int_list(value: Any) -> tuple[int, ...]:
     """A non-empty list of integers (a target shape may hold one -1)."""
     if isinstance(value, (list, tuple)) and value and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+            isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE
+            for v in value):
         return tuple(value)
-    raise ArgTypeError(f"expected a list of integers, {_got(value)}")
+    raise ArgTypeError(f"expected a list of integers, {got(value)}")
 
 
 def _non_negative(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ArgTypeError(f"expected non-negative integers, {_got(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
+        raise ArgTypeError(f"expected non-negative integers, {got(value)}")
     return value
 
 
@@ -138,7 +165,7 @@ def pairs(n_axes: int) -> Checker:
             v = _non_negative(value)
             return ((v, v),) * n_axes
         if not isinstance(value, (list, tuple)):
-            raise ArgTypeError(f"expected an integer or a list, {_got(value)}")
+            raise ArgTypeError(f"expected an integer or a list, {got(value)}")
         if n_axes == 1 and len(value) == 2 and all(isinstance(v, int) for v in value):
             return ((_non_negative(value[0]), _non_negative(value[1])),)
         if len(value) != n_axes:
@@ -153,6 +180,7 @@ def pairs(n_axes: int) -> Checker:
                 raise ArgTypeError(f"expected [before, after] pairs, got {value!r}")
         return tuple(out)
 
+    check_pairs.n_axes = n_axes
     return check_pairs
 
 
@@ -166,8 +194,9 @@ def sizes(n_axes: int, *, zero: bool = False) -> Checker:
             return (one(value),) * n_axes
         if isinstance(value, (list, tuple)) and len(value) == n_axes:
             return tuple(one(v) for v in value)
-        raise ArgTypeError(f"expected a {kind} integer or {n_axes} of them, {_got(value)}")
+        raise ArgTypeError(f"expected a {kind} integer or {n_axes} of them, {got(value)}")
 
+    check_sizes.n_axes, check_sizes.minimum = n_axes, 0 if zero else 1
     return check_sizes
 
 
@@ -178,22 +207,23 @@ def channels_last(value: Any) -> str:
     if value in ("channels_first", "th"):
         raise ArgTypeError(f"nnrun's layers are channels_last (batch, ..., channels), got "
                            f"{value!r}: transpose the data, or add a Permute layer first")
-    raise ArgTypeError(f"expected channels_last, {_got(value)}")
+    raise ArgTypeError(f"expected channels_last, {got(value)}")
 
 
 def dot_axes(value: Any) -> int | tuple[int, int]:
     """Dot's axes: one axis for both inputs, or [axis of the first, axis of the second]."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SIZE:
         return value
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+            isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE
+            for v in value):
         return (value[0], value[1])
-    raise ArgTypeError(f"expected an axis or a pair of axes such as [1, 1], {_got(value)}")
+    raise ArgTypeError(f"expected an axis or a pair of axes such as [1, 1], {got(value)}")
 
 
 def axes(value: Any) -> tuple[int, ...]:
     """An axis or a list of axes (Keras counts the batch axis as 0)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SIZE:
         return (value,)
     return int_list(value)
 

@@ -38,6 +38,9 @@ class Layer:
     def __init__(self, name: str, **args: Any):
         self.name = name
         self.args = args
+        seed = args.get("seed")
+        if seed is not None and not 0 <= seed < 2 ** 32:   # folded into a key as a uint32
+            raise ConfigError(f"expected an integer in [0, 2**32), got {seed!r}", where="seed")
         self.regularizers, self.constraints = self._weight_options()
         self.activity = None
         if args.get("activity_regularizer") is not None:

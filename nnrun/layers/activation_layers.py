@@ -57,6 +57,13 @@ class ReLU(_Elementwise):
 
 @LAYER_TYPES.register("Softmax")
 class Softmax(_Elementwise):
+    def output_shape(self, input_shape):
+        rank = len(input_shape) + 1
+        if not -rank <= self.args["axis"] < rank:
+            raise ConfigError(f"axis {self.args['axis']} is out of range for a rank-{rank} "
+                              "input", where="axis")
+        return input_shape
+
     def fn(self, x):
         return jax.nn.softmax(x, axis=self.args["axis"])
 

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from nnrun import activations, initializers
+from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, Shape
 
 
@@ -81,12 +82,27 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], keep_prob: float) -> jax.A
     return (draws < threshold).reshape(shape)
 
 
+def check_noise_shape(noise, input_shape) -> None:
+    """A dropout's noise_shape (batch axis first) must broadcast against its input."""
+    if noise is None:
+        return
+    if len(noise) != len(input_shape) + 1 or noise[0] not in (None, 1) or any(
+            n not in (None, 1, d) for n, d in zip(noise[1:], input_shape)):
+        raise ConfigError(f"noise_shape {list(noise)} does not fit the input "
+                          f"(None, {', '.join(map(str, input_shape))}): one entry per axis, "
+                          "each null, 1 or the input's size", where="noise_shape")
+
+
 @LAYER_TYPES.register("Dropout")
 class Dropout(Layer):
     """Inverted dropout: in training, zero a fraction `rate` and scale the rest by 1/(1-rate)."""
 
     uses_rng = True
     supports_masking = True
+
+    def output_shape(self, input_shape):
+        check_noise_shape(self.args.get("noise_shape"), input_shape)
+        return input_shape
 
     def apply(self, params, state, x, *, training, key):
         rate = self.args["rate"]

@@ -110,7 +110,7 @@ class Dot(_Merge):
         out = []
         for a, s in zip(pair, shapes):
             rank = len(s) + 1
-            a = a % rank if a < 0 else a
+            a = a + rank if a < 0 else a   # -1: the last axis; below -rank: out of range
             if not 1 <= a < rank:
                 raise ConfigError(f"axes {self.args['axes']} out of range for inputs "
                                   f"{format_shapes(shapes)} (the batch axis 0 cannot be "

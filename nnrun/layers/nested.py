@@ -23,7 +23,7 @@ class Sequential(Layer):
 
     def model(self, input_shape):
         from nnrun.model import build_model
-        from nnrun.spec import ModelSpec
+        from nnrun.spec_model import ModelSpec
 
         shape = tuple(input_shape)
         if shape not in self._models:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from nnrun import initializers
 from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
-from nnrun.layers.core import keep_mask
+from nnrun.layers.core import check_noise_shape, keep_mask
 
 
 def batch_axis_free(axis: int, rank: int) -> int:
@@ -103,6 +103,10 @@ class GaussianDropout(_Noise):
 @LAYER_TYPES.register("AlphaDropout")
 class AlphaDropout(_Noise):
     """Keras 3: kept values stay, dropped ones become -alpha*scale, then an affine fix-up."""
+
+    def output_shape(self, input_shape):
+        check_noise_shape(self.args.get("noise_shape"), input_shape)
+        return input_shape
 
     def noise(self, x, key):
         rate = self.args["rate"]

@@ -1,0 +1,80 @@
+"""The helpers of config validation: collecting located problems, unknown keys, typed
+fields, and the keys each section allows. Jax-free, as all of config checking."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nnrun.errors import ConfigError
+from nnrun.registry import unknown_name_message
+from nnrun.schema import REQUIRED, ArgTypeError, got
+from nnrun.yamlsrc import Origins, PathT
+
+if TYPE_CHECKING:
+    from nnrun.spec import PartialSpec
+    from nnrun.spec_model import LayerSpec
+
+TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit")
+DATA_KEYS = ("train", "validation", "validation_split", "test")
+MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "inputs", "layers", "outputs")
+COMPILE_KEYS = ("optimizer", "loss", "metrics", "loss_weights")
+FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split")
+SECTION_KEYS = {"data": DATA_KEYS, "model": MODEL_KEYS, "compile": COMPILE_KEYS,
+                "fit": FIT_KEYS}
+
+
+class Problems:
+    """Collects (where, message) pairs; raises them together."""
+
+    def __init__(self, origins: Origins):
+        self.origins = origins
+        self.items: list[tuple[str | None, str]] = []
+        self.clean_layers: list[LayerSpec] = []   # model.layers items without a problem
+
+    def add(self, path: PathT, message: str, *, key: bool = False) -> None:
+        self.items.append((self.origins.where(path, key=key), message))
+
+    def raise_if_any(self, partial: PartialSpec | None = None) -> None:
+        if self.items:
+            where, message = self.items[0]
+            exc = ConfigError(message, where=where, problems=list(self.items))
+            exc.partial = partial
+            raise exc
+
+
+def check_keys(section: dict, allowed: tuple[str, ...], path: PathT, problems: Problems,
+                what: str) -> None:
+    """Unknown keys are errors (nothing would read them), with close matches, or the
+    section a key belongs in when it is written in another (`epochs:` at the top)."""
+    for key in section:
+        if key not in allowed:
+            homes = [f"{name}:" for name, keys in SECTION_KEYS.items()
+                     if key in keys and path != (name,)]
+            hint = f" (it belongs in {' or '.join(homes)})" if homes else ""
+            message = unknown_name_message(f"key in {what}", key, list(allowed), hint)
+            problems.add(path + (key,), message, key=True)
+
+
+def typed_field(section: dict, key: str, check, default: Any, path: PathT,
+           problems: Problems) -> Any:
+    if key not in section or section[key] is None:
+        if default is REQUIRED:
+            problems.add(path, f"missing required key {key!r}")
+        return None if default is REQUIRED else default
+    try:
+        return check(section[key])
+    except ArgTypeError as exc:
+        problems.add(path + (key,), str(exc))
+        return None
+
+
+def section(raw: dict, key: str, path: PathT, problems: Problems, required: bool) -> dict:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            problems.add(path, f"missing required section {key!r}")
+        return {}
+    if not isinstance(value, dict):
+        problems.add(path + (key,), f"expected a mapping, {got(value)}")
+        return {}
+    return value
