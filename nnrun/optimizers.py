@@ -9,7 +9,7 @@ delta for `optax.apply_updates`. Parameters take Keras 3 names and defaults.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -36,10 +36,10 @@ from nnrun.optimizer_rules import (  # noqa: F401  (re-exported: the rules are p
     sgd_rule,
 )
 from nnrun.registry import did_you_mean, unknown_name_message
+from nnrun.schedules import build_schedule, inverse_time_decay, is_schedule
 
 ALIASES = {"lr": "learning_rate"}  # Keras 1
 UNSUPPORTED = {
-    "decay": "the Keras 1/2 learning-rate `decay` is not supported; use a learning-rate schedule",
     **{key: f"the Keras option {key!r} is not supported by nnrun" for key in (
         "use_ema", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
         "gradient_accumulation_steps")},
@@ -67,6 +67,8 @@ def _check_value(key: str, default: Any, value: Any) -> Any:
     """The value converted to its type, or ValueError saying what was expected."""
     if key == "learning_rate" and callable(value):
         return value
+    if key == "learning_rate" and is_schedule(value):
+        return build_schedule(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")
@@ -121,6 +123,8 @@ def resolve_optimizer(identifier: str | Mapping[str, Any],
     def problem(key: str, message: str) -> None:
         problems.append((f"{where}.{key}" if where else key, message))
 
+    given = dict(given)
+    decay = given.pop("decay", None)
     for key, value in given.items():
         canonical = ALIASES.get(key, key)
         if canonical != key and canonical in given:
@@ -135,6 +139,10 @@ def resolve_optimizer(identifier: str | Mapping[str, Any],
                 values[canonical] = _check_value(canonical, definition.defaults[canonical], value)
             except ValueError as exc:
                 problem(key, str(exc))
+            except ConfigError as exc:  # a schedule's argument
+                problem(f"{key}.{exc.where}" if exc.where else key, exc.message)
+    if decay is not None:
+        _keras1_decay(values, decay, problem)
     clips = [key for key in CLIP_OPTIONS if values[key] is not None]
     if len(clips) > 1:
         problem(clips[1], f"only one of clipnorm, clipvalue and global_clipnorm can be set; "
@@ -142,6 +150,21 @@ def resolve_optimizer(identifier: str | Mapping[str, Any],
     if problems:
         raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
     return name, values
+
+
+def _keras1_decay(values: dict[str, Any], decay: Any, problem: Callable) -> None:
+    """Keras 1/2's `decay`: the rate at step t is learning_rate / (1 + decay * t)."""
+    try:
+        decay = _number(decay)
+        if decay < 0:
+            raise ValueError(f"expected a non-negative number, got {decay!r}")
+    except ValueError as exc:
+        problem("decay", str(exc))
+        return
+    if callable(values["learning_rate"]):
+        problem("decay", "give `decay` (Keras 1) or a learning-rate schedule, not both")
+    elif decay > 0:
+        values["learning_rate"] = inverse_time_decay(values["learning_rate"], 1, decay)
 
 
 def build_optimizer(identifier: str | Mapping[str, Any] | optax.GradientTransformation,
