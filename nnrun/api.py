@@ -36,8 +36,9 @@ def resolve_target(target: str | Path, overrides: tuple[str, ...] = (), *,
         if not rundir.is_run_dir(target):
             raise ConfigError("not a run directory (no config.yaml in it)", where=str(target))
         run = target.resolve()
-        return load_spec(run / "config.yaml", overrides), run
-    spec = load_spec(target, overrides)
+        return load_checked(run / "config.yaml", overrides), run
+    spec = load_checked(target, overrides)
+    checked_model(spec)  # what `nnrun check` checks, before any other work
     if not need_run:
         return spec, None
     run = rundir.latest_run_of(runs_root, spec.name)
@@ -568,13 +569,12 @@ def _partial_problems(partial) -> list[tuple[str | None, str]]:
     return problems + layer_problems(partial.layers, partial.origins.where)
 
 
-def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`nnrun check`: the config validated, the optimizer, loss, metrics and every
-    layer's functions resolved and the model built (every layer's shapes, by one
-    abstract trace) — no data read, nothing compiled. A ConfigError holds every problem
-    found, those of the sections validation passed included."""
+def load_checked(config: str | Path, overrides: tuple[str, ...] = ()) -> Spec:
+    """`load_spec`, with the problems `nnrun check` adds for a config that validation
+    rejected: the names (optimizer, loss, metrics, layers' functions, datasets) of its
+    sound sections — every problem in one ConfigError. Every command loads configs so."""
     try:
-        spec = load_spec(Path(config), overrides)
+        return load_spec(Path(config), overrides)
     except ConfigError as exc:
         partial = getattr(exc, "partial", None)
         more = _partial_problems(partial) if partial is not None else []
@@ -582,6 +582,14 @@ def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
             raise
         problems = exc.problems + [p for p in more if p not in exc.problems]
         raise ConfigError(problems[0][1], where=problems[0][0], problems=problems) from None
+
+
+def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`nnrun check`: the config validated, the optimizer, loss, metrics and every
+    layer's functions resolved and the model built (every layer's shapes, by one
+    abstract trace) — no data read, nothing compiled. A ConfigError holds every problem
+    found, those of the sections validation passed included."""
+    spec = load_checked(config, overrides)
     model = checked_model(spec)
     if model is None:
         return {"detail": f"{len(spec.model.layers)} layers; the input shape comes from the "

@@ -34,9 +34,8 @@ def train(config: Path, overrides, runs_dir: Path, as_json: bool, debug: bool,
           quiet: bool) -> None:
     """Train CONFIG; the last line printed is the run directory."""
     from nnrun import api
-    from nnrun.spec import load_spec
 
-    spec = load_spec(config, overrides)
+    spec = api.load_checked(config, overrides)
     configure_jax()
     stream = sys.stderr if as_json else sys.stdout
     result = api.train(spec, runs_root=runs_dir, argv=["nnrun", *sys.argv[1:]],

@@ -1,6 +1,7 @@
 """The command line through click's runner: outputs, run directory, exit codes."""
 
 import json
+import textwrap
 from pathlib import Path
 
 import h5py
@@ -296,3 +297,28 @@ def test_config_prints_the_resolved_config_which_loads_back(runner, tmp_path, na
     assert model_to_dict(again.model) == model_to_dict(load_spec(source).model)
     as_json = runner.invoke(main, ["config", str(source), "--json"])
     assert json.loads(as_json.output)["model"] == resolved["model"]
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["evaluate"], ["summary"], ["plot", "-o", "m.png"], ["export"],
+    ["predict", "-i", "IN", "-o", "out.csv"], ["check"],
+])
+def test_every_command_runs_the_same_check_first(runner, tmp_path, monkeypatch, command):
+    """Each command reports exactly what `nnrun check` reports, before any other work."""
+    monkeypatch.chdir(tmp_path)  # the default runs/ is here
+    config = tmp_path / "bad.yaml"
+    config.write_text(textwrap.dedent("""\
+        model:
+          input_shape: [2]
+          layers:
+            - Dense: {units: 4, activation: rellu}
+            - Dense: {units: 1, unitz: 2}
+        compile: {optimizer: adamm, loss: mse}
+        """))
+    (tmp_path / "IN").write_text("a,b\n1,2\n")
+    args = [a.replace("IN", str(tmp_path / "IN")) for a in command]
+    result = runner.invoke(main, [args[0], str(config), *args[1:]])
+    assert result.exit_code == 2, result.output
+    for needle in ("did you mean 'relu'", "did you mean 'units'", "did you mean 'adam'"):
+        assert needle in result.output, (command, result.output)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "m.png").exists()

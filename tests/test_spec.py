@@ -140,3 +140,13 @@ def test_importing_spec_does_not_import_jax():
     code = ("import sys; import nnrun.spec, nnrun.data; "
             "sys.exit(1 if 'jax' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_reading_composing_and_validating_a_config_imports_no_jax():
+    """What `nnrun check` does before the shape check (parse, extends, ${...}, --set,
+    validation) and the CLI's own import load neither jax nor keras."""
+    config = Path(__file__).parent.parent / "configs" / "mlp_wide.yaml"
+    code = ("import sys; import nnrun.cli; from nnrun.spec import load_spec; "
+            f"load_spec({str(config)!r}, ['vars.width=8']); "
+            "sys.exit(1 if {'jax', 'keras'} & set(sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
