@@ -1,5 +1,6 @@
 """How long `nnrun check` takes, cold (a fresh process each time, as a shell script or
-an editor runs it), on every example config; and what part of that is `import jax`.
+an editor runs it), on every example config; and, for scale, `import jax` (which the
+check does not do: names and shapes are resolved in pure Python).
 
     python benchmarks/check_time.py [--repeat 5]
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # A config with a typo: validation reports it; the optimizer, loss and layer names are
-# resolved too (which imports jax) so that every problem is reported at once.
+# resolved too, so that every problem is reported at once.
 TYPO = """\
 model:
   input_shape: [2]

@@ -12,13 +12,11 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from nnrun.errors import ConfigError
+from nnrun.lazy import Array, jax, jnp
 from nnrun.registry import Registry, split_identifier
 
-Activation = Callable[[jax.Array], jax.Array]
+Activation = Callable[[Array], Array]
 
 ACTIVATIONS = Registry("activation")
 

@@ -342,6 +342,7 @@ def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Spli
     run = rundir.create_run_dir(runs_root, spec.name)
     rundir.write_atomic(run / "config.yaml", dump_yaml(spec.resolved))
     arch = {"model": model_to_dict(spec.model)}
+    arch["model"].pop("weights", None)   # architecture only
     if not spec.model.is_graph:
         arch["model"].setdefault("input_shape", list(model.input_shape))
     rundir.write_atomic(run / "model.yaml", dump_yaml(arch))
@@ -354,9 +355,37 @@ def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Spli
     return run, info
 
 
+def _resume_run(spec: Spec, run: Path, argv: list[str], allow_config_change: bool
+                ) -> tuple[Path, dict]:
+    """A stopped run's directory and run.json, checked for resuming (status, config)."""
+    from nnrun.fitting import check_resumable
+
+    if not rundir.is_run_dir(run):
+        raise ConfigError("not a run directory (no config.yaml in it)", where=str(run))
+    run = run.resolve()
+    info = rundir.read_run_json(run)
+    new = dump_yaml(spec.resolved)
+    diff = check_resumable(run, info, (run / "config.yaml").read_text(encoding="utf-8"),
+                           new, allow_config_change)
+    if diff:
+        rundir.write_atomic(run / "config.yaml", new)
+    info.setdefault("resumed", []).append({
+        "argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "after_status": info.get("status"), "config_diff": diff or None})
+    info.update(status="running", stop_reason=None)
+    rundir.write_json(run / "run.json", info)
+    return run, info
+
+
 def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None = None,
-          stream: TextIO = sys.stdout, quiet: bool = False) -> TrainResult:
-    """Train as the config says, writing the run directory as training goes."""
+          stream: TextIO = sys.stdout, quiet: bool = False, resume: Path | None = None,
+          allow_config_change: bool = False) -> TrainResult:
+    """Train as the config says, writing the run directory as training goes. With
+    `resume` (a run directory), continue that run from its last.h5 exactly; a config
+    other than the run's is refused (with the diff) unless `allow_config_change`."""
+    from nnrun.callbacks import check_monitors
+    from nnrun.checkpoint import Checkpointer
+    from nnrun.fitting import CallbackRunner, fit_loop, load_resume_state
     from nnrun.report import EpochReporter
     from nnrun.trainer import Fitter
 
@@ -373,20 +402,36 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     fitter = Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
                     batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle,
                     x=splits.train.x, y=splits.train.y, val=val)
-    run, info = _start_run(spec, model, runs_root, list(argv or sys.argv), splits)
-    log = rundir.MetricsLog(run, [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val
-                                                 else [])])
-    from nnrun.checkpoint import Checkpointer
-
-    checkpointer = Checkpointer(run / "checkpoints", monitor="val_loss" if val else "loss",
+    keys = [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val else [])]
+    check_monitors(spec.fit.callbacks, keys, spec.where)
+    start = start_weights(spec, model) if resume is None else None
+    argv = list(argv or sys.argv)
+    if resume is None:
+        run, info = _start_run(spec, model, runs_root, argv, splits)
+        if start is not None:
+            info["initial_weights"] = start.record()
+            if start.missing and not quiet:
+                print(start.note(), file=stream)
+    else:
+        run, info = _resume_run(spec, Path(resume), argv, allow_config_change)
+    runner = CallbackRunner(spec, run / "checkpoints")
+    monitor, mode = runner.best_monitor(val is not None)
+    checkpointer = Checkpointer(run / "checkpoints", monitor=monitor, mode=mode,
                                 attrs={"seed": spec.seed, "config": dump_yaml(spec.resolved)})
+    checkpointer.on_last = lambda: runner.last_attrs(fitter)
+    if resume is None:
+        ts = fitter.initial_state()
+        if start is not None:
+            ts = start.apply(ts)
+        checkpointer.flush(ts, 0)  # the initial weights: a loadable last.h5 from the start
+    else:
+        ts = load_resume_state(run, fitter, checkpointer, runner)
+    log = rundir.MetricsLog(run, keys, resume_after=fitter.epoch if resume else None)
     result = TrainResult(run)
     reporter = EpochReporter(spec.fit.epochs, stream, quiet=quiet)
-    ts = fitter.initial_state()
-    checkpointer.flush(ts, 0)  # the initial weights: a loadable last.h5 from the start
     try:
         with _StopFlag(stream) as stop:
-            ts = _fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result)
+            ts = fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner)
     except KeyboardInterrupt:
         result.status, result.stop_reason, result.exit_code = "interrupted", "aborted", 130
     except BaseException as exc:
@@ -396,30 +441,79 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
         reporter.close()
         log.close()
         _finish_run(run, info, fitter, result)
+        _draw_curves(run, stream)
     return result
 
 
-def _fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result):
-    for _ in range(spec.fit.epochs):
-        lr = fitter.learning_rate(ts)
-        ts, res = fitter.run_epoch(ts)
-        for key, value in res.logs.items():
-            result.history.setdefault(key, []).append(value)
-        log.append(res.epoch, res.logs, lr, res.seconds)
-        reporter.epoch_end(res.epoch, res.logs, res.seconds)
-        if not all(np.isfinite(v) for v in res.logs.values()):
-            checkpointer.flush(None, res.epoch)  # keep the last good files; best.h5 flushed
-            result.status, result.exit_code = "diverged", 4
-            result.stop_reason = f"non-finite loss or metric at epoch {res.epoch}"
-            return ts
-        checkpointer.epoch_end(ts, res.epoch, res.logs, final=res.epoch == spec.fit.epochs)
-        if stop.requested:
-            checkpointer.flush(ts, res.epoch)
-            result.status, result.exit_code = "interrupted", 130
-            result.stop_reason = f"{stop.requested} after epoch {res.epoch}"
-            return ts
-    result.stop_reason = f"completed {spec.fit.epochs} epochs"
-    return ts
+@dataclass
+class StartWeights:
+    """model.weights read: the weights of the layers the checkpoint has, by name."""
+
+    path: str
+    params: dict
+    state: dict
+    loaded: list[str]
+    missing: list[str]
+
+    def apply(self, ts):
+        """The train state with these layers' weights in place of their initialization
+        (the optimizer's state is kept: it starts from zeros either way)."""
+        import jax.numpy as jnp
+
+        params = {**ts.params, **{k: _as_device(v, jnp) for k, v in self.params.items()}}
+        state = {**ts.state, **{k: _as_device(v, jnp) for k, v in self.state.items()}}
+        return ts._replace(params=params, state=state)
+
+    def note(self) -> str:
+        return (f"note: model.weights {self.path}: no weights for layer"
+                f"{'s' if len(self.missing) > 1 else ''} {', '.join(self.missing)}; "
+                "they keep their initialization")
+
+    def record(self) -> dict:
+        return {"path": self.path, "loaded": self.loaded, "initialized": self.missing}
+
+
+def _as_device(tree, jnp):
+    return {k: _as_device(v, jnp) if isinstance(v, dict) else jnp.asarray(v)
+            for k, v in tree.items()}
+
+
+def start_weights(spec: Spec, model) -> StartWeights | None:
+    """The weights model.weights names (a checkpoint .h5, or a run directory: its
+    best.h5), matched to the model's layers by name; None without model.weights. Shapes
+    that differ are a ConfigError at model.weights naming the layers."""
+    from nnrun.checkpoint import read_layer_weights
+    from nnrun.errors import CheckpointError
+
+    if spec.model.weights is None:
+        return None
+    path = Path(spec.model.weights)
+    if path.is_dir() and rundir.is_run_dir(path):
+        path = path / "checkpoints" / "best.h5"
+    params, state = model.param_shapes()
+    try:
+        p, s, loaded, missing = read_layer_weights(path, params=params, state=state)
+    except CheckpointError as exc:
+        raise ConfigError(f"{exc.where}: {exc.message}",
+                          where=spec.where(("model", "weights"))) from None
+    if not loaded:
+        raise ConfigError(f"{path}: no layer of the model is in this checkpoint (layers are "
+                          f"matched by name: {', '.join(missing)})",
+                          where=spec.where(("model", "weights")))
+    return StartWeights(str(path), p, s, loaded, missing)
+
+
+def _draw_curves(run: Path, stream: TextIO) -> None:
+    """plots/learning_curves.png from metrics.csv, whatever way training ended; a
+    failure to draw is a warning, never the run's error."""
+    from nnrun.report_charts import plot_learning_curves
+
+    try:
+        plot_learning_curves(run)
+    except ConfigError:   # no epoch completed: nothing to draw
+        pass
+    except Exception as exc:  # noqa: BLE001 - a picture must not fail a run
+        print(f"warning: learning curves not drawn: {exc}", file=stream)
 
 
 def _finish_run(run: Path, info: dict, fitter, result: TrainResult) -> None:
@@ -466,8 +560,34 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
     obj = objective_for(spec, model, ds.y)
     evaluate_fn = jax.jit(make_eval(model, obj, len(ds), spec.fit.batch_size))
     sums = evaluate_fn(params, state, ds.x, ds.y)
-    return {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
-            **finalize(obj, sums)}
+    result = {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
+              "checkpoint": checkpoint, **finalize(obj, sums)}
+    report = _classification(spec, model, params, state, ds)
+    if report is not None:
+        result["classification"] = report
+    rundir.write_json(run / "eval.json", result)
+    if report is not None:
+        from nnrun.report_charts import CONFUSION, plot_confusion_matrix
+
+        plot_confusion_matrix(report["confusion_matrix"], report["classes"],
+                              run / "plots" / CONFUSION,
+                              title=f"{spec.name}: {name} data, {checkpoint} checkpoint")
+    return result
+
+
+def _classification(spec: Spec, model, params, state, ds) -> dict[str, Any] | None:
+    """For a classifier of one output (a class per sample), the per-class report and
+    confusion matrix (`nnrun.classify`); None for anything else."""
+    from nnrun.classify import classification_report
+    from nnrun.trainer import make_predict
+
+    if len(model.output_names) > 1 or len(model.output_shape) != 1:
+        return None
+    kind = task_kind(spec, int(model.output_shape[0]))
+    if kind == "regression":
+        return None
+    probs = np.asarray(make_predict(model, len(ds), spec.fit.batch_size)(params, state, ds.x))
+    return classification_report(np.asarray(ds.y), probs, kind)
 
 
 def task_kind(spec: Spec, out_dim: int) -> str:
@@ -550,6 +670,9 @@ def checked_model(spec: Spec):
     problems += data_problems(spec.data, spec.origins)
     layers = layer_problems(spec.model.layers, spec.where, spec.fit.batch_size)
     problems += layers
+    from nnrun.callbacks import schedule_problems
+
+    problems += schedule_problems(spec.fit.callbacks, spec.where)
     model = None
     if _shape_known(spec) and not layers:
         try:
@@ -566,6 +689,9 @@ def _partial_problems(partial) -> list[tuple[str | None, str]]:
     sections (names of the optimizer, loss, metrics, layers' functions, datasets)."""
     problems = compile_problems(partial.compile, partial.origins) if partial.compile else []
     problems += data_problems(partial.data, partial.origins)
+    from nnrun.callbacks import schedule_problems
+
+    problems += schedule_problems(getattr(partial, "callbacks", ()), partial.origins.where)
     return problems + layer_problems(partial.layers, partial.origins.where)
 
 
@@ -586,9 +712,10 @@ def load_checked(config: str | Path, overrides: tuple[str, ...] = ()) -> Spec:
 
 def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """`nnrun check`: the config validated, the optimizer, loss, metrics and every
-    layer's functions resolved and the model built (every layer's shapes, by one
-    abstract trace) — no data read, nothing compiled. A ConfigError holds every problem
-    found, those of the sections validation passed included."""
+    layer's functions resolved and the model built (every layer's shapes and weights,
+    by the layers' pure-Python shape rules) — no data read, nothing compiled, jax not
+    imported. A ConfigError holds every problem found, those of the sections
+    validation passed included."""
     spec = load_checked(config, overrides)
     model = checked_model(spec)
     if model is None:

@@ -131,21 +131,79 @@ def load_checkpoint(path: Path, *, params: dict, state: dict,
     return p, s, o, attrs
 
 
+def _shapes_of(group: h5py.Group) -> dict:
+    return {k: _shapes_of(v) if isinstance(v, h5py.Group) else tuple(v.shape)
+            for k, v in group.items()}
+
+
+def _skeleton_shapes(tree: dict) -> dict:
+    return {k: _skeleton_shapes(v) if isinstance(v, dict) else tuple(v.shape)
+            for k, v in tree.items()}
+
+
+def read_layer_weights(path: Path, *, params: dict, state: dict
+                       ) -> tuple[dict, dict, list[str], list[str]]:
+    """The weights of a checkpoint for the layers of a model, matched by layer name (the
+    top-level groups of /params and /state): (params, state, the layers loaded, the
+    model's layers with weights that the file lacks). A layer whose weights' names or
+    shapes differ is a CheckpointError naming each such layer with both shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", where=str(path))
+    p_out, s_out, loaded, missing, differ = {}, {}, [], [], []
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise CheckpointError("not an nnrun checkpoint", where=str(path))
+            _check_links(f, "", f)
+            for name in sorted(set(params) | set(state)):
+                in_file = [g for g in ("params", "state") if f"{g}/{name}" in f]
+                if not in_file:
+                    missing.append(name)
+                    continue
+                want = {"params": _skeleton_shapes(params.get(name, {})),
+                        "state": _skeleton_shapes(state.get(name, {}))}
+                have = {g: _shapes_of(f[f"{g}/{name}"]) if f"{g}/{name}" in f else {}
+                        for g in ("params", "state")}
+                if want != have:
+                    differ.append(f"{name!r}: the file has {have['params']}, the model "
+                                  f"expects {want['params']}" if want["params"] !=
+                                  have["params"] else f"{name!r}: its state differs (file "
+                                  f"{have['state']}, model {want['state']})")
+                    continue
+                if name in params:
+                    p_out[name] = _read_into(f, f"params/{name}", params[name])
+                if name in state:
+                    s_out[name] = _read_into(f, f"state/{name}", state[name])
+                loaded.append(name)
+    except (OSError, KeyError) as exc:
+        raise CheckpointError(f"cannot read checkpoint: {exc}", where=str(path)) from None
+    if differ:
+        raise CheckpointError("weights of another shape than the model's, for layer"
+                              f"{'s' if len(differ) > 1 else ''} " + "; ".join(differ),
+                              where=str(path))
+    return p_out, s_out, loaded, missing
+
+
 CHECKPOINT_SECONDS = 1.0  # the most training a crash (kill -9) can cost
 
 
 class Checkpointer:
     """Keeps last.h5 and best.h5 of a run current, writing at most every CHECKPOINT_SECONDS.
 
-    The best state (lowest `monitor`) is written when found if a write is due, else
-    kept as a device copy until the next write: the next epoch donates the buffers.
+    The best state (lowest `monitor`, or highest with mode "max") is written when found
+    if a write is due, else kept as a device copy until the next write: the next epoch
+    donates the buffers. `on_last()`, if set, is called before each write of last.h5
+    and returns more attributes for it (the fit loop's resume state).
     """
 
-    def __init__(self, folder: Path, *, monitor: str, attrs: dict):
+    def __init__(self, folder: Path, *, monitor: str, attrs: dict, mode: str = "min"):
         self.folder, self.monitor, self.attrs = Path(folder), monitor, attrs
-        self.best_value = np.inf
+        self.sign = -1.0 if mode == "max" else 1.0
+        self.best_value = np.inf   # sign * the best monitored value
         self.best: tuple | None = None  # (TrainState, epoch, value) not yet written
         self.last_write = time.monotonic()
+        self.on_last = None
 
     def _write(self, name: str, ts, epoch: int, extra: dict | None = None) -> None:
         save_checkpoint(self.folder / name, params=ts.params, state=ts.state,
@@ -153,7 +211,8 @@ class Checkpointer:
                                                        **(extra or {})})
 
     def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
-        value = logs.get(self.monitor, np.inf)
+        raw = logs.get(self.monitor)
+        value = np.inf if raw is None else self.sign * raw
         write_now = final or time.monotonic() - self.last_write >= CHECKPOINT_SECONDS
         if np.isfinite(value) and value < self.best_value:
             self.best_value = value
@@ -166,10 +225,12 @@ class Checkpointer:
     def flush(self, ts, epoch: int) -> None:
         """Write last.h5 from `ts` (unless None) and any best state not yet written."""
         if ts is not None:
-            self._write("last.h5", ts, epoch)
+            extra = {"best_value": float(self.best_value)}
+            self._write("last.h5", ts, epoch, {**extra, **(self.on_last() if self.on_last
+                                                          else {})})
         if self.best is not None:
             best_ts, best_epoch, value = self.best
             self._write("best.h5", best_ts, best_epoch, {"monitor": self.monitor,
-                                                         "value": float(value)})
+                                                         "value": float(self.sign * value)})
             self.best = None
         self.last_write = time.monotonic()

@@ -17,6 +17,7 @@ import click
 from nnrun import __version__
 from nnrun.cli_common import CHECKPOINT, TARGET, common_options, configure_jax, handle_errors
 from nnrun.cli_config import check, config_cmd, export, import_keras, schema
+from nnrun.cli_runs import diff_cmd, runs_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,20 +27,35 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("config", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@click.option("--resume", "resume", metavar="RUN",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Continue the stopped run RUN from its checkpoints/last.h5, exactly as "
+                   "if it had not stopped (its own config unless CONFIG is given).")
+@click.option("--allow-config-change", is_flag=True,
+              help="With --resume: accept a config (CONFIG or --set) other than the run's.")
 @handle_errors
-def train(config: Path, overrides, runs_dir: Path, as_json: bool, debug: bool,
-          quiet: bool) -> None:
-    """Train CONFIG; the last line printed is the run directory."""
+def train(config: Path | None, overrides, runs_dir: Path, as_json: bool, debug: bool,
+          quiet: bool, resume: Path | None, allow_config_change: bool) -> None:
+    """Train CONFIG (or --resume RUN); the last line printed is the run directory."""
     from nnrun import api
+    from nnrun.errors import ConfigError
 
-    spec = api.load_checked(config, overrides)
+    if config is None and resume is None:
+        raise ConfigError("Missing argument 'CONFIG' (or give --resume RUN)",
+                          where="nnrun train")
+    if resume is not None and not (resume / "config.yaml").is_file():
+        raise ConfigError("not a run directory (no config.yaml in it)", where=str(resume))
+    spec = api.load_checked(config if config is not None else resume / "config.yaml",
+                            overrides)
     configure_jax()
     stream = sys.stderr if as_json else sys.stdout
     result = api.train(spec, runs_root=runs_dir, argv=["nnrun", *sys.argv[1:]],
-                       stream=stream, quiet=quiet)
+                       stream=stream, quiet=quiet, resume=resume,
+                       allow_config_change=allow_config_change)
     if as_json:
         click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status,
                                "stop_reason": result.stop_reason,
@@ -72,8 +88,15 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
 
     from nnrun.report import metrics_table
 
-    values = {k: v for k, v in result.items() if k not in ("run", "source", "data")}
-    Console().print(metrics_table(values, f"{result['data']} data: {result['source']}"))
+    values = {k: v for k, v in result.items()
+              if k not in ("run", "source", "data", "classification")}
+    console = Console()
+    console.print(metrics_table(values, f"{result['data']} data: {result['source']}"))
+    if "classification" in result:
+        from nnrun.report import classification_tables
+
+        for table in classification_tables(result["classification"]):
+            console.print(table)
 
 
 @main.command()
@@ -133,31 +156,47 @@ def summary(target: Path, expand_nested: bool, overrides, runs_dir: Path, as_jso
 
 @main.command()
 @TARGET
-@click.option("--output", "-o", "output_path", required=True, type=click.Path(path_type=Path),
-              help="The diagram: .png, .svg, .pdf (drawn with matplotlib) or .dot (Graphviz).")
+@click.option("--output", "-o", "output_path", type=click.Path(path_type=Path),
+              help="The diagram: .png, .svg, .pdf (drawn with matplotlib) or .dot (Graphviz). "
+                   "With --curves, default RUN/plots/learning_curves.png.")
+@click.option("--curves", is_flag=True,
+              help="Draw a run's learning curves (loss and metrics per epoch, train and "
+                   "validation, from its metrics.csv) instead of the model.")
 @click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB", show_default=True,
               help="Top to bottom, or left to right.")
 @click.option("--show-shapes/--no-shapes", default=True, show_default=True,
               help="Input and output shapes in each box.")
 @common_options
 @handle_errors
-def plot(target: Path, output_path: Path, rankdir: str, show_shapes: bool, overrides,
-         runs_dir: Path, as_json: bool, debug: bool) -> None:
+def plot(target: Path, output_path: Path | None, curves: bool, rankdir: str,
+         show_shapes: bool, overrides, runs_dir: Path, as_json: bool, debug: bool) -> None:
     """Draw the model (boxes: layer name, type, shapes; arrows: connections), as the
-    founding notes' plot(model, to_file='model.png')."""
+    founding notes' plot(model, to_file='model.png'); with --curves, a run's learning
+    curves."""
     from nnrun import api
-    from nnrun.report import plot_model
+    from nnrun.errors import ConfigError
 
-    spec, _ = api.resolve_target(target, overrides, runs_root=runs_dir)
-    path = plot_model(api.summary_model(spec), output_path, rankdir=rankdir,
-                      show_shapes=show_shapes, name=spec.name)
+    if curves:
+        from nnrun.report_charts import plot_learning_curves
+
+        _, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
+        path = plot_learning_curves(run, output_path)
+    elif output_path is None:
+        raise ConfigError("give the diagram's file: --output model.png (or --curves for a "
+                          "run's learning curves)", where="--output")
+    else:
+        from nnrun.report import plot_model
+
+        spec, _ = api.resolve_target(target, overrides, runs_root=runs_dir)
+        path = plot_model(api.summary_model(spec), output_path, rankdir=rankdir,
+                          show_shapes=show_shapes, name=spec.name)
     if as_json:
         click.echo(json.dumps({"output": str(path)}))
     else:
         click.echo(f"wrote {path}")
 
 
-for command in (config_cmd, check, schema, import_keras, export):
+for command in (config_cmd, check, schema, import_keras, export, runs_cmd, diff_cmd):
     main.add_command(command)
 
 

@@ -97,6 +97,11 @@ _SIMPLE = {
     "nested_layer": {"$ref": "#/definitions/layer"},
     "nested_layers": {"$ref": "#/definitions/layers"},
     "nested_graph": {"$ref": "#/definitions/model"},
+    # callbacks' arguments (nnrun.callbacks)
+    "_non_negative": {"type": "number", "minimum": 0},
+    "_factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    "_save_freq": {"anyOf": [{"const": "epoch"}, POSITIVE]},
+    "_verbose": {"enum": [0, 1, 2]},
 }
 
 
@@ -139,6 +144,8 @@ def layer_schema(type_: str, spec: s.LayerSchema) -> dict:
         for dims in KERAS1_KERNEL_DIMS:
             props.update({d: _loose(POSITIVE) for d in dims})
     props.update({"name": {"type": "string", "minLength": 1},
+                  "trainable": {**_loose({"type": "boolean"}),
+                                "description": "false freezes the layer's weights"},
                   "input_shape": _loose(SHAPE), "input_dim": _loose(POSITIVE),
                   "input_length": _loose(POSITIVE),
                   "batch_input_shape": {"type": "array", "minItems": 2},
@@ -206,7 +213,27 @@ def _model() -> dict:
         "input_dtype": {"enum": list(INPUT_DTYPES)},
         "inputs": {"type": "object", "additionalProperties": graph_input},
         "layers": {"$ref": "#/definitions/layers"}, "outputs": names,
+        "weights": {"type": "string", "minLength": 1,
+                    "description": "a checkpoint (.h5) or run directory to start from; "
+                                   "layers are matched by name"},
     }, MODEL_KEYS, required=["layers"])
+
+
+def _callbacks() -> dict:
+    """fit.callbacks: one-key mappings {Callback: {arguments}} (or bare names)."""
+    from nnrun.callbacks import ARGS
+
+    def args_schema(name: str, args: dict) -> dict:
+        props = {key: checker_schema(check, key) for key, (check, _) in args.items()}
+        if name == "LearningRateScheduler":   # plus the named schedule's own arguments
+            return {"type": ["object", "null"], "properties": props, "required": ["schedule"]}
+        return {"type": ["object", "null"], "properties": props, "additionalProperties": False}
+
+    one = {"type": "object", "minProperties": 1, "maxProperties": 1,
+           "additionalProperties": False,
+           "properties": {name: args_schema(name, args) for name, args in ARGS.items()}}
+    return {"type": "array", "items": {"anyOf": [{"enum": sorted(ARGS)}, one]},
+            "description": "Keras callbacks, e.g. [{EarlyStopping: {patience: 3}}]"}
 
 
 def build_schema() -> dict[str, Any]:
@@ -237,8 +264,8 @@ def build_schema() -> dict[str, Any]:
     data = _section({"train": _data_source(), "validation": _data_source(),
                      "test": _data_source(), "validation_split": split}, DATA_KEYS)
     fit = _section({"batch_size": _loose(POSITIVE), "epochs": _loose(POSITIVE),
-                    "shuffle": _loose({"type": "boolean"}), "validation_split": split},
-                   FIT_KEYS)
+                    "shuffle": _loose({"type": "boolean"}), "validation_split": split,
+                    "callbacks": _callbacks()}, FIT_KEYS)
     files = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     top = {
         "version": {"const": CONFIG_VERSION, "description": "the config format's version"},

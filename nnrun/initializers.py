@@ -13,13 +13,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 
 from nnrun.errors import ConfigError
+from nnrun.lazy import Array, jax, jnp
 from nnrun.registry import Registry, did_you_mean, split_identifier
 
-Initializer = Callable[..., jax.Array]
+Initializer = Callable[..., Array]
 Shape = Sequence[int]
 
 INITIALIZERS = Registry("initializer")
@@ -57,7 +57,7 @@ def compute_fans(
 def zeros() -> Initializer:
     """All zeros."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
         return jnp.zeros(shape, dtype)
 
     return init
@@ -67,7 +67,7 @@ def zeros() -> Initializer:
 def ones() -> Initializer:
     """All ones."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
         return jnp.ones(shape, dtype)
 
     return init
@@ -77,7 +77,7 @@ def ones() -> Initializer:
 def constant(value: float = 0.0) -> Initializer:
     """Every entry equal to `value` (a scalar, or an array broadcastable to the shape)."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
         return jnp.asarray(value, dtype) * jnp.ones(shape, dtype)
 
     return init
@@ -87,11 +87,15 @@ def constant(value: float = 0.0) -> Initializer:
 def identity(gain: float = 1.0) -> Initializer:
     """`gain` times the identity matrix (2-D shapes only)."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def check_shape(shape: Shape) -> None:
         if len(shape) != 2:
             raise ConfigError(f"the identity initializer needs a 2-D shape, got {tuple(shape)}")
+
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
+        check_shape(shape)
         return gain * jnp.eye(*shape, dtype=dtype)
 
+    init.check_shape = check_shape
     return init
 
 
@@ -101,7 +105,7 @@ def random_uniform(
 ) -> Initializer:
     """Uniform on [minval, maxval)."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
         return jax.random.uniform(
             _key(key, seed), tuple(shape), dtype, minval=minval, maxval=maxval
         )
@@ -113,7 +117,7 @@ def random_uniform(
 def random_normal(mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> Initializer:
     """Normal with the given mean and standard deviation."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
         return jax.random.normal(_key(key, seed), tuple(shape), dtype) * stddev + mean
 
     return init
@@ -125,7 +129,7 @@ def truncated_normal(
 ) -> Initializer:
     """Normal cut at two standard deviations (stddev is of the untruncated normal)."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
         sample = jax.random.truncated_normal(_key(key, seed), -2.0, 2.0, tuple(shape), dtype)
         return sample * stddev + mean
 
@@ -146,7 +150,16 @@ def variance_scaling(
     distribution = str(distribution).lower()
     _check_variance_scaling(scale, mode, distribution)
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def check_shape(shape: Shape) -> None:
+        if input_axes is None or output_axes is None:   # compute_fans reads both or none
+            return
+        for name, axes in (("input_axes", input_axes), ("output_axes", output_axes)):
+            if not all(-len(shape) <= a < len(shape) for a in axes):
+                raise ConfigError(f"variance_scaling: {name} {list(axes)} out of range for a "
+                                  f"weight of shape {tuple(shape)}")
+
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
+        check_shape(shape)
         fan_in, fan_out = compute_fans(shape, input_axes, output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
         variance = scale / max(1.0, fan)
@@ -159,6 +172,7 @@ def variance_scaling(
         limit = math.sqrt(3.0 * variance)
         return jax.random.uniform(key, shape, dtype, minval=-limit, maxval=limit)
 
+    init.check_shape = check_shape
     return init
 
 
@@ -204,9 +218,12 @@ for _name, _camel, _args in [
 def orthogonal(gain: float = 1.0, seed: int | None = None) -> Initializer:
     """`gain` times a random orthogonal matrix (QR of a normal draw, Keras's sign fix)."""
 
-    def init(key: jax.Array, shape: Shape, dtype: Any = jnp.float32) -> jax.Array:
+    def check_shape(shape: Shape) -> None:
         if len(shape) < 2:
             raise ConfigError(f"the orthogonal initializer needs rank >= 2, got {tuple(shape)}")
+
+    def init(key: jax.Array, shape: Shape, dtype: Any = np.float32) -> jax.Array:
+        check_shape(shape)
         rows, cols = math.prod(shape[:-1]), shape[-1]
         a = jax.random.normal(_key(key, seed), (max(rows, cols), min(rows, cols)), dtype)
         q, r = jnp.linalg.qr(a)
@@ -215,7 +232,18 @@ def orthogonal(gain: float = 1.0, seed: int | None = None) -> Initializer:
             q = q.T
         return gain * jnp.reshape(q, tuple(shape))
 
+    init.check_shape = check_shape
     return init
+
+
+def weight_shape(init: Initializer, shape: Shape) -> tuple[int, ...]:
+    """`shape` as a tuple, once the checks `init` makes of a shape passed (the identity
+    initializer takes matrices only...), without drawing anything: a layer's
+    `param_shapes` gives each weight's shape so."""
+    check = getattr(init, "check_shape", None)
+    if check is not None:
+        check(tuple(shape))
+    return tuple(shape)
 
 
 def get(identifier: str | Mapping[str, Any] | Callable[..., Any]) -> Initializer:

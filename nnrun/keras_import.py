@@ -270,7 +270,16 @@ def _drop_chained_inputs(items: list[dict], inputs: list[str]) -> list[dict]:
 
 
 def _layer(entry: Any, path: str) -> dict:
-    """One Keras layer config -> `{Type: {name, **args}}`."""
+    """One Keras layer config -> `{Type: {name, **args}}`, with `trainable: false` if
+    the layer is frozen in Keras."""
+    item = _layer_item(entry, path)
+    config = entry.get("config") if isinstance(entry, dict) else None
+    if isinstance(config, dict) and config.get("trainable") is False:
+        next(iter(item.values()))["trainable"] = False
+    return item
+
+
+def _layer_item(entry: Any, path: str) -> dict:
     if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
         raise LayerProblem(path, "expected a layer: {class_name, config}")
     class_name, config = entry["class_name"], entry.get("config") or {}

@@ -103,6 +103,15 @@ class _Exporter:
         raise ConfigError(message, where=self.where(path))
 
     def layer(self, item: dict, path: tuple) -> dict:
+        """One layer as Keras's serialized form; `trainable: false` as Keras's."""
+        args = dict(next(iter(item.values())))
+        trainable = args.pop("trainable", True)
+        obj = self._layer({next(iter(item)): args}, path)
+        if trainable is False:
+            obj["config"]["trainable"] = False
+        return obj
+
+    def _layer(self, item: dict, path: tuple) -> dict:
         type_, args = next(iter(item.items()))
         args = dict(args)
         name = args.pop("name")

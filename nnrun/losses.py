@@ -19,15 +19,12 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-
 from nnrun.errors import ConfigError
+from nnrun.lazy import Array, jax, jnp
 from nnrun.registry import Registry, split_identifier
 
 EPSILON = 1e-7
 
-Array = jax.Array
 LossFn = Callable[[Array, Array], Array]
 
 
@@ -228,6 +225,10 @@ def sparse_categorical_crossentropy(
 # ---- the registry: factories taking Keras's constructor arguments ------------------
 
 
+def _sqrt(x: Array) -> Array:
+    return jnp.sqrt(x)
+
+
 def _plain(name: str, fn: LossFn, *aliases: str, finalize: Callable = _identity) -> None:
     def factory() -> Loss:
         return Loss(per_sample_of(fn), finalize, name)
@@ -244,7 +245,7 @@ _plain("mean_squared_logarithmic_error", mean_squared_logarithmic_error,
        "MSLE", "msle", "MeanSquaredLogarithmicError")
 # Keras 3 has no RMSE loss, only the metric: sqrt of the mean over the whole batch.
 _plain("root_mean_squared_error", mean_squared_error, "RMSE", "rmse", "RootMeanSquaredError",
-       finalize=jnp.sqrt)
+       finalize=_sqrt)
 _plain("hinge", hinge, "Hinge")
 _plain("squared_hinge", squared_hinge, "SquaredHinge")
 _plain("categorical_hinge", categorical_hinge, "CategoricalHinge")

@@ -14,15 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-
 from nnrun import losses
 from nnrun.errors import ConfigError
+from nnrun.lazy import Array, jnp
 from nnrun.losses import align, mean_over_samples, per_sample_of
 from nnrun.registry import Registry, unknown_name_message
-
-Array = jax.Array
 
 
 def _identity(x: Array) -> Array:

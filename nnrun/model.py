@@ -2,19 +2,23 @@
 
 Params and state are dicts keyed by unique layer name (only layers that have
 any appear), so checkpoints hold one group per layer.
+
+Building a model runs every layer's shape rules (`output_shape`, `param_shapes`) in
+pure Python: the output shapes, the weights' shapes and parameter counts, and every
+shape error, located, without importing jax (this is `nnrun check`'s shape check).
+`param_shapes()` traces `init` once, when training or loading needs the weights'
+abstract values, and checks that the trace agrees with the rules.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 from nnrun.errors import ConfigError, NnrunError
 from nnrun.layers import Layer, get_layer_class
+from nnrun.lazy import jax, jnp
 from nnrun.spec_model import LayerSpec, ModelSpec
 
 Shape = tuple[int, ...]
@@ -47,29 +51,39 @@ class Model:
         if spec.is_graph:
             self.input_names = [i.name for i in spec.inputs]
             self.input_shapes = {i.name: tuple(i.shape) for i in spec.inputs}
-            self.input_dtypes = {i.name: _dtype(i.dtype) for i in spec.inputs}
+            self._dtype_names = {i.name: i.dtype for i in spec.inputs}
             self.output_names = list(spec.outputs)
             self.wiring = [tuple(lspec.inputs) for lspec in spec.layers]
         else:
             self.input_names = ["input"]
             self.input_shapes = {"input": tuple(input_shape)}
-            self.input_dtypes = {"input": _dtype(spec.input_dtype)}
+            self._dtype_names = {"input": spec.input_dtype}
             self.output_names = [layers[-1].name] if layers else ["input"]
             self.wiring = [("input",)] + [(layer.name,) for layer in layers[:-1]]
         self.order = self._topological()
         # The single-input case, which the trainer and the data checks use.
         self.input_shape = self.input_shapes[self.input_names[0]]
-        self.input_dtype = self.input_dtypes[self.input_names[0]]
-        self.infos: list[LayerInfo] = []
-        # One abstract trace of init gives every layer's output shape and the params'
-        # shapes, and locates a layer that cannot take its input.
-        shapes: dict[str, Shape] = {}
-        self._shapes = jax.eval_shape(lambda k: self._init(k, shapes), jax.random.key(0))
-        self.infos = [LayerInfo(layer.name, self.spec.layers[i].type, shapes[layer.name],
+        # The layers' shape rules give every node's output shape and the weights' shapes,
+        # and locate a layer that cannot take its input; pure Python, no jax.
+        self.node_shapes: dict[str, Shape] = {}
+        self.weight_shapes = self._walk(self._layer_shapes, self.node_shapes)
+        self._abstract: tuple[Any, Any] | None = None   # param_shapes(), traced when needed
+        self.infos = [LayerInfo(layer.name, self.spec.layers[i].type,
+                                self.node_shapes[layer.name],
                                 self.wiring[i] if spec.is_graph else ())
                       for i, layer in enumerate(layers)]
-        self.output_shapes = [shapes.get(n, self.input_shapes.get(n)) for n in self.output_names]
+        self.output_shapes = [self.node_shapes[n] for n in self.output_names]
         self.output_shape = self.output_shapes[0]
+
+    @property
+    def input_dtypes(self) -> dict[str, Any]:
+        """Each input's jax dtype (int32 for token ids, else float32)."""
+        return {name: _dtype(d) for name, d in self._dtype_names.items()}
+
+    @property
+    def input_dtype(self) -> Any:
+        """The first input's jax dtype (the single-input case)."""
+        return _dtype(self._dtype_names[self.input_names[0]])
 
     def _topological(self) -> list[int]:
         """Layer indices so that every layer comes after the ones it takes (the spec
@@ -99,10 +113,20 @@ class Model:
                               where=self._where(lspec.arg_path("inputs")))
         return values[refs[0]]
 
-    def _init_layer(self, i: int, key: jax.Array, shape):
+    def _layer_shapes(self, i: int, shape) -> tuple[dict, dict, Shape]:
+        """Layer i's shape rules for this input: (params' shapes, state's shapes, output
+        shape), as `init` would give them (nested dicts of tuples)."""
+        layer = self.layers[i]
+        out = tuple(layer.output_shape(shape))
+        params, state = layer.param_shapes(shape)
+        return params, state, out
+
+    def _located(self, make, i: int, shape) -> tuple[dict, dict, Shape]:
+        """`make(i, shape)` (layer i's init or shape rules); an error in it becomes a
+        ConfigError located at the layer's config (at its argument, if it names one)."""
         layer, lspec = self.layers[i], self.spec.layers[i]
         try:
-            return layer.init(key, shape)
+            return make(i, shape)
         except NnrunError as exc:  # exc.where names the argument, if any
             if exc.where and any(c in exc.where for c in ".:["):   # located already (nested)
                 raise
@@ -114,13 +138,15 @@ class Model:
             raise ConfigError(f"cannot apply {lspec.type} to input shape {shown}: {exc}",
                               where=self._where(lspec.path)) from None
 
-    def _init(self, key: jax.Array, shapes: dict | None = None) -> tuple[dict, dict]:
+    def _walk(self, make, shapes: dict | None = None) -> tuple[dict, dict]:
+        """(params, state) of `make(i, input_shape) -> (params, state, output_shape)` run
+        on the layers in order (their init, or their shape rules); every node's shape
+        goes into `shapes`."""
         params, state = {}, {}
         known: dict[str, Shape] = dict(self.input_shapes)
         for i in self.order:
             layer = self.layers[i]
-            p, s, shape = self._init_layer(i, jax.random.fold_in(key, i),
-                                           self._layer_input(i, known))
+            p, s, shape = self._located(make, i, self._layer_input(i, known))
             known[layer.name] = tuple(shape)
             owner = layer.param_name   # a shared layer's params are made once
             if owner in params or owner in state:
@@ -134,9 +160,13 @@ class Model:
             shapes.update(known)
         return params, state
 
+    def _init(self, key: jax.Array, shapes: dict | None = None) -> tuple[dict, dict]:
+        return self._walk(lambda i, shape: self.layers[i].init(jax.random.fold_in(key, i),
+                                                               shape), shapes)
+
     def _check_shared(self, i: int, existing: dict, new: dict) -> None:
         """A shared layer applied to an input its weights do not fit is a config error."""
-        shapes = jax.tree_util.tree_map(jnp.shape, (existing, new))
+        shapes = (shape_tree(existing), shape_tree(new))
         if shapes[0] != shapes[1]:
             lspec = self.spec.layers[i]
             raise ConfigError(f"{self.layers[i].param_name!r} cannot be applied to this input "
@@ -203,8 +233,11 @@ class Model:
                                                         training=training, key=lkey, **extra)
                 activity = activity + inner
             else:
-                y, s = layer.apply(lparams, lstate, inputs, training=training, key=lkey,
-                                   **extra)
+                # A frozen BatchNormalization runs in inference mode, as in Keras 3.
+                frozen_bn = (not self.spec.layers[i].trainable
+                             and self.spec.layers[i].type == "BatchNormalization")
+                y, s = layer.apply(lparams, lstate, inputs, key=lkey,
+                                   training=training and not frozen_bn, **extra)
             values[layer.name], step_masks[layer.name] = y, out_mask
             if layer.activity is not None:   # Keras 3: divided by the batch size
                 if mask is None:
@@ -238,20 +271,107 @@ class Model:
         return {name: self._by_name[name].project(p) for name, p in params.items()}
 
     def param_shapes(self) -> tuple[Any, Any]:
-        """(params, state) as ShapeDtypeStructs, without computing anything."""
-        return self._shapes
+        """(params, state) as ShapeDtypeStructs, without computing anything: one abstract
+        trace of `init`, on the first call. The trace must give the shapes the layers'
+        shape rules gave (what `nnrun check` and summary report); a layer whose rules
+        disagree with its init is a bug, reported here rather than trained on."""
+        if self._abstract is None:
+            traced: dict[str, Shape] = {}
+            abstract = jax.eval_shape(lambda k: self._init(k, traced), jax.random.key(0))
+            if traced != self.node_shapes or shape_tree(abstract) != shape_tree(
+                    self.weight_shapes):
+                raise NnrunError(_disagreement(self, traced, abstract))
+            self._abstract = abstract
+        return self._abstract
 
-    def count_params(self) -> dict[str, int]:
-        """Per layer name: number of trainable and non-trainable values."""
-        params, state = self.param_shapes()
+    def count_params(self) -> dict[str, tuple[int, int]]:
+        """Per layer name: number of trainable and non-trainable values (a frozen
+        layer's weights are non-trainable, as Keras's `trainable = False`)."""
+        params, state = self.weight_shapes
+        mask = self.trainable_mask()
         counts = {}
         for layer in self.layers:
-            trainable = sum(int(np.prod(v.shape)) for v in
-                            jax.tree_util.tree_leaves(params.get(layer.name, {})))
-            fixed = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(
+            p, m = params.get(layer.name, {}), mask.get(layer.name, {})
+            counts[layer.name] = (_masked_size(p, m, True), _masked_size(p, m, False) + _size(
                 layer.counted_state(state.get(layer.name, {}))))
-            counts[layer.name] = (trainable, fixed)
         return counts
+
+    def trainable_mask(self) -> dict:
+        """The params' structure with a bool per weight: False for the weights of layers
+        with `trainable: false` (all of a frozen nested model's; a shared layer's when
+        any of its uses is frozen). Static: the train step keeps those weights unchanged."""
+        params, _ = self.weight_shapes
+        frozen = {layer.param_name for layer, lspec in zip(self.layers, self.spec.layers)
+                  if not lspec.trainable}
+        mask: dict = {}
+        for layer in self.layers:
+            name = layer.param_name
+            if name not in params or name in mask:
+                continue
+            if name not in frozen and getattr(layer, "nested", False):
+                mask[name] = layer.model_for_summary().trainable_mask()
+            else:
+                mask[name] = _filled(params[name], name not in frozen)
+        return mask
+
+    def has_frozen(self) -> bool:
+        """Whether any weight is frozen."""
+        return not all(_leaves(self.trainable_mask()))
+
+
+def shape_tree(tree: Any) -> Any:
+    """A nested dict of arrays (or of ShapeDtypeStructs, or of shape tuples) as the same
+    dicts of shape tuples, keys sorted (as jax's tree functions order them)."""
+    if isinstance(tree, dict):
+        return {k: shape_tree(tree[k]) for k in sorted(tree)}
+    if isinstance(tree, (tuple, list)) and not hasattr(tree, "shape"):
+        if all(isinstance(d, int) for d in tree):
+            return tuple(tree)
+        return type(tree)(shape_tree(t) for t in tree)
+    return tuple(tree.shape)
+
+
+def _filled(tree: Any, value: bool) -> Any:
+    """A nested dict of shapes with every leaf replaced by `value`."""
+    if isinstance(tree, dict):
+        return {k: _filled(v, value) for k, v in tree.items()}
+    return value
+
+
+def _leaves(tree: Any) -> list:
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in _leaves(v)]
+    return [tree]
+
+
+def _masked_size(tree: Any, mask: Any, keep: bool) -> int:
+    """The number of values in `tree` (of shapes) whose mask leaf is `keep`."""
+    if isinstance(tree, dict):
+        return sum(_masked_size(v, mask.get(k, True) if isinstance(mask, dict) else mask,
+                                keep) for k, v in tree.items())
+    return math.prod(tree) if bool(mask) == keep else 0
+
+
+def _size(tree: Any) -> int:
+    """The number of values in a nested dict of shape tuples."""
+    if isinstance(tree, dict):
+        return sum(_size(v) for v in tree.values())
+    return math.prod(tree)
+
+
+def _disagreement(model: Model, traced: dict, abstract: tuple) -> str:
+    """The message for shape rules that disagree with init (a bug in a layer)."""
+    for name, shape in traced.items():
+        if model.node_shapes.get(name) != shape:
+            return (f"internal error: layer {name!r}'s shape rule gives "
+                    f"{model.node_shapes.get(name)}, its init {shape}")
+    rules, init = shape_tree(model.weight_shapes), shape_tree(abstract)
+    for which, got, want in zip(("params", "state"), rules, init):
+        for name in sorted(set(got) | set(want)):
+            if got.get(name) != want.get(name):
+                return (f"internal error: layer {name!r}'s {which} by its shape rules are "
+                        f"{got.get(name)}, by its init {want.get(name)}")
+    return "internal error: the shape rules disagree with init"
 
 
 def build_model(spec: ModelSpec, *, input_shape: Shape | None = None, where=None,

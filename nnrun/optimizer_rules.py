@@ -9,7 +9,10 @@ Keras decays the *variable* (var -= var * wd * lr) before the rule runs; no rule
 the variable, so in delta form the decay is added after the rule (see `keras_weight_decay`).
 
 Every rule's state is a NamedTuple whose first fields are `count` (updates done) and
-`learning_rate` (the rate the next update will use). States hold arrays only.
+`learning_rate` (the rate the schedule gives the next update). States hold arrays only.
+Rules and weight decay take an extra argument `lr_scale` (optax's extra args): the rate
+used is the schedule's times it, so callbacks (ReduceLROnPlateau, LearningRateScheduler)
+change the rate between epochs without a recompile.
 """
 
 from __future__ import annotations
@@ -17,13 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-import optax
-
+from nnrun.lazy import Array, jax, jnp, optax
 from nnrun.registry import Registry
 
-Schedule = Callable[[jax.Array], Any]
+Schedule = Callable[[Array], Any]
 LearningRate = float | Schedule
 
 OPTIMIZERS = Registry("optimizer")
@@ -77,9 +77,9 @@ def _keras_rule(state_cls: type, learning_rate: LearningRate, leaf_step: Callabl
         count = jnp.zeros([], jnp.int32)
         return state_cls(count=count, learning_rate=_lr_at(schedule, count), **fields)
 
-    def update(updates, state, params=None):
-        del params
-        lr = jnp.asarray(schedule(state.count))
+    def update(updates, state, params=None, *, lr_scale=None, **extra):
+        del params, extra
+        lr = _scaled(jnp.asarray(schedule(state.count)), lr_scale)
         t = state.count + 1
         new_scalars = advance(state, t) if advance else {}
         grads, treedef = jax.tree.flatten(updates)
@@ -94,7 +94,14 @@ def _keras_rule(state_cls: type, learning_rate: LearningRate, leaf_step: Callabl
                                    **new_slots, **new_scalars)
         return treedef.unflatten(columns[0]), new_state
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _scaled(lr: jax.Array, lr_scale: Any) -> jax.Array:
+    """The schedule's rate times the callbacks' scale (float32, as Keras's variable)."""
+    if lr_scale is None:
+        return lr
+    return (lr.astype(jnp.float32) * jnp.asarray(lr_scale, jnp.float32)).astype(lr.dtype)
 
 
 def _zeros(p):
@@ -363,10 +370,11 @@ def keras_weight_decay(weight_decay: float,
         del params
         return WeightDecayState(count=jnp.zeros([], jnp.int32))
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, *, lr_scale=None, **extra):
+        del extra
         if params is None:
             raise ValueError(optax.NO_PARAMS_MSG)
-        lr = jnp.asarray(schedule(state.count))
+        lr = _scaled(jnp.asarray(schedule(state.count)), lr_scale)
 
         def decay(delta, p):
             decayed = p - p * weight_decay * lr.astype(p.dtype)
@@ -375,7 +383,7 @@ def keras_weight_decay(weight_decay: float,
         new_state = WeightDecayState(count=optax.safe_increment(state.count))
         return jax.tree.map(decay, updates, params), new_state
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 CLIPPERS = {"clipnorm": keras_clip_by_norm, "clipvalue": keras_clip_by_value,

@@ -12,11 +12,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import optax
-
 from nnrun.errors import ConfigError
+from nnrun.lazy import jax, jnp, optax
 from nnrun.optimizer_rules import (  # noqa: F401  (re-exported: the rules are public)
     BASE_DEFAULTS,
     CLIP_OPTIONS,

@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from nnrun.errors import ConfigError
+from nnrun.lazy import jax, jnp
 from nnrun.registry import Registry, split_identifier
 
 EPSILON = 1e-7  # keras.backend.epsilon()

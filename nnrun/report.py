@@ -146,6 +146,29 @@ def metrics_table(values: dict[str, Any], title: str) -> Table:
     return table
 
 
+def classification_tables(report: dict[str, Any]) -> list[Table]:
+    """A classifier's per-class precision/recall/F1 (with macro and weighted averages)
+    and its confusion matrix (rows: true class, columns: predicted)."""
+    scores = Table(title="per class", box=box.SIMPLE_HEAVY)
+    for column in ("class", "precision", "recall", "f1", "support"):
+        scores.add_column(column, justify="left" if column == "class" else "right")
+    for row in report["per_class"]:
+        scores.add_row(row["class"], *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")),
+                       str(row["support"]))
+    total = sum(row["support"] for row in report["per_class"])
+    for name, avg in report["averages"].items():
+        scores.add_row(f"{name} avg", *(f"{avg[k]:.4f}" for k in ("precision", "recall", "f1")),
+                       str(total), style="dim" if name == "weighted" else None)
+    matrix = Table(title="confusion matrix", caption="rows: true class, columns: predicted",
+                   box=box.SIMPLE_HEAVY)
+    matrix.add_column("true \\ pred")
+    for label in report["classes"]:
+        matrix.add_column(label, justify="right")
+    for label, counts in zip(report["classes"], report["confusion_matrix"]):
+        matrix.add_row(label, *(str(c) for c in counts))
+    return [scores, matrix]
+
+
 # ---------------------------------------------------------------- diagrams
 
 FORMATS = (".png", ".svg", ".pdf", ".dot")

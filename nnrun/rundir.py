@@ -86,12 +86,18 @@ class MetricsLog:
     is identical for identical runs; wall-clock seconds go to metrics.jsonl only.
     """
 
-    def __init__(self, run: Path, keys: list[str]):
+    def __init__(self, run: Path, keys: list[str], *, resume_after: int | None = None):
+        """A new log, or with `resume_after` the run's log kept up to that epoch (rows
+        after it, of epochs a resumed run trains again, dropped) and appended to."""
         self.keys = ["epoch", *keys, "lr"]
-        self._csv = open(run / "metrics.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
-        self._jsonl = open(run / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        if resume_after is not None:
+            _truncate_logs(run, resume_after)
+        mode = "a" if resume_after is not None else "w"
+        self._csv = open(run / "metrics.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
+        self._jsonl = open(run / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
         self._writer = csv.writer(self._csv)
-        self._writer.writerow(self.keys)
+        if resume_after is None:
+            self._writer.writerow(self.keys)
         self._csv.flush()
 
     def append(self, epoch: int, logs: dict[str, float], lr: float, seconds: float) -> None:
@@ -105,6 +111,20 @@ class MetricsLog:
     def close(self) -> None:
         self._csv.close()
         self._jsonl.close()
+
+
+def _truncate_logs(run: Path, epoch: int) -> None:
+    """metrics.csv and metrics.jsonl rewritten (atomically) without rows after `epoch`."""
+    csv_path, jsonl_path = run / "metrics.csv", run / "metrics.jsonl"
+    lines = csv_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    # A line without its newline is one a crash cut short.
+    kept = lines[:1] + [line for line in lines[1:]
+                        if line.endswith("\n") and int(line.split(",", 1)[0]) <= epoch]
+    write_atomic(csv_path, "".join(kept))
+    records = jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True) \
+        if jsonl_path.is_file() else []
+    write_atomic(jsonl_path, "".join(r for r in records
+                                     if r.endswith("\n") and json.loads(r)["epoch"] <= epoch))
 
 
 def _fmt(value: Any) -> str:

@@ -15,10 +15,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax.numpy as jnp
-import optax
-
 from nnrun.errors import ConfigError
+from nnrun.lazy import jnp, optax
 from nnrun.registry import Registry, did_you_mean
 
 Schedule = Callable[[Any], Any]
@@ -55,8 +53,11 @@ def piecewise_constant(boundaries: list, values: list) -> Schedule:
     if len(values) != len(boundaries) + 1:
         raise ConfigError(f"values needs one more entry than boundaries: got "
                           f"{len(values)} values for {len(boundaries)} boundaries")
-    edges, levels = jnp.asarray(boundaries, jnp.float32), jnp.asarray(values, jnp.float32)
-    return lambda step: levels[jnp.searchsorted(edges, _f(step), side="left")]
+
+    def schedule(step):
+        edges, levels = jnp.asarray(boundaries, jnp.float32), jnp.asarray(values, jnp.float32)
+        return levels[jnp.searchsorted(edges, _f(step), side="left")]
+    return schedule
 
 
 @SCHEDULES.register("polynomial_decay", "PolynomialDecay")
@@ -117,32 +118,45 @@ def cosine_decay_restarts(initial_learning_rate: float, first_decay_steps: int,
     return schedule
 
 
+def _optax_schedule(name: str, *args: Any) -> Schedule:
+    """`optax.<name>(*args)`, made on the first call: resolving a config's schedule
+    (`nnrun check` does) imports no optax."""
+    made: list[Schedule] = []
+
+    def schedule(step):
+        if not made:
+            made.append(getattr(optax, name)(*args))
+        return made[0](step)
+    return schedule
+
+
 @SCHEDULES.register("constant")
 def constant(value: float) -> Schedule:
-    return optax.constant_schedule(value)
+    return _optax_schedule("constant_schedule", value)
 
 
 @SCHEDULES.register("linear")
 def linear(init_value: float, end_value: float, transition_steps: int,
            transition_begin: int = 0) -> Schedule:
     """From init_value to end_value over transition_steps (after transition_begin)."""
-    return optax.linear_schedule(init_value, end_value, transition_steps, transition_begin)
+    return _optax_schedule("linear_schedule", init_value, end_value, transition_steps,
+                           transition_begin)
 
 
 @SCHEDULES.register("warmup_cosine")
 def warmup_cosine(init_value: float, peak_value: float, warmup_steps: int, decay_steps: int,
                   end_value: float = 0.0) -> Schedule:
     """Linear warmup to peak_value, then a cosine to end_value; decay_steps counts both."""
-    return optax.warmup_cosine_decay_schedule(init_value, peak_value, warmup_steps,
-                                              decay_steps, end_value)
+    return _optax_schedule("warmup_cosine_decay_schedule", init_value, peak_value,
+                           warmup_steps, decay_steps, end_value)
 
 
 @SCHEDULES.register("one_cycle")
 def one_cycle(transition_steps: int, peak_value: float, pct_start: float = 0.3,
               div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
     """Smith's one-cycle policy (cosine up to peak_value for pct_start, then down)."""
-    return optax.cosine_onecycle_schedule(transition_steps, peak_value, pct_start,
-                                          div_factor, final_div_factor)
+    return _optax_schedule("cosine_onecycle_schedule", transition_steps, peak_value,
+                           pct_start, div_factor, final_div_factor)
 
 
 _POSITIVE_STEPS = ("decay_steps", "first_decay_steps", "transition_steps")

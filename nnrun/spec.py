@@ -8,12 +8,13 @@ location, then cross-field checks; all problems are raised as one ConfigError.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nnrun.callbacks import CallbackSpec, validate_callbacks
 from nnrun.compose import interpolate, read_config_file
 from nnrun.overrides import apply_override
 from nnrun.registry import unknown_name_message
@@ -82,6 +83,14 @@ class FitSpec:
     batch_size: int
     epochs: int
     shuffle: bool
+    callbacks: tuple[CallbackSpec, ...] = ()
+
+    def to_dict(self) -> dict:
+        """The resolved `fit:` (callbacks with every argument; none: no key)."""
+        out = {"batch_size": self.batch_size, "epochs": self.epochs, "shuffle": self.shuffle}
+        if self.callbacks:
+            out["callbacks"] = [c.to_dict() for c in self.callbacks]
+        return out
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ class PartialSpec:
     data: DataSpec | None
     compile: CompileSpec | None
     layers: tuple[LayerSpec, ...]
+    callbacks: tuple[CallbackSpec, ...] = ()
 
 
 # ---------------------------------------------------------------- loading
@@ -184,7 +194,12 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
                               len(model.outputs) > 1 else ())
             if isinstance(raw.get("compile"), dict) else None)
     fit = _validate_fit(fit_raw, problems)
-    problems.raise_if_any(PartialSpec(origins, data, comp, tuple(problems.clean_layers)))
+    problems.raise_if_any(PartialSpec(origins, data, comp, tuple(problems.clean_layers),
+                                      fit.callbacks))
+    if model.weights is not None and base_dir is not None:   # as data paths: absolute
+        weights = Path(model.weights).expanduser()
+        model = replace(model, weights=str(
+            weights if weights.is_absolute() else (Path(base_dir) / weights).resolve()))
     resolved = {
         "version": CONFIG_VERSION, "name": name, "seed": seed,
         "data": {k: _absolute_paths(v, base_dir) for k, v in data.__dict__.items()
@@ -194,7 +209,7 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
                     "metrics": (list(comp.metrics) if not isinstance(comp.metrics, dict) else
                                 {k: list(v) for k, v in comp.metrics.items()}),
                     **({"loss_weights": comp.loss_weights} if comp.loss_weights else {})},
-        "fit": dict(fit.__dict__),
+        "fit": fit.to_dict(),
     }
     return Spec(name=name, seed=seed, data=data, model=model, compile=comp, fit=fit,
                 resolved=resolved, origins=origins, base_dir=base_dir, source=source)
@@ -353,7 +368,9 @@ def _validate_fit(fit: dict, problems: Problems) -> FitSpec:
     check_keys(fit, FIT_KEYS, path, problems, "fit")
     return FitSpec(batch_size=typed_field(fit, "batch_size", positive_int, 32, path, problems),
                    epochs=typed_field(fit, "epochs", positive_int, 1, path, problems),
-                   shuffle=typed_field(fit, "shuffle", boolean, True, path, problems))
+                   shuffle=typed_field(fit, "shuffle", boolean, True, path, problems),
+                   callbacks=validate_callbacks(fit.get("callbacks"), path + ("callbacks",),
+                                                problems))
 
 
 # ---------------------------------------------------------------- writing

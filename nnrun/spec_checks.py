@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 
 TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit")
 DATA_KEYS = ("train", "validation", "validation_split", "test")
-MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "inputs", "layers", "outputs")
+MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "inputs", "layers", "outputs",
+              "weights")
 COMPILE_KEYS = ("optimizer", "loss", "metrics", "loss_weights")
-FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split")
+FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split", "callbacks")
 SECTION_KEYS = {"data": DATA_KEYS, "model": MODEL_KEYS, "compile": COMPILE_KEYS,
                 "fit": FIT_KEYS}
 

@@ -14,6 +14,7 @@ from nnrun.schema import (
     COMMON_ARGS,
     LAYERS,
     ArgTypeError,
+    boolean,
     canonical_type,
     got,
     nested_graph,
@@ -49,6 +50,8 @@ class LayerSpec:
     # Graph models: the names of the model inputs / layers this layer takes, or None for
     # the previous layer's output (a Sequential stack).
     inputs: tuple[str, ...] | None = None
+    # Keras's `trainable`: false freezes the layer's (a nested model's: all its) weights.
+    trainable: bool = True
 
     def arg_path(self, arg: str) -> PathT:
         """The config path of an argument as the user wrote it (alias names included)."""
@@ -64,6 +67,8 @@ class ModelSpec:
     # one input of input_shape / input_dtype, the last layer's output).
     inputs: tuple[InputSpec, ...] | None = None
     outputs: tuple[str, ...] | None = None
+    # model.weights: a checkpoint (.h5) to start from, layers matched by name (absolute).
+    weights: str | None = None
 
     @property
     def is_graph(self) -> bool:
@@ -81,6 +86,23 @@ class InputSpec:
 
 
 def validate_model(model: dict, problems: Problems, path: PathT = ("model",)) -> ModelSpec:
+    """The `model:` section (or a nested graph model's) validated."""
+    spec = _validate_model(model, problems, path)
+    weights = model.get("weights")
+    if weights is None:
+        return spec
+    if path != ("model",):
+        problems.add(path + ("weights",), "weights: goes on the top-level model only",
+                     key=True)
+    elif not isinstance(weights, str) or not weights:
+        problems.add(path + ("weights",), "expected the path of a checkpoint to start from, "
+                                          "e.g. runs/base/checkpoints/best.h5, " + got(weights))
+    else:
+        return replace(spec, weights=weights)
+    return spec
+
+
+def _validate_model(model: dict, problems: Problems, path: PathT) -> ModelSpec:
     check_keys(model, MODEL_KEYS, path, problems, "model")
     input_shape = typed_field(model, "input_shape", shape, None, path, problems)
     input_dim = typed_field(model, "input_dim", positive_int, None, path, problems)
@@ -500,8 +522,14 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
         counts[base] = n + 1
         name = base if n == 0 else f"{base}_{n}"
     arg_paths = {canon: apath + (key,) for canon, (key, _) in given.items()}
+    trainable = True
+    if "trainable" in given:
+        try:
+            trainable = boolean(given["trainable"][1])
+        except ArgTypeError as exc:
+            problems.add(apath + (given["trainable"][0],), str(exc))
     return LayerSpec(type=type_, name=name, args=args, path=path,
-                     arg_paths=arg_paths)
+                     arg_paths=arg_paths, trainable=trainable)
 
 
 def _layer_input_shape(given, apath, problems, *, input_dim_is_arg: bool = False
@@ -545,11 +573,15 @@ def model_to_dict(model: ModelSpec) -> dict:
     out["layers"] = []
     for layer in model.layers:
         args = {"name": layer.name, **layer.args}
+        if not layer.trainable:
+            args["trainable"] = False
         if layer.inputs is not None:
             args["inputs"] = list(layer.inputs)
         out["layers"].append({layer.type: plain(args)})
     if model.outputs is not None:
         out["outputs"] = list(model.outputs)
+    if model.weights is not None:
+        out["weights"] = model.weights
     return out
 
 
@@ -557,7 +589,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, ModelSpec):   # a nested graph model
         return model_to_dict(value)
     if isinstance(value, LayerSpec):   # a nested model's layer
-        return {value.type: plain({"name": value.name, **value.args})}
+        frozen = {} if value.trainable else {"trainable": False}
+        return {value.type: plain({"name": value.name, **value.args, **frozen})}
     if isinstance(value, tuple):
         return [plain(v) for v in value]
     if isinstance(value, dict):

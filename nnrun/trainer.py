@@ -200,13 +200,17 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTransformation,
                      n: int, batch_size: int, traces: dict | None = None) -> Callable:
-    """`(TrainState, x, y, order, seed, epoch) -> (TrainState, sums)`, to be jitted.
+    """`(TrainState, x, y, order, seed, epoch, lr_scale) -> (TrainState, sums)`, to be
+    jitted. `lr_scale` (a float32 scalar, an argument: no recompile when callbacks change
+    it) multiplies the optimizer's learning rate.
 
     `traces["epoch"]` counts how often the function is traced (once per fit).
     """
     grad_fn = jax.value_and_grad(make_loss_fn(model, obj), has_aux=True)
+    optimizer = optax.with_extra_args_support(optimizer)
+    frozen = model.trainable_mask() if model.has_frozen() else None   # static: no retrace
 
-    def epoch_fn(ts: TrainState, x, y, order, seed, epoch):
+    def epoch_fn(ts: TrainState, x, y, order, seed, epoch, lr_scale):
         if traces is not None:
             traces["epoch"] = traces.get("epoch", 0) + 1
         idx, w = _padded_batches(order, n, batch_size)
@@ -219,8 +223,12 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
             xb, yb = _take(x, ib), _take(y, ib)
             (loss, (state, parts)), grads = grad_fn(
                 ts.params, ts.state, xb, yb, wb, jax.random.fold_in(dropout_key, i))
-            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params,
+                                                  lr_scale=lr_scale)
             params = model.constrain(optax.apply_updates(ts.params, updates))
+            if frozen is not None:   # trainable: false: those weights keep their values
+                params = jax.tree_util.tree_map(lambda keep, new, old: new if keep else old,
+                                                frozen, params, ts.params)
             acc = _accumulate(acc, obj, loss, parts, jnp.sum(wb))
             return (TrainState(params, state, opt_state), acc), None
 
@@ -337,6 +345,7 @@ class Fitter:
         self.n = rows(x)
         self._start_compiles(self.n, shuffle)
         self.epoch = 0  # epochs completed
+        self.lr_scale = np.float32(1.0)  # set between epochs by callbacks
         self.epoch_seconds: list[float] = []  # epochs after the first
         self.first_epoch_seconds: float | None = None  # from construction: compiles included
 
@@ -352,7 +361,8 @@ class Fitter:
         epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
                                     self.traces)
         self.train_epoch = BackgroundCompile(
-            epoch_fn, (ts, _abstract(self.x), _abstract(self.y), order, scalar, scalar),
+            epoch_fn, (ts, _abstract(self.x), _abstract(self.y), order, scalar, scalar,
+                       jax.ShapeDtypeStruct((), jnp.float32)),
             donate_argnums=(0,))
         self.shuffle = shuffle
         self.fixed_order = np.arange(n, dtype=np.int32)
@@ -367,6 +377,12 @@ class Fitter:
         return self._init(self.seed_array)
 
     def learning_rate(self, ts: TrainState) -> float:
+        """The rate the next update will use: the schedule's times `lr_scale`, in float32
+        as the update computes it."""
+        return float(np.float32(current_learning_rate(ts.opt_state)) * self.lr_scale)
+
+    def schedule_learning_rate(self, ts: TrainState) -> float:
+        """The optimizer's own rate for the next update (without `lr_scale`)."""
         return float(current_learning_rate(ts.opt_state))
 
     def run_epoch(self, ts: TrainState) -> tuple[TrainState, EpochResult]:
@@ -375,7 +391,8 @@ class Fitter:
         start = time.perf_counter()
         order = epoch_order(self.seed, self.epoch, self.n) if self.shuffle \
             else self.fixed_order
-        ts, sums = self.train_epoch(ts, self.x, self.y, order, self.seed_array, e)
+        ts, sums = self.train_epoch(ts, self.x, self.y, order, self.seed_array, e,
+                                    np.float32(self.lr_scale))
         logs = finalize(self.obj, sums)
         if self.eval_val is not None:
             vsums = self.eval_val(ts.params, ts.state, *self.val)

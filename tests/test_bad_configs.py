@@ -35,7 +35,7 @@ KINDS = {
     "unknown-constraint", "unknown-dataset", "unknown-merge-mode", "wrong-type",
     "out-of-range", "missing-required", "invalid-yaml", "alias-twice", "data-source",
     "graph", "shape", "compile-outputs", "version", "channels-first", "nested",
-    "several-problems", "extends", "interpolation",
+    "several-problems", "extends", "interpolation", "unknown-callback", "callback-argument",
 }
 
 _EXPECT = re.compile(r"# expect: (?P<line>\d+):(?P<col>\d+) (?P<path>\S+): (?P<text>.+)$")

@@ -3,6 +3,11 @@
 `init(key, input_shape) -> (params, state, output_shape)` threads shapes
 (without the batch axis) through a stack without running data;
 `apply(params, state, x, *, training, key) -> (y, state)` computes.
+
+Each layer also has shape rules in pure Python: `output_shape(input_shape)`, which
+raises a ConfigError for an input the layer cannot take, and `param_shapes(input_shape)`,
+the shapes of the params and state `init` makes. The model builder runs them (no jax
+needed: `nnrun check`); tests/test_shape_rules.py checks they equal what `init` gives.
 """
 
 from __future__ import annotations
@@ -10,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
 from nnrun.errors import ConfigError
+from nnrun.lazy import jax
 from nnrun.registry import Registry
 
 LAYER_TYPES = Registry("layer type")
@@ -102,7 +106,14 @@ class Layer:
         return {}, {}, self.output_shape(input_shape)
 
     def output_shape(self, input_shape: Shape) -> Shape:
+        """The output shape for this input shape (no batch axis); a ConfigError if the
+        layer cannot take it."""
         return input_shape
+
+    def param_shapes(self, input_shape: Shape) -> tuple[dict, dict]:
+        """The shapes of the (params, state) `init` makes for this input, as nested dicts
+        of tuples; called after `output_shape` accepted the input."""
+        return {}, {}
 
     def apply(self, params: dict, state: dict, x: jax.Array, *, training: bool,
               key: jax.Array | None) -> tuple[jax.Array, dict]:

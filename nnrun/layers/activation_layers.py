@@ -3,12 +3,11 @@ and Keras 1's ParametricSoftplus and ThresholdedLinear."""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
 from nnrun import activations, initializers
 from nnrun.errors import ConfigError
+from nnrun.initializers import weight_shape
 from nnrun.layers import LAYER_TYPES, Layer
+from nnrun.lazy import jax, jnp
 
 
 class _Elementwise(Layer):
@@ -88,6 +87,14 @@ class PReLU(Layer):
         super().__init__(name, **args)
         self.alpha_init = self.resolve("alpha_initializer", initializers.get, "zeros")
 
+    def output_shape(self, input_shape):
+        _alpha_shape(input_shape, self.args.get("shared_axes"))
+        return input_shape
+
+    def param_shapes(self, input_shape):
+        shape = _alpha_shape(input_shape, self.args.get("shared_axes"))
+        return {"alpha": weight_shape(self.alpha_init, shape)}, {}
+
     def init(self, key, input_shape):
         shape = _alpha_shape(input_shape, self.args.get("shared_axes"))
         return {"alpha": self.alpha_init(key, shape, jnp.float32)}, {}, input_shape
@@ -101,6 +108,9 @@ class ParametricSoftplus(Layer):
     """alpha * softplus(beta * x), alpha and beta learned per unit (Keras 1)."""
 
     supports_masking = True
+
+    def param_shapes(self, input_shape):
+        return {"alpha": tuple(input_shape), "beta": tuple(input_shape)}, {}
 
     def init(self, key, input_shape):
         params = {"alpha": jnp.full(input_shape, self.args["alpha_init"], jnp.float32),

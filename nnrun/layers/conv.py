@@ -9,16 +9,16 @@ mean over stacked window slices.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from functools import partial
-
-import jax
-import jax.numpy as jnp
+from typing import Any
 
 from nnrun import activations, initializers
 from nnrun.errors import ConfigError
+from nnrun.initializers import weight_shape
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
+from nnrun.lazy import jax, jnp
 
 SPATIAL = {1: "(batch, steps, channels)", 2: "(batch, rows, cols, channels)",
            3: "(batch, dim1, dim2, dim3, channels)"}
@@ -130,13 +130,25 @@ class _ConvBase(Layer):
                               f"{self.args.get('padding', 'valid')!r}")
         return (*out, self.out_channels(input_shape[-1]))
 
-    def kernels(self, key, channels: int) -> dict:
+    def kernels(self, channels: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """The kernels for `channels` input channels: name -> (shape, initializer)."""
         raise NotImplementedError
+
+    def param_shapes(self, input_shape):
+        params = {name: weight_shape(init, shape)
+                  for name, (shape, init) in self.kernels(input_shape[-1]).items()}
+        if self.args.get("use_bias", True):
+            params["bias"] = weight_shape(self.bias_init,
+                                          (self.out_channels(input_shape[-1]),))
+        return params, {}
 
     def init(self, key, input_shape):
         out = self.output_shape(input_shape)
         k1, k2 = jax.random.split(key)
-        params = self.kernels(k1, input_shape[-1])
+        kernels = self.kernels(input_shape[-1])
+        keys = [k1] if len(kernels) == 1 else jax.random.split(k1, len(kernels))
+        params = {name: init(k, shape, jnp.float32)
+                  for k, (name, (shape, init)) in zip(keys, kernels.items())}
         if self.args.get("use_bias", True):
             params["bias"] = self.bias_init(k2, (out[-1],), jnp.float32)
         return params, {}, out
@@ -152,10 +164,9 @@ class _ConvBase(Layer):
 
 
 class _Conv(_ConvBase):
-    def kernels(self, key, channels):
+    def kernels(self, channels):
         init = self.resolve("kernel_initializer", initializers.get, "glorot_uniform")
-        shape = (*self.args["kernel_size"], channels, self.args["filters"])
-        return {"kernel": init(key, shape, jnp.float32)}
+        return {"kernel": ((*self.args["kernel_size"], channels, self.args["filters"]), init)}
 
     def compute(self, params, x):
         k, st, d, padding = self._geometry(x.shape[1:])
@@ -176,10 +187,9 @@ class _ConvTranspose(_ConvBase):
         return tuple((n - 1) * ss + lo + hi - (kk - 1) * dd + 1 for n, kk, ss, dd, (lo, hi) in
                      zip(input_shape[:-1], k, st, d, self._pads(input_shape)))
 
-    def kernels(self, key, channels):
+    def kernels(self, channels):
         init = self.resolve("kernel_initializer", initializers.get, "glorot_uniform")
-        shape = (*self.args["kernel_size"], self.args["filters"], channels)
-        return {"kernel": init(key, shape, jnp.float32)}
+        return {"kernel": ((*self.args["kernel_size"], self.args["filters"], channels), init)}
 
     def compute(self, params, x):
         _, st, d, _ = self._geometry(x.shape[1:])
@@ -195,10 +205,10 @@ class _DepthwiseConv(_ConvBase):
     def out_channels(self, channels):
         return channels * self.args["depth_multiplier"]
 
-    def kernels(self, key, channels):
+    def kernels(self, channels):
         init = self.resolve("depthwise_initializer", initializers.get, "glorot_uniform")
         shape = (*self.args["kernel_size"], channels, self.args["depth_multiplier"])
-        return {"kernel": init(key, shape, jnp.float32)}
+        return {"kernel": (shape, init)}
 
     def compute(self, params, x):
         _, st, d, padding = self._geometry(x.shape[1:])
@@ -208,15 +218,12 @@ class _DepthwiseConv(_ConvBase):
 class _SeparableConv(_ConvBase):
     param_of = {"depthwise": "depthwise_kernel", "pointwise": "pointwise_kernel"}
 
-    def kernels(self, key, channels):
-        k1, k2 = jax.random.split(key)
+    def kernels(self, channels):
         m, f = self.args["depth_multiplier"], self.args["filters"]
         dinit = self.resolve("depthwise_initializer", initializers.get, "glorot_uniform")
         pinit = self.resolve("pointwise_initializer", initializers.get, "glorot_uniform")
-        return {"depthwise_kernel": dinit(k1, (*self.args["kernel_size"], channels, m),
-                                          jnp.float32),
-                "pointwise_kernel": pinit(k2, (*(1,) * self.rank, channels * m, f),
-                                          jnp.float32)}
+        return {"depthwise_kernel": ((*self.args["kernel_size"], channels, m), dinit),
+                "pointwise_kernel": ((*(1,) * self.rank, channels * m, f), pinit)}
 
     def compute(self, params, x):
         _, st, d, padding = self._geometry(x.shape[1:])
@@ -236,11 +243,23 @@ for _rank in (1, 2):
                     type(f"SeparableConv{_rank}D", (_SeparableConv,), {"rank": _rank}))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
 def first_max(t: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """max over `axes`, whose gradient goes to the first maximum (row-major over `axes`)
     alone, as XLA's max pooling (Keras's `lax.reduce_window`) routes it; `jnp.max`
     would split it among ties."""
+    return _first_max_vjp()(t, axes)
+
+
+@functools.cache
+def _first_max_vjp():
+    """`first_max` as a `jax.custom_vjp` function, made on first use (not at import:
+    the shape check imports this module without jax)."""
+    fn = jax.custom_vjp(_first_max_value, nondiff_argnums=(1,))
+    fn.defvjp(_first_max_fwd, _first_max_bwd)
+    return fn
+
+
+def _first_max_value(t, axes):
     return jnp.max(t, axis=axes)
 
 
@@ -260,9 +279,6 @@ def _first_max_bwd(axes, res, g):
     big = jnp.iinfo(jnp.int32).max
     first = jnp.min(jnp.where(hit, rank, big), axis=axes, keepdims=True)
     return (jnp.where(rank == first, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype)),)
-
-
-first_max.defvjp(_first_max_fwd, _first_max_bwd)
 
 
 class _Pool(Layer):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
-
 from nnrun import activations, initializers
 from nnrun.errors import ConfigError
+from nnrun.initializers import weight_shape
 from nnrun.layers import LAYER_TYPES, Layer, Shape
+from nnrun.lazy import jax, jnp
 
 
 @LAYER_TYPES.register("Dense")
@@ -26,6 +25,13 @@ class Dense(Layer):
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (*input_shape[:-1], self.args["units"])
+
+    def param_shapes(self, input_shape):
+        units = self.args["units"]
+        params = {"kernel": weight_shape(self.kernel_init, (input_shape[-1], units))}
+        if self.args.get("use_bias", True):
+            params["bias"] = weight_shape(self.bias_init, (units,))
+        return params, {}
 
     def init(self, key, input_shape):
         units = self.args["units"]
@@ -140,6 +146,10 @@ class Embedding(Layer):
     def output_shape(self, input_shape):
         return (*input_shape, self.args["output_dim"])
 
+    def param_shapes(self, input_shape):
+        table = (self.args["input_dim"], self.args["output_dim"])
+        return {"embeddings": weight_shape(self.init_fn, table)}, {}
+
     def init(self, key, input_shape):
         table = self.init_fn(key, (self.args["input_dim"], self.args["output_dim"]), jnp.float32)
         return {"embeddings": table}, {}, self.output_shape(input_shape)
@@ -188,6 +198,9 @@ class Reuse(Layer):
 
     def output_shape(self, input_shape):
         return self.target.output_shape(input_shape)
+
+    def param_shapes(self, input_shape):
+        return self.target.param_shapes(input_shape)
 
     def init(self, key, input_shape):
         return self.target.init(key, input_shape)

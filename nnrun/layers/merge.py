@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import functools
 
-import jax
-import jax.numpy as jnp
-
 from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, Shape, format_shapes
+from nnrun.lazy import jax, jnp
 
 
 class _Merge(Layer):

@@ -33,11 +33,14 @@ class Sequential(Layer):
         return self._models[shape]
 
     @property
-    def uses_rng(self) -> bool:   # built (by the outer model's shape trace) before apply
+    def uses_rng(self) -> bool:   # built (by the outer model's shape rules) before apply
         return any(layer.uses_rng for m in self._models.values() for layer in m.layers)
 
     def output_shape(self, input_shape):
         return self.model(input_shape).output_shape
+
+    def param_shapes(self, input_shape):
+        return self.model(input_shape).weight_shapes
 
     def init(self, key, input_shape):
         inner = self.model(input_shape)

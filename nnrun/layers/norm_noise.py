@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
-
 from nnrun import initializers
 from nnrun.errors import ConfigError
+from nnrun.initializers import weight_shape
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
 from nnrun.layers.core import check_noise_shape, keep_mask
+from nnrun.lazy import jax, jnp
 
 
 def batch_axis_free(axis: int, rank: int) -> int:
@@ -43,8 +42,21 @@ class LayerNormalization(Layer):
         """Axes of the full input (batch = 0), as positive indices."""
         return tuple(sorted(batch_axis_free(a, rank) for a in self.args.get("axis", (-1,))))
 
+    def _param_shape(self, input_shape) -> tuple[int, ...]:
+        return tuple(input_shape[a - 1] for a in self._axes(len(input_shape) + 1))
+
+    def output_shape(self, input_shape):
+        self._param_shape(input_shape)   # the axes exist
+        return input_shape
+
+    def param_shapes(self, input_shape):
+        shape = self._param_shape(input_shape)
+        return {name: weight_shape(init, shape) for name, init, flag in (
+            ("gamma", self.gamma_init, "scale"), ("beta", self.beta_init, "center"))
+            if self.args.get(flag, True)}, {}
+
     def init(self, key, input_shape):
-        param_shape = tuple(input_shape[a - 1] for a in self._axes(len(input_shape) + 1))
+        param_shape = self._param_shape(input_shape)
         k_gamma, k_beta = jax.random.split(key)
         params = {}
         if self.args.get("scale", True):
@@ -163,8 +175,22 @@ class BatchNormalization(Layer):
     def _axis(self, rank: int) -> int:
         return batch_axis_free(self.args.get("axis", -1), rank)
 
+    def _size(self, input_shape) -> tuple[int]:
+        return (input_shape[self._axis(len(input_shape) + 1) - 1],)
+
+    def output_shape(self, input_shape):
+        self._size(input_shape)   # the axis exists
+        return input_shape
+
+    def param_shapes(self, input_shape):
+        shapes = {n: weight_shape(init, self._size(input_shape))
+                  for n, init in self.inits.items()}
+        params = {n: shapes[n] for n, flag in (("gamma", "scale"), ("beta", "center"))
+                  if self.args.get(flag, True)}
+        return params, {n: shapes[n] for n in ("moving_mean", "moving_variance")}
+
     def init(self, key, input_shape):
-        size = (input_shape[self._axis(len(input_shape) + 1) - 1],)
+        size = self._size(input_shape)
         keys = jax.random.split(key, 4)
         make = {n: self.inits[n](k, size, jnp.float32) for n, k in zip(self.inits, keys)}
         params = {n: make[n] for n, flag in (("gamma", "scale"), ("beta", "center"))

@@ -9,13 +9,12 @@ start of every pass over the data); its batch size is the config's fit.batch_siz
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
 from nnrun import activations, initializers
 from nnrun.errors import ConfigError
+from nnrun.initializers import weight_shape
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
 from nnrun.layers.core import keep_mask
+from nnrun.lazy import jax, jnp
 
 
 class _Recurrent(Layer):
@@ -56,6 +55,23 @@ class _Recurrent(Layer):
     def init_bias(self, key):
         return self.inits["bias"](key, self.bias_shape(), jnp.float32)
 
+    def param_shapes(self, input_shape):
+        u, g = self.args["units"], self.gates
+        params = {"kernel": weight_shape(self.inits["kernel"], (input_shape[-1], g * u)),
+                  "recurrent_kernel": weight_shape(self.inits["recurrent"], (u, g * u))}
+        if self.args.get("use_bias", True):
+            params["bias"] = weight_shape(self.inits["bias"], self.bias_shape())
+        return params, {name: shape for name, shape in self._state_shapes()}
+
+    def _state_shapes(self) -> list[tuple[str, tuple[int, int]]]:
+        """A stateful layer's carried states, (batch, units) each; none otherwise."""
+        if not self.stateful:
+            return []
+        if self.batch_size is None:
+            raise ConfigError("a stateful recurrent layer needs a fixed batch size "
+                              "(fit.batch_size)", where="stateful")
+        return [(name, (self.batch_size, self.args["units"])) for name in self.state_names()]
+
     def init(self, key, input_shape):
         out = self.output_shape(input_shape)
         u, g = self.args["units"], self.gates
@@ -70,11 +86,7 @@ class _Recurrent(Layer):
         """A stateful layer's zero states ((batch, units) each); {} otherwise."""
         if not self.stateful:
             return state
-        if self.batch_size is None:
-            raise ConfigError("a stateful recurrent layer needs a fixed batch size "
-                              "(fit.batch_size)", where="stateful")
-        zeros = jnp.zeros((self.batch_size, self.args["units"]), jnp.float32)
-        return {name: zeros for name in self.state_names()}
+        return {name: jnp.zeros(shape, jnp.float32) for name, shape in self._state_shapes()}
 
     def counted_state(self, state: dict) -> dict:
         return {}   # carried states are not weights (Keras counts none)

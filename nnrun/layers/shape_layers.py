@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
-
 from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
+from nnrun.lazy import jax, jnp
 
 
 @LAYER_TYPES.register("Reshape")

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
 from nnrun.errors import ConfigError
 from nnrun.layers import LAYER_TYPES, Layer, get_layer_class
+from nnrun.lazy import jax, jnp
 
 RECURRENT = ("SimpleRNN", "LSTM", "GRU")
 
@@ -51,6 +49,10 @@ class Bidirectional(Layer):
         if self.args.get("merge_mode", "concat") == "concat":
             return (*out[:-1], 2 * out[-1])
         return out
+
+    def param_shapes(self, input_shape):
+        return {"forward": self.forward.param_shapes(input_shape)[0],
+                "backward": self.backward.param_shapes(input_shape)[0]}, {}
 
     def init(self, key, input_shape):
         kf, kb = jax.random.split(key)
@@ -101,6 +103,9 @@ class TimeDistributed(Layer):
     def output_shape(self, input_shape):
         self._check(input_shape)
         return (input_shape[0], *self.inner.output_shape(input_shape[1:]))
+
+    def param_shapes(self, input_shape):
+        return self.inner.param_shapes(input_shape[1:])
 
     def init(self, key, input_shape):
         self._check(input_shape)
