@@ -7,6 +7,7 @@ when the name is taken); runs/latest is a relative symlink to the newest run.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -80,7 +81,8 @@ def _json_safe(value: Any) -> Any:
 
 
 class MetricsLog:
-    """metrics.csv and metrics.jsonl, one row per epoch, flushed as training goes.
+    """metrics.csv and metrics.jsonl, one row per epoch, each file replaced atomically
+    after every epoch (a crash leaves the previous complete file, never half a row).
 
     metrics.csv holds what the model computed (epoch, loss, metrics, val_*, lr) and so
     is identical for identical runs; wall-clock seconds go to metrics.jsonl only.
@@ -90,27 +92,35 @@ class MetricsLog:
         """A new log, or with `resume_after` the run's log kept up to that epoch (rows
         after it, of epochs a resumed run trains again, dropped) and appended to."""
         self.keys = ["epoch", *keys, "lr"]
+        self._csv_path, self._jsonl_path = run / "metrics.csv", run / "metrics.jsonl"
         if resume_after is not None:
             _truncate_logs(run, resume_after)
-        mode = "a" if resume_after is not None else "w"
-        self._csv = open(run / "metrics.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
-        self._jsonl = open(run / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115
-        self._writer = csv.writer(self._csv)
-        if resume_after is None:
-            self._writer.writerow(self.keys)
-        self._csv.flush()
+            self._csv_text = self._csv_path.read_text(encoding="utf-8")
+            self._jsonl_text = self._jsonl_path.read_text(encoding="utf-8") \
+                if self._jsonl_path.is_file() else ""
+        else:
+            self._csv_text, self._jsonl_text = _csv_line(self.keys), ""
+        self._flush()
 
     def append(self, epoch: int, logs: dict[str, float], lr: float, seconds: float) -> None:
         row = {"epoch": epoch, **logs, "lr": lr}
-        self._writer.writerow([_fmt(row.get(k)) for k in self.keys])
-        self._csv.flush()
+        self._csv_text += _csv_line([_fmt(row.get(k)) for k in self.keys])
         record = {k: _json_safe(v) for k, v in {**row, "seconds": seconds}.items()}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        self._jsonl_text += json.dumps(record) + "\n"
+        self._flush()
+
+    def _flush(self) -> None:
+        write_atomic(self._csv_path, self._csv_text)
+        write_atomic(self._jsonl_path, self._jsonl_text)
 
     def close(self) -> None:
-        self._csv.close()
-        self._jsonl.close()
+        """Nothing is held open: every append already wrote both files whole."""
+
+
+def _csv_line(values: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue()
 
 
 def _truncate_logs(run: Path, epoch: int) -> None:

@@ -1,7 +1,10 @@
 """The run directory: fresh names, runs/latest, metrics logs, git provenance."""
 
 import json
+import os
 import subprocess
+
+import pytest
 
 from nnrun.rundir import MetricsLog, create_run_dir, git_info, latest_run_of
 
@@ -44,3 +47,21 @@ def test_git_info(tmp_path):
     assert git_info(tmp_path) == {"commit": head, "dirty": False}
     (tmp_path / "a.txt").write_text("2")
     assert git_info(tmp_path) == {"commit": head, "dirty": True}
+
+
+def test_metrics_log_replaces_its_files_whole(tmp_path, monkeypatch):
+    """A crash while writing an epoch's row leaves the previous complete files."""
+    log = MetricsLog(tmp_path, ["loss"])
+    log.append(1, {"loss": 0.5}, 0.1, 1.0)
+    before = (tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        log.append(2, {"loss": 0.25}, 0.1, 1.0)
+    monkeypatch.undo()
+    after = (tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()
+    assert after == before and before[0].splitlines() == ["epoch,loss,lr", "1,0.5,0.1"]
+    assert not list(tmp_path.glob(".*.tmp"))
