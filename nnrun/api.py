@@ -458,10 +458,11 @@ class StartWeights:
     def apply(self, ts):
         """The train state with these layers' weights in place of their initialization
         (the optimizer's state is kept: it starts from zeros either way)."""
+        import jax
         import jax.numpy as jnp
 
-        params = {**ts.params, **{k: _as_device(v, jnp) for k, v in self.params.items()}}
-        state = {**ts.state, **{k: _as_device(v, jnp) for k, v in self.state.items()}}
+        params = {**ts.params, **jax.tree.map(jnp.asarray, self.params)}
+        state = {**ts.state, **jax.tree.map(jnp.asarray, self.state)}
         return ts._replace(params=params, state=state)
 
     def note(self) -> str:
@@ -471,11 +472,6 @@ class StartWeights:
 
     def record(self) -> dict:
         return {"path": self.path, "loaded": self.loaded, "initialized": self.missing}
-
-
-def _as_device(tree, jnp):
-    return {k: _as_device(v, jnp) if isinstance(v, dict) else jnp.asarray(v)
-            for k, v in tree.items()}
 
 
 def start_weights(spec: Spec, model) -> StartWeights | None:

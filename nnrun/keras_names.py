@@ -1,50 +1,56 @@
 """Keras <-> nnrun names: initializers, regularizers, constraints, activations, and the
 compile section (optimizer, loss, metrics), both ways.
 
-Jax-free tables (tests check them against nnrun's registries). Keras serializes these
-as `{"module": "keras.initializers", "class_name": "GlorotUniform", "config": {...}}`;
-nnrun writes a name, or `{name: ..., parameter: value}` for parameters that differ from
-the defaults. Problems raise `KerasNameError`, which the caller locates.
+Jax-free: names and defaults come from nnrun's registries (which load jax only when
+used); the Keras class names are tables here that tests check against Keras.
+Keras serializes these as
+`{"module": "keras.initializers", "class_name": "GlorotUniform", "config": {...}}`;
+nnrun writes a name, or `{name: ..., parameter: value}` for parameters that differ
+from the defaults. Problems raise `KerasNameError`, which the caller locates.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 import struct
 from typing import Any
 
+from nnrun import activations as _activations
+from nnrun import initializers as _initializers
+from nnrun import regularizers as _regularizers
+from nnrun.optimizer_rules import OPTIMIZERS as _OPTIMIZER_REGISTRY
 from nnrun.registry import unknown_name_message
+from nnrun.schedules import SCHEDULES as _SCHEDULE_REGISTRY
 
 
 class KerasNameError(ValueError):
     """A value with no counterpart on the other side; the message says which."""
 
 
-_AXES = {"seed": None, "input_axes": None, "output_axes": None}
+# canonical nnrun name -> its Keras class
+_INITIALIZER_CLASSES = {
+    "zeros": "Zeros", "ones": "Ones", "constant": "Constant", "identity": "Identity",
+    "uniform": "RandomUniform", "normal": "RandomNormal", "truncated_normal": "TruncatedNormal",
+    "variance_scaling": "VarianceScaling", "glorot_uniform": "GlorotUniform",
+    "glorot_normal": "GlorotNormal", "he_uniform": "HeUniform", "he_normal": "HeNormal",
+    "lecun_uniform": "LecunUniform", "lecun_normal": "LecunNormal", "orthogonal": "Orthogonal"}
+_REGULARIZER_CLASSES = {"l1": "L1", "l2": "L2", "l1_l2": "L1L2"}
+_CONSTRAINT_CLASSES = {"max_norm": "MaxNorm", "min_max_norm": "MinMaxNorm",
+                       "non_neg": "NonNeg", "unit_norm": "UnitNorm"}
 
-# canonical nnrun name -> (Keras class, every nnrun parameter with its default)
-INITIALIZERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "zeros": ("Zeros", {}), "ones": ("Ones", {}),
-    "constant": ("Constant", {"value": 0.0}), "identity": ("Identity", {"gain": 1.0}),
-    "uniform": ("RandomUniform", {"minval": -0.05, "maxval": 0.05, "seed": None}),
-    "normal": ("RandomNormal", {"mean": 0.0, "stddev": 0.05, "seed": None}),
-    "truncated_normal": ("TruncatedNormal", {"mean": 0.0, "stddev": 0.05, "seed": None}),
-    "variance_scaling": ("VarianceScaling", {"scale": 1.0, "mode": "fan_in",
-                                             "distribution": "truncated_normal", **_AXES}),
-    **{name: (cls, dict(_AXES)) for name, cls in (
-        ("glorot_uniform", "GlorotUniform"), ("glorot_normal", "GlorotNormal"),
-        ("he_uniform", "HeUniform"), ("he_normal", "HeNormal"),
-        ("lecun_uniform", "LecunUniform"), ("lecun_normal", "LecunNormal"))},
-    "orthogonal": ("Orthogonal", {"gain": 1.0, "seed": None}),
-}
-REGULARIZERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "l1": ("L1", {"l1": 0.01}), "l2": ("L2", {"l2": 0.01}),
-    "l1_l2": ("L1L2", {"l1": 0.0, "l2": 0.0})}
-CONSTRAINTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "max_norm": ("MaxNorm", {"max_value": 2.0, "axis": 0}),
-    "min_max_norm": ("MinMaxNorm", {"min_value": 0.0, "max_value": 1.0, "rate": 1.0,
-                                    "axis": 0}),
-    "non_neg": ("NonNeg", {}), "unit_norm": ("UnitNorm", {"axis": 0})}
+
+def _with_defaults(classes: dict[str, str], registry) -> dict[str, tuple[str, dict[str, Any]]]:
+    """canonical name -> (Keras class, every nnrun parameter with its default), the
+    defaults read from the registered function's signature."""
+    return {name: (cls, {k: p.default for k, p in
+                         inspect.signature(registry.get(name)).parameters.items()})
+            for name, cls in classes.items()}
+
+
+INITIALIZERS = _with_defaults(_INITIALIZER_CLASSES, _initializers.INITIALIZERS)
+REGULARIZERS = _with_defaults(_REGULARIZER_CLASSES, _regularizers.REGULARIZERS)
+CONSTRAINTS = _with_defaults(_CONSTRAINT_CLASSES, _regularizers.CONSTRAINTS)
 # Other spellings nnrun's registries accept (Keras class names are added below).
 _EXTRA_ALIASES = {"zero": "zeros", "one": "ones", "random_uniform": "uniform",
                   "random_normal": "normal", "IdentityInitializer": "identity",
@@ -54,35 +60,17 @@ KINDS = {"initializer": ("keras.initializers", INITIALIZERS),
          "regularizer": ("keras.regularizers", REGULARIZERS),
          "constraint": ("keras.constraints", CONSTRAINTS)}
 
-ACTIVATIONS = (
-    "linear", "relu", "relu6", "leaky_relu", "sigmoid", "hard_sigmoid", "hard_swish",
-    "hard_silu", "tanh", "hard_tanh", "tanh_shrink", "softplus", "softsign", "softmax",
-    "log_softmax", "elu", "celu", "selu", "gelu", "swish", "silu", "mish", "exponential",
-    "log_sigmoid", "squareplus", "sparse_plus", "sparse_sigmoid", "soft_shrink",
-    "hard_shrink")
+ACTIVATIONS = tuple(_activations.ACTIVATIONS.names(aliases=True))
 
-_BASE = {"weight_decay": None, "clipnorm": None, "clipvalue": None, "global_clipnorm": None}
-_ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
-# canonical nnrun optimizer -> (Keras class, parameters with Keras 3 defaults)
+# canonical nnrun optimizer -> (Keras class, parameters with Keras 3 defaults), and Keras
+# 3's learning-rate schedule classes -> nnrun's schedule names: read from nnrun's own
+# registries, whose aliases are the Keras class names (importing them loads no jax).
 OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "sgd": ("SGD", {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, **_BASE}),
-    "adagrad": ("Adagrad", {"learning_rate": 0.001, "initial_accumulator_value": 0.1,
-                            "epsilon": 1e-7, **_BASE}),
-    "adadelta": ("Adadelta", {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7, **_BASE}),
-    "rmsprop": ("RMSprop", {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0,
-                            "epsilon": 1e-7, "centered": False, **_BASE}),
-    "adam": ("Adam", {"learning_rate": 0.001, **_ADAM, "amsgrad": False, **_BASE}),
-    "adamw": ("AdamW", {"learning_rate": 0.001, **_ADAM, "amsgrad": False, **_BASE,
-                        "weight_decay": 0.004}),
-    "adamax": ("Adamax", {"learning_rate": 0.001, **_ADAM, **_BASE}),
-    "nadam": ("Nadam", {"learning_rate": 0.001, **_ADAM, **_BASE}),
-}
-# Keras 3's learning-rate schedule classes -> nnrun's schedule names (nnrun.schedules).
-KERAS_SCHEDULES = {"ExponentialDecay": "exponential_decay",
-                   "InverseTimeDecay": "inverse_time_decay",
-                   "PiecewiseConstantDecay": "piecewise_constant",
-                   "PolynomialDecay": "polynomial_decay", "CosineDecay": "cosine_decay",
-                   "CosineDecayRestarts": "cosine_decay_restarts"}
+    name: (next(alias for alias, target in _OPTIMIZER_REGISTRY.aliases().items()
+                if target == name), dict(_OPTIMIZER_REGISTRY.get(name).defaults))
+    for name in _OPTIMIZER_REGISTRY.names()}
+KERAS_SCHEDULES = {alias: name for alias, name in _SCHEDULE_REGISTRY.aliases().items()
+                   if alias[:1].isupper()}
 # Keras optimizer options that change nothing at these values (others are refused).
 _OPTIMIZER_NEUTRAL = {"use_ema": False, "loss_scale_factor": None,
                       "gradient_accumulation_steps": None, "decay": 0.0}

@@ -122,6 +122,10 @@ class Registry:
                                       f"{kwargs[param.name]!r}", where=param.name)
         return factory
 
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the canonical name it stands for."""
+        return dict(self._aliases)
+
     def names(self, aliases: bool = False) -> list[str]:
         out = list(self._items)
         if aliases:
