@@ -19,7 +19,16 @@ from nnrun import data as data_mod
 from nnrun import rundir
 from nnrun.errors import ConfigError, DataError
 from nnrun.registry import unknown_name_message
+from nnrun.rowsource import is_lazy
 from nnrun.spec import CompileSpec, DataSpec, Spec, dump_yaml, load_spec, model_to_dict
+from nnrun.splitting import (
+    PREPROCESSING_FILE,
+    output_classes,
+    prepare_splits,
+    preprocess_input,
+    run_preprocessing,
+)
+from nnrun.tables import ENCODING_FILE, read_encoding
 from nnrun.yamlsrc import Origins
 
 # ---------------------------------------------------------------- targets
@@ -55,6 +64,7 @@ class Splits:
     train: data_mod.Dataset | None
     validation: data_mod.Dataset | None
     test: data_mod.Dataset | None
+    preprocessing: Any = None   # nnrun.preprocess.Preprocessing, saved in the run
 
     def files(self) -> list[dict]:
         out = []
@@ -69,31 +79,46 @@ class Splits:
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2}
 
 
-def _load(spec: Spec, key: str) -> data_mod.Dataset | None:
+def _load(spec: Spec, key: str, encoding: dict | None = None) -> data_mod.Dataset | None:
     source = getattr(spec.data, key)
     if source is None:
         return None
     seed = spec.seed + SPLIT_SEED_OFFSET[key]
     try:
-        return data_mod.load_source(source, seed=seed, base_dir=spec.base_dir)
+        from nnrun.rowsource import load_streamed
+
+        streamed = load_streamed(source, spec.base_dir, spec.data.stream)
+        if streamed is not None:
+            return streamed
+        return data_mod.load_source(source, seed=seed, base_dir=spec.base_dir,
+                                    encoding=encoding)
     except ConfigError as exc:
         inner = tuple(exc.where.split(".")) if exc.where else ()
         where = spec.origins.where(("data", key, *inner), key=True)
         raise ConfigError(exc.message, where=where) from None
 
 
-def load_data(spec: Spec, *, need_train: bool = True) -> Splits:
-    """Load train/validation/test as the config says; validation_split takes the last rows."""
-    train = _load(spec, "train") if (need_train or spec.data.validation_split) else None
+def load_data(spec: Spec, *, need_train: bool = True, preprocessing=None,
+              num_classes=None, encoding: dict | None = None) -> Splits:
+    """Load train/validation/test as the config says, then split, preprocess and weigh
+    them (nnrun.splitting.prepare_splits; `preprocessing`: a run's, else fitted on the
+    training split)."""
+    refit = preprocessing is None and spec.data.preprocess is not None
+    train = _load(spec, "train") if (need_train or spec.data.validation_split or refit) \
+        else None
     if need_train and train is None:
         raise ConfigError("no training data: add data.train, e.g. {builtin: xor}",
                           where=spec.where(("data",)))
     if train is not None and train.y is None:
         raise DataError(f"{train.source}: training data has no targets (give target: / y:)")
-    validation = _load(spec, "validation")
-    if spec.data.validation_split:
-        train, validation = data_mod.validation_split(train, spec.data.validation_split)
-    return Splits(train, validation, _load(spec, "test"))
+    # A table's encoding (vocabularies, fill values): the training source's, or the run's
+    # (`encoding`, its data_encoding.json), for validation and test alike.
+    encoding = encoding or (train.encoding if train is not None else None)
+    validation = _load(spec, "validation", encoding)
+    train, validation, test, pre = prepare_splits(
+        spec, train, validation, _load(spec, "test", encoding), preprocessing=preprocessing,
+        num_classes=num_classes)
+    return Splits(train, validation, test, pre)
 
 
 # ---------------------------------------------------------------- model
@@ -297,6 +322,15 @@ def _check_features(model, x, source: str) -> None:
                         f"model expects {format_shape(model.input_shape)}")
 
 
+def _check_targets(model, obj, ds, split: str) -> None:
+    """Class ids within the output's classes, binary labels within 0..1 (exit 3)."""
+    from nnrun.target_checks import check_target_values
+
+    shapes = dict(zip(model.output_names, model.output_shapes)) \
+        if len(model.output_names) > 1 else {None: model.output_shape}
+    check_target_values(obj, ds.y, shapes, ds.source, split)
+
+
 # ---------------------------------------------------------------- training
 
 @dataclass
@@ -348,10 +382,16 @@ def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Spli
     rundir.write_atomic(run / "model.yaml", dump_yaml(arch))
     rundir.write_json(run / "model.json", arch)
     rundir.write_atomic(run / "summary.txt", summary_text(model, spec.name))
+    if splits.preprocessing is not None:
+        rundir.write_json(run / PREPROCESSING_FILE, splits.preprocessing.to_json())
     info = rundir.base_run_info(argv, spec.seed, splits.files())
     info["samples"] = {"train": len(splits.train.x),
                        "validation": len(splits.validation.x) if splits.validation else 0}
+    # features read from disk in chunks during training (data.stream, or over 1 GiB)
+    info["streamed"] = is_lazy(splits.train.x)
     rundir.write_json(run / "run.json", info)
+    if splits.train.encoding is not None:   # how predict and evaluate encode tables
+        rundir.write_json(run / ENCODING_FILE, splits.train.encoding)
     return run, info
 
 
@@ -392,16 +432,19 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     # Compile settings and (with an input shape in the config) the model are checked,
     # every problem at once, before any data is read: what `nnrun check` does.
     model = checked_model(spec)
-    splits = load_data(spec)
+    splits = load_data(spec, num_classes=output_classes(model))
     model = model or build(spec, splits.train.x)
     _check_features(model, splits.train.x, splits.train.source)
     obj = objective_for(spec, model, splits.train.y)
+    _check_targets(model, obj, splits.train, "training")
     val = (splits.validation.x, splits.validation.y) if splits.validation else None
     if val is not None:
         _check_features(model, val[0], splits.validation.source)
+        _check_targets(model, obj, splits.validation, "validation")
     fitter = Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
                     batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle,
-                    x=splits.train.x, y=splits.train.y, val=val)
+                    x=splits.train.x, y=splits.train.y, val=val,
+                    sample_weight=splits.train.sample_weight)
     keys = [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val else [])]
     check_monitors(spec.fit.callbacks, keys, spec.where)
     start = start_weights(spec, model) if resume is None else None
@@ -546,7 +589,8 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
 
     from nnrun.trainer import finalize, make_eval
 
-    splits = load_data(spec, need_train=spec.data.test is None)
+    splits = load_data(spec, need_train=spec.data.test is None,
+                       preprocessing=run_preprocessing(run), encoding=read_encoding(run))
     name, ds = next((n, d) for n, d in (("test", splits.test), ("validation", splits.validation),
                                         ("train", splits.train)) if d is not None)
     if ds.y is None:
@@ -554,8 +598,14 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
     model, params, state = load_trained(spec, run, checkpoint, ds.x)
     _check_features(model, ds.x, ds.source)
     obj = objective_for(spec, model, ds.y)
-    evaluate_fn = jax.jit(make_eval(model, obj, len(ds), spec.fit.batch_size))
-    sums = evaluate_fn(params, state, ds.x, ds.y)
+    _check_targets(model, obj, ds, name)
+    if is_lazy(ds.x):   # features left on disk (data.stream): read in chunks
+        from nnrun.streaming import ChunkedEval
+
+        sums = ChunkedEval(model, obj, ds.x, ds.y, spec.fit.batch_size)(params, state)
+    else:
+        evaluate_fn = jax.jit(make_eval(model, obj, len(ds), spec.fit.batch_size))
+        sums = evaluate_fn(params, state, ds.x, ds.y)
     result = {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
               "checkpoint": checkpoint, **finalize(obj, sums)}
     report = _classification(spec, model, params, state, ds)
@@ -582,7 +632,13 @@ def _classification(spec: Spec, model, params, state, ds) -> dict[str, Any] | No
     kind = task_kind(spec, int(model.output_shape[0]))
     if kind == "regression":
         return None
-    probs = np.asarray(make_predict(model, len(ds), spec.fit.batch_size)(params, state, ds.x))
+    if is_lazy(ds.x):
+        from nnrun.streaming import predict_rows
+
+        probs = predict_rows(model, params, state, ds.x, spec.fit.batch_size)
+    else:
+        probs = np.asarray(make_predict(model, len(ds), spec.fit.batch_size)(
+            params, state, ds.x))
     return classification_report(np.asarray(ds.y), probs, kind)
 
 
@@ -601,19 +657,34 @@ def task_kind(spec: Spec, out_dim: int) -> str:
 
 
 def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
-            checkpoint: str = "best", layers: tuple[str, ...] = ()) -> dict[str, Any]:
+            checkpoint: str = "best", layers: tuple[str, ...] = (),
+            top_k: int | None = None) -> dict[str, Any]:
     """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes, or
     with `layers` the outputs of those named layers / nested models / inputs (one array
-    to .npy or .csv, several to .npz by name)."""
+    to .npy or .csv, several to .npz by name). A CSV input is encoded as the run's
+    training table was (data_encoding.json); `top_k`: the k most probable classes too."""
     from nnrun.trainer import make_predict
 
-    data_mod.check_output_path(Path(output_path))
+    data_mod.check_output_path(Path(output_path), top_k)
+    if top_k is not None and layers:
+        raise ConfigError("--top-k is for the model's predictions, not a layer's output",
+                          where="--top-k")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"expected a positive number of classes, got {top_k}",
+                          where="--top-k")
+    if top_k is not None and _shape_known(spec):
+        _check_top_k(spec, build(spec), top_k)   # before any data is read
+    encoding = read_encoding(run)
     names = [i.name for i in spec.model.inputs] if spec.model.is_graph else []
     if len(names) > 1:   # several inputs: a .npz with one array per input name
         x = data_mod.load_named_features(Path(input_path), names)
     else:
-        x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec))
+        x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec),
+                                   encoding=encoding)
+    x = preprocess_input(run, x, str(input_path))
     model, params, state = load_trained(spec, run, checkpoint, x)
+    if top_k is not None:
+        _check_top_k(spec, model, top_k)
     _check_features(model, x, str(input_path))
     n = data_mod.rows(x)
     if layers:
@@ -621,7 +692,12 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
         for name in layers:
             if name not in known:
                 raise ConfigError(unknown_name_message("layer", name, known), where="--output")
-        out = make_predict(model, n, spec.fit.batch_size, tuple(layers))(params, state, x)
+        if is_lazy(x):
+            from nnrun.streaming import predict_rows
+
+            out = predict_rows(model, params, state, x, spec.fit.batch_size, tuple(layers))
+        else:
+            out = make_predict(model, n, spec.fit.batch_size, tuple(layers))(params, state, x)
         arrays = {name: np.asarray(a) for name, a in zip(layers, out)}
         if len(arrays) == 1 and Path(output_path).suffix.lower() != ".npz":
             (only,) = arrays.values()
@@ -632,7 +708,12 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
             data_mod.write_output_arrays(Path(output_path), arrays)
         return {"run": str(run), "rows": n, "output": str(output_path),
                 "task": "layers " + ", ".join(layers)}
-    out = make_predict(model, n, spec.fit.batch_size)(params, state, x)
+    if is_lazy(x):   # a large .npy / HDF5 input, read in chunks
+        from nnrun.streaming import predict_rows
+
+        out = predict_rows(model, params, state, x, spec.fit.batch_size)
+    else:
+        out = make_predict(model, n, spec.fit.batch_size)(params, state, x)
     if len(model.output_names) > 1:
         data_mod.write_output_arrays(Path(output_path), dict(zip(model.output_names, out)))
         return {"run": str(run), "rows": n, "output": str(output_path), "task": "outputs"}
@@ -643,8 +724,28 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
         classes = (probs.reshape(n, -1)[:, 0] > 0.5).astype(np.int64)
     elif kind == "multiclass":
         classes = probs.reshape(n, -1).argmax(axis=-1)
-    data_mod.write_predictions(Path(output_path), probs, classes)
+    names = (encoding or {}).get("class_names")
+    if names and len(names) != _class_count(kind, model):
+        names = None   # targets one-hot over other columns: no names for these classes
+    data_mod.write_predictions(Path(output_path), probs, classes, names, top_k)
     return {"run": str(run), "rows": n, "output": str(output_path), "task": kind}
+
+
+def _class_count(kind: str, model) -> int | None:
+    if kind == "regression" or len(model.output_names) > 1:
+        return None
+    return 2 if kind == "binary" else int(np.prod(model.output_shape))
+
+
+def _check_top_k(spec: Spec, model, k: int) -> None:
+    """--top-k K: a classifier of at least K classes, else a ConfigError."""
+    count = _class_count(task_kind(spec, int(np.prod(model.output_shapes[0]))), model)
+    if count is None:
+        raise ConfigError("--top-k is for a classifier of one output; this model is not "
+                          "one (its loss, metrics and last activation say so)", where="--top-k")
+    if not 1 <= k <= count:
+        raise ConfigError(f"expected 1 to {count} (the number of classes), got {k}",
+                          where="--top-k")
 
 
 def _target_columns(spec: Spec) -> list[str]:
@@ -664,6 +765,9 @@ def checked_model(spec: Spec):
     model built (None otherwise) — every problem of both in one ConfigError."""
     problems = compile_problems(spec.compile, spec.origins)
     problems += data_problems(spec.data, spec.origins)
+    from nnrun.spec_data import preprocess_name_problems
+
+    problems += preprocess_name_problems(spec)
     layers = layer_problems(spec.model.layers, spec.where, spec.fit.batch_size)
     problems += layers
     from nnrun.callbacks import schedule_problems

@@ -103,17 +103,22 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
 @TARGET
 @click.option("--input", "-i", "input_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Features: .csv (with header), .npy or .npz.")
+              help="Features: .csv/.tsv (encoded as the run's training table was: "
+                   "categories, fills, column order), .npy or .npz.")
 @click.option("--output", "-o", "outputs", required=True, multiple=True,
-              help="Where to write predictions: a .csv, .npy or .npz file. Given again with a "
+              help="Where to write predictions: a .csv, .npy, .npz or .h5 file. Given again with a "
                    "layer's (or nested model's) name (no file extension), writes that "
                    "layer's output instead, e.g. --output encoder --output codes.npz; "
                    "several names need a .npz.")
+@click.option("--top-k", "top_k", type=int, default=None, metavar="K",
+              help="Also the K most probable classes of each row and their probabilities "
+                   "(columns top1..topK, top1_p..topK_p in a .csv; arrays top_k, top_k_p "
+                   "in a .npz or .h5). Classifiers only.")
 @common_options
 @CHECKPOINT
 @handle_errors
-def predict(target: Path, input_path: Path, outputs: tuple[str, ...], overrides,
-            runs_dir: Path, as_json: bool, debug: bool, checkpoint: str) -> None:
+def predict(target: Path, input_path: Path, outputs: tuple[str, ...], top_k: int | None,
+            overrides, runs_dir: Path, as_json: bool, debug: bool, checkpoint: str) -> None:
     """Predict with a trained run; writes probabilities and, for classifiers, the class."""
     from nnrun import api
 
@@ -122,13 +127,13 @@ def predict(target: Path, input_path: Path, outputs: tuple[str, ...], overrides,
     if len(files) != 1:
         from nnrun.errors import ConfigError
 
-        raise ConfigError(f"give one output file (.csv, .npy or .npz) besides any layer "
+        raise ConfigError(f"give one output file (.csv, .npy, .npz or .h5) besides any layer "
                           f"names, got {len(files)}: {', '.join(files) or 'none'}",
                           where="--output")
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
     configure_jax()
     result = api.predict(spec, run, input_path, Path(files[0]), checkpoint=checkpoint,
-                         layers=layers)
+                         layers=layers, top_k=top_k)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -146,6 +146,9 @@ def layer_schema(type_: str, spec: s.LayerSchema) -> dict:
     props.update({"name": {"type": "string", "minLength": 1},
                   "trainable": {**_loose({"type": "boolean"}),
                                 "description": "false freezes the layer's weights"},
+                  "weights": {"type": "array", "items": {"type": ["array", "number"]},
+                              "description": "initial weight arrays, in Keras's "
+                                             "get_weights() order (Keras 1 weights=)"},
                   "input_shape": _loose(SHAPE), "input_dim": _loose(POSITIVE),
                   "input_length": _loose(POSITIVE),
                   "batch_input_shape": {"type": "array", "minItems": 2},
@@ -196,9 +199,31 @@ def _data_source() -> dict:
                               "samples": _loose(POSITIVE)}}
     files = {"type": "object", "required": ["path"],
              "properties": {"path": {"type": "string"}, "target": {},
-                            "features": {}, "delimiter": {"type": "string"}}}
+                            "features": {}, "delimiter": {"type": "string"},
+                            "dtype": {"enum": ["float32", "int32"]},
+                            **_table_keys()}}
     return {"anyOf": [{"type": "string", "description": "a data file"}, builtin, files,
                       {"type": "null"}]}
+
+
+def _table_keys() -> dict:
+    """A CSV/TSV source's encoding keys (nnrun.tables); sample_weight for any file."""
+    column = {"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]}
+    rule = {"anyOf": [{"enum": ["mean", "median", "most_frequent"]}, {"type": "number"}]}
+    return {
+        "header": {**_loose({"type": "boolean"}),
+                   "description": "false: no header row; columns are named by position"},
+        "categorical": {"anyOf": [column, {"type": "array", "items": column},
+                                  {"type": "object", "additionalProperties":
+                                   {"enum": ["one_hot", "index"]}}],
+                        "description": "columns of categories: one_hot (default) or index"},
+        "fill": {"anyOf": [rule, {"type": "object", "additionalProperties":
+                                  {"anyOf": [rule, {"type": "string"}]}}],
+                 "description": "missing values: mean, median, most_frequent or a constant, "
+                                "for every feature column or by column"},
+        "sample_weight": {**column, "description": "per-row loss weights: a column, an "
+                                                   "array name (.npz/.h5) or a .npy file"},
+    }
 
 
 def _model() -> dict:
@@ -236,6 +261,34 @@ def _callbacks() -> dict:
             "description": "Keras callbacks, e.g. [{EarlyStopping: {patience: 3}}]"}
 
 
+def _data_options() -> dict:
+    """data: shuffle_split, stratify, preprocess, class_weight (nnrun.spec_data)."""
+    from nnrun.preprocess import X_METHODS, Y_METHODS
+
+    def methods(names: tuple[str, ...], kind: str) -> dict:
+        return {"anyOf": [{"enum": list(names)},
+                          {"type": "object", "additionalProperties": {"enum": list(names)},
+                           "description": f"a method per {kind} name"}]}
+
+    weight = _loose({"type": "number", "minimum": 0})
+    return {
+        "shuffle_split": {**_loose({"type": "boolean"}),
+                          "description": "validation_split takes random rows (the seed's "
+                                         "split stream), not the last ones"},
+        "stratify": {**_loose({"type": "boolean"}),
+                     "description": "validation_split keeps each class's share"},
+        "preprocess": {"type": "object", "additionalProperties": False,
+                       "properties": {"x": methods(X_METHODS, "input"),
+                                      "y": methods(Y_METHODS, "output")},
+                       "description": "statistics from the training split, saved in the "
+                                      "run as preprocessing.json"},
+        "class_weight": {"anyOf": [{"const": "balanced"},
+                                   {"type": "object", "minProperties": 1,
+                                    "additionalProperties": weight}],
+                         "description": "balanced, or {class id or name: weight}"},
+    }
+
+
 def build_schema() -> dict[str, Any]:
     """The whole config's JSON Schema (draft-07)."""
     types = {**{t: layer_schema(t, spec) for t, spec in s.LAYERS.items()},
@@ -262,7 +315,8 @@ def build_schema() -> dict[str, Any]:
     }, COMPILE_KEYS)  # loss is required, but may come from an extended file
     split = _loose({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1})
     data = _section({"train": _data_source(), "validation": _data_source(),
-                     "test": _data_source(), "validation_split": split}, DATA_KEYS)
+                     "test": _data_source(), "validation_split": split,
+                     **_data_options()}, DATA_KEYS)
     fit = _section({"batch_size": _loose(POSITIVE), "epochs": _loose(POSITIVE),
                     "shuffle": _loose({"type": "boolean"}), "validation_split": split,
                     "callbacks": _callbacks()}, FIT_KEYS)

@@ -1,32 +1,36 @@
-"""Data I/O: data sources, file loaders (npz, npy, csv, tsv) and prediction writers.
+"""Data I/O: data sources and file loaders (npz, npy, h5, csv, tsv; tables: nnrun.tables);
+the prediction writers are in nnrun.predictions.
 
 numpy only (no jax): every array leaves this module as a host numpy array.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 
-from nnrun.datasets import DATASETS, DEFAULT_SAMPLES, check_options, generate
+from nnrun.datasets import DATASETS, check_options, generate
 from nnrun.errors import ConfigError, DataError
+from nnrun.predictions import (  # noqa: F401  (the writers: nnrun.predictions)
+    check_output_path,
+    write_output_arrays,
+    write_predictions,
+)
 from nnrun.registry import unknown_name_message
+from nnrun.tables import TABLE_KEYS, check_sample_weight, load_table, parse_options
 
 _SOURCE_KEYS = {
-    ".npz": ("path", "x", "y", "dtype"),
-    ".h5": ("path", "x", "y", "dtype"),
-    ".hdf5": ("path", "x", "y", "dtype"),
-    ".npy": ("path", "target", "dtype"),
-    ".csv": ("path", "target", "features", "delimiter", "dtype"),
-    ".tsv": ("path", "target", "features", "delimiter", "dtype"),
+    ".npz": ("path", "x", "y", "dtype", "sample_weight"),
+    ".h5": ("path", "x", "y", "dtype", "sample_weight"),
+    ".hdf5": ("path", "x", "y", "dtype", "sample_weight"),
+    ".npy": ("path", "target", "dtype", "sample_weight"),
+    ".csv": TABLE_KEYS,
+    ".tsv": TABLE_KEYS,
 }
 
 
@@ -40,6 +44,11 @@ class Dataset:
     source: str
     files: list[dict] = dataclasses.field(default_factory=list)
     class_names: list[str] | None = None
+    # Per-row loss weights, float32 (n,): a sample_weight column and/or class_weight.
+    sample_weight: np.ndarray | None = None
+    # What a table source fitted (column order, vocabularies, fill values, class names),
+    # JSON-able: the training source's encodes validation, test and predict input.
+    encoding: dict | None = None
 
     def __len__(self) -> int:
         return rows(self.x)
@@ -169,117 +178,6 @@ def _load_hdf5(path: pathlib.Path, required: list[str], optional: list[str] = ()
         raise DataError(f"cannot read HDF5 file: {e}", where=str(path)) from e
 
 
-def _read_table(path: pathlib.Path, delimiter: str) -> tuple[list[str], list[list[str]], list]:
-    """Header, data rows and their line numbers of a delimited text file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-        header = [h.strip() for h in next(reader, [])]
-        rows, lines = [], []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(
-                    f"line {reader.line_num} has {len(row)} cells but the header has {len(header)}",
-                    where=str(path),
-                )
-            rows.append(row)
-            lines.append(reader.line_num)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"cannot read file: {e}", where=str(path)) from e
-    if not header:
-        raise DataError("empty file (no header row)", where=str(path))
-    if len(set(header)) != len(header):
-        raise DataError(f"duplicate column names in the header: {header}", where=str(path))
-    if not rows:
-        raise DataError("no data rows after the header", where=str(path))
-    return header, rows, lines
-
-
-def _table_numbers(
-    path: pathlib.Path,
-    header: list[str],
-    rows: list[list[str]],
-    lines: list[int],
-    columns: list[str],
-) -> np.ndarray:
-    """The named columns as float32 (n, len(columns)); DataError naming row and column."""
-    index = [header.index(c) for c in columns]
-    cells = np.array(rows, dtype=str)[:, index]
-    try:
-        values = cells.astype(np.float64).astype(np.float32)
-    except ValueError:
-        for r, row in enumerate(rows):
-            for c, cell in enumerate(row[i] for i in index):
-                try:
-                    float(cell)
-                except ValueError:
-                    what = "empty cell" if not cell.strip() else f"{cell!r} is not a number"
-                    raise DataError(
-                        f"row {r + 1} (line {lines[r]}), column {columns[c]!r}: {what}",
-                        where=str(path),
-                    ) from None
-        raise
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        r, c = bad[0]
-        raise DataError(
-            f"row {r + 1} (line {lines[r]}), column {columns[c]!r}: NaN or inf", where=str(path)
-        )
-    return values
-
-
-def _names(value: Any, key: str) -> list[str]:
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"expected a column name or a list of names, got {value!r}", where=key)
-    return names
-
-
-def _load_table(path: pathlib.Path, spec: dict):
-    """(x, y) of a CSV/TSV. `features` / `target` may map a graph model's input / output
-    names to columns: `features: {left: [a, b], right: [c]}`, `target: {cls: label}`."""
-    delimiter = spec.get("delimiter", "\t" if path.suffix.lower() == ".tsv" else ",")
-    if not isinstance(delimiter, str) or len(delimiter) != 1:
-        raise ConfigError(f"expected one character, got {delimiter!r}", where="delimiter")
-    header, rows, lines = _read_table(path, delimiter)
-    targets = _column_groups(spec.get("target"), "target")
-    features = _column_groups(spec.get("features"), "features")
-    for kind, groups in (("target", targets or {}), ("feature", features or {})):
-        for n in (c for cols in groups.values() for c in cols):
-            if n not in header:
-                raise DataError(
-                    f"no {kind} column {n!r}; columns: {', '.join(header)}", where=str(path)
-                )
-    taken = {c for cols in (targets or {}).values() for c in cols}
-    if features is None:
-        features = {None: [c for c in header if c not in taken]}
-    if not any(features.values()):
-        raise DataError("no feature columns left after taking the targets", where=str(path))
-    dtype = spec.get("dtype", "float32")
-
-    def table(cols):
-        return _table_numbers(path, header, rows, lines, cols)
-
-    x = {k: _as_features(table(v), dtype, f"features {k!r}" if k else "features", path)
-         for k, v in features.items()}
-    y = {k: table(v) for k, v in targets.items()} if targets else None
-    def unnamed(groups):
-        return groups[None] if groups is not None and None in groups else groups
-
-    return unnamed(x), unnamed(y)
-
-
-def _column_groups(value: Any, key: str) -> dict[str | None, list[str]] | None:
-    """Columns as {None: [...]}, or {name: [...]} for a mapping by input / output name."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return {str(k): _names(v, f"{key}.{k}") for k, v in value.items()}
-    return {None: _names(value, key)}
-
-
 def _check_keys(spec: dict, allowed: tuple[str, ...] | list[str], what: str) -> None:
     for key in spec:
         if key not in allowed:
@@ -311,12 +209,21 @@ def _path_source_file(spec: dict, base_dir: pathlib.Path) -> tuple[pathlib.Path,
     return path, suffix, dtype
 
 
-def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
+def _unnamed(groups):
+    """{None: array} -> the array: one input / output."""
+    return groups[None] if groups is not None and None in groups else groups
+
+
+def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None) -> Dataset:
     path, suffix, dtype = _path_source_file(spec, base_dir)
     files = [_file_record(path)]
+    weights, class_names = None, None
     if suffix in (".csv", ".tsv"):
-        x, y = _load_table(path, spec)
-        y_path = path
+        table = load_table(path, spec, dtype, encoding)
+        x = _unnamed({k: _as_features(v, dtype, f"features {k!r}" if k else "features", path)
+                      for k, v in table.x.items()})
+        y, weights, class_names = _unnamed(table.y), table.sample_weight, table.class_names
+        encoding, y_path = table.encoding, path
     elif suffix in (".npz", ".h5", ".hdf5"):
         x_name, y_name = spec.get("x", "x"), spec.get("y", "y")
         named = isinstance(x_name, dict)   # a graph model's inputs: {input: array name}
@@ -327,7 +234,11 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
                 also = " (or a mapping of input names to array names)" if key == "x" else ""
                 raise ConfigError(f"expected an array name{also}, got {value!r}", where=key)
         required = x_names + ([v for v in y_names if v] if "y" in spec else [])
+        weight_name = spec.get("sample_weight")
+        required += [weight_name] if weight_name is not None else []
         arrays = _load_arrays(path, required, [y_name] if "y" not in spec else [])
+        if weight_name is not None:
+            weights = (arrays[weight_name], f"array {weight_name!r} (sample_weight)", path)
         if named:
             x = {str(k): _as_features(arrays[v], dtype, f"array {v!r}", path)
                  for k, v in x_name.items()}
@@ -354,29 +265,41 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path) -> Dataset:
             y_path = (base_dir / pathlib.Path(spec["target"]).expanduser()).resolve()
             files.append(_file_record(y_path))
             y = _as_targets(_load_npy(y_path), "targets", y_path)
+        if spec.get("sample_weight") is not None:
+            w_path = (base_dir / pathlib.Path(spec["sample_weight"]).expanduser()).resolve()
+            files.append(_file_record(w_path))
+            weights = (_load_npy(w_path), "sample_weight", w_path)
+    if isinstance(weights, tuple):   # an array: one finite weight >= 0 per row
+        weights = check_sample_weight(weights[0], rows(x), weights[1], weights[2])
     if y is not None and rows(y) != rows(x):
         raise DataError(
             f"{rows(x)} rows of features but {rows(y)} rows of targets"
             + (f" in {y_path}" if y_path != path else ""),
             where=str(path),
         )
-    return Dataset(x=x, y=y, source=str(spec["path"]), files=files)
+    if suffix not in (".csv", ".tsv"):
+        encoding = None   # a table's encoding applies to tables only
+    return Dataset(x=x, y=y, source=str(spec["path"]), files=files, class_names=class_names,
+                   sample_weight=weights, encoding=encoding)
 
 
 def load_source(
-    source: dict, *, seed: int, base_dir: pathlib.Path, where: str | None = None
+    source: dict, *, seed: int, base_dir: pathlib.Path, where: str | None = None,
+    encoding: dict | None = None,
 ) -> Dataset:
     """Load one data source of the config: `{builtin: ...}` or `{path: ...}`.
 
     `seed` seeds a builtin unless the source gives its own; relative paths resolve
     against `base_dir`. `where` (e.g. "data.train") prefixes ConfigError locations.
+    `encoding`: the training source's (Dataset.encoding), to encode a validation or
+    test table alike (vocabularies, fill values, column order); None fits one.
     """
     try:
         _check_source_kind(source)
         if "builtin" in source:
             options = dict(source)
             name = options.pop("builtin")
-            samples = options.pop("samples", DEFAULT_SAMPLES)
+            samples = options.pop("samples", None)
             rename = options.pop("x", None)
             targets = _builtin_targets(options.pop("y", None))
             seed = options.pop("seed", seed)
@@ -390,7 +313,7 @@ def load_source(
             elif targets is not None:
                 y = arrays[targets].copy()
             return Dataset(x=x, y=y, source=f"builtin:{DATASETS.canonical(name)}")
-        return _load_path_source(source, pathlib.Path(base_dir))
+        return _load_path_source(source, pathlib.Path(base_dir), encoding)
     except ConfigError as e:
         if where is None:
             raise
@@ -406,12 +329,19 @@ def check_source(source: Any) -> None:
     if "builtin" in source:
         options = dict(source)
         name = options.pop("builtin")
-        samples = options.pop("samples", DEFAULT_SAMPLES)
+        samples = options.pop("samples", None)
         options.pop("x", None)
         _builtin_targets(options.pop("y", None))
         check_options(name, samples, options.pop("seed", 0), options)
     else:
-        _path_source_file(source, pathlib.Path("."))
+        _, suffix, _ = _path_source_file(source, pathlib.Path("."))
+        if suffix in (".csv", ".tsv"):
+            parse_options(source, suffix)
+        elif source.get("sample_weight") is not None and \
+                not isinstance(source["sample_weight"], str):
+            what = "a .npy file path" if suffix == ".npy" else "an array name"
+            raise ConfigError(f"expected {what}, got {source['sample_weight']!r}",
+                              where="sample_weight")
 
 
 def _check_source_kind(source: Any) -> None:
@@ -446,10 +376,14 @@ def _rename_inputs(x, rename: Any, name: str) -> dict[str, np.ndarray]:
 
 
 def load_features(
-    path: pathlib.Path, *, drop_columns: list[str] | None = None, dtype: str = "float32"
-) -> np.ndarray:
-    """Features for `nnrun predict --input FILE`: a CSV/TSV with a header (columns in
-    `drop_columns`, e.g. targets, are dropped when present), a .npy, or a .npz (key "x")."""
+    path: pathlib.Path, *, drop_columns: list[str] | None = None, dtype: str = "float32",
+    encoding: dict | None = None,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Features for `nnrun predict --input FILE`: a CSV/TSV (columns in `drop_columns`,
+    e.g. targets, are dropped when present), a .npy, or a .npz / HDF5 (array "x"); a
+    .npy / HDF5 over rowsource.STREAM_THRESHOLD_BYTES is left on disk (a RowSource). With
+    `encoding` (the run's training table's), a CSV/TSV is encoded as the training data
+    was (its target and sample_weight columns may be left out)."""
     path = pathlib.Path(path).expanduser().resolve()
     suffix = path.suffix.lower()
     if suffix not in _SOURCE_KEYS:
@@ -460,13 +394,20 @@ def load_features(
         )
     _file_record(path)
     if suffix in (".csv", ".tsv"):
-        delimiter = "\t" if suffix == ".tsv" else ","
-        header, rows, lines = _read_table(path, delimiter)
-        columns = [c for c in header if c not in (drop_columns or [])]
-        if not columns:
-            raise DataError("no feature columns left after dropping targets", where=str(path))
-        arr, what = _table_numbers(path, header, rows, lines, columns), "features"
-    elif suffix == ".npz":
+        dtype = encoding["dtype"] if encoding else dtype
+        table = load_table(path, {"path": str(path)}, dtype, encoding, predict=True,
+                           drop=list(drop_columns or []))
+        x = {k: _as_features(v, dtype, f"features {k!r}" if k else "features", path)
+             for k, v in table.x.items()}
+        return _unnamed(x) if None in x or len(x) > 1 else next(iter(x.values()))
+    if suffix in (".npy", ".h5", ".hdf5"):   # larger than memory: left on disk
+        from nnrun.rowsource import STREAM_THRESHOLD_BYTES, check_finite, open_features
+
+        source = open_features(path, None if suffix == ".npy" else "x", dtype)
+        if source.nbytes > STREAM_THRESHOLD_BYTES:
+            check_finite(source)
+            return source
+    if suffix in (".npz", ".h5", ".hdf5"):
         arr, what = _load_arrays(path, ["x"])["x"], "array 'x'"
     else:
         arr, what = _load_npy(path), "features"
@@ -507,94 +448,7 @@ def validation_split(ds: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
 
     def part(index: slice) -> Dataset:
         y = None if ds.y is None else take_rows(ds.y, index)
-        return dataclasses.replace(ds, x=take_rows(ds.x, index), y=y)
+        sw = None if ds.sample_weight is None else ds.sample_weight[index]
+        return dataclasses.replace(ds, x=take_rows(ds.x, index), y=y, sample_weight=sw)
 
     return part(slice(0, split_at)), part(slice(split_at, n))
-
-
-def _prediction_columns(
-    width: int, classes: np.ndarray | None, class_names: list[str] | None
-) -> list[str]:
-    if classes is None:
-        return ["prediction"] if width == 1 else [f"prediction_{i}" for i in range(width)]
-    ids = [1] if width == 1 else list(range(width))  # one sigmoid column = P(class 1)
-    return [f"p_{class_names[i]}" if class_names else f"p{i}" for i in ids]
-
-
-def _csv_text(probs: np.ndarray, classes: np.ndarray | None, class_names: list[str] | None) -> str:
-    flat = probs.reshape(len(probs), -1)
-    header = ["row", *_prediction_columns(flat.shape[1], classes, class_names)]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header + (["class"] if classes is not None else []))
-    for i, values in enumerate(flat):
-        row = [str(i), *(format(float(v), ".9g") for v in values)]
-        if classes is not None:
-            c = int(classes[i])
-            row.append(class_names[c] if class_names else str(c))
-        writer.writerow(row)
-    return out.getvalue()
-
-
-def check_output_path(path: pathlib.Path) -> str:
-    """Refuse an output file nnrun cannot write, before any work is done; returns the suffix."""
-    suffix = pathlib.Path(path).suffix.lower()
-    if suffix not in (".npy", ".npz", ".csv"):
-        raise ConfigError(
-            f"unsupported output file type {suffix or '(none)'!r}; supported: .npy, .npz, .csv",
-            where=str(path),
-        )
-    if not pathlib.Path(path).parent.is_dir():
-        raise ConfigError("the output folder does not exist", where=str(path))
-    return suffix
-
-
-def write_output_arrays(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-    """A model of several outputs: one array per output name in a .npz, atomically."""
-    path = pathlib.Path(path)
-    if check_output_path(path) != ".npz":
-        raise ConfigError(f"several outputs ({', '.join(arrays)}) are written to a .npz, one "
-                          "array per name", where=str(path))
-    _write_atomic(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
-
-
-def _write_atomic(path: pathlib.Path, write) -> None:
-    """`write(binary file)` into a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_predictions(
-    path: pathlib.Path,
-    probs: np.ndarray,
-    classes: np.ndarray | None,
-    class_names: list[str] | None = None,
-) -> None:
-    """Write predictions to .npy (probs), .npz (probs, classes[, class_names]) or .csv
-    (row, p0..pk / prediction, class); atomically, via a temp file in the same folder."""
-    path = pathlib.Path(path)
-    suffix = check_output_path(path)
-    probs = np.asarray(probs)
-    if classes is not None and len(classes) != len(probs):
-        raise ValueError(f"{len(probs)} rows of probabilities but {len(classes)} classes")
-
-    def write(f) -> None:
-        if suffix == ".npy":
-            np.save(f, probs, allow_pickle=False)
-        elif suffix == ".npz":
-            arrays = {"probs": probs}
-            if classes is not None:
-                arrays["classes"] = np.asarray(classes)
-            if class_names:
-                arrays["class_names"] = np.asarray(class_names, dtype=str)
-            np.savez(f, **arrays)
-        else:
-            f.write(_csv_text(probs, classes, class_names).encode("utf-8"))
-
-    _write_atomic(path, write)

@@ -1,4 +1,5 @@
-"""Built-in generated datasets (xor, moons, circles, spirals, blobs, sine), seeded with numpy.
+"""Built-in generated datasets (xor, moons, circles, spirals, blobs, sine), seeded with numpy,
+and (nnrun.datasets_sklearn) those that ship inside scikit-learn.
 
 Each generator is `fn(samples, seed, **options) -> (x, y)`; its keyword-only
 parameters are its options, checked by `generate`.
@@ -248,23 +249,40 @@ def check_options(name: Any, samples: Any, seed: Any, options: dict[str, Any]) -
                 where=str(key),
             )
         _check_option(key, value, allowed[key])
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)
+                                or samples < 1):
         raise ConfigError(f"expected a positive integer, got {samples!r}", where="samples")
+    if getattr(fn, "rows", None) is not None:   # from scikit-learn: is it installed?
+        from nnrun.datasets_sklearn import check_installed
+
+        check_installed(DATASETS.canonical(name))
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"expected a non-negative integer, got {seed!r}", where="seed")
     return allowed
 
 
-def generate(name: str, samples: int, seed: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+def generate(name: str, samples: int | None, seed: int, **options: Any
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Run the built-in generator `name`, checking its options; `one_hot=True` on a
-    classification dataset returns float32 one-hot targets (n, classes)."""
+    classification dataset returns float32 one-hot targets (n, classes). `samples`
+    None: DEFAULT_SAMPLES, or all the rows of a dataset of fixed size (which takes
+    at most its rows)."""
     allowed = check_options(name, samples, seed, options)
     fn = DATASETS.get(name)
+    rows = getattr(fn, "rows", None)
+    if rows is not None:
+        samples = rows if samples is None else min(samples, rows)
+    elif samples is None:
+        samples = DEFAULT_SAMPLES
     one_hot = options.pop("one_hot", False)
     x, y = fn(samples, seed, **options)
     if one_hot:
         labels = y[:, 0].astype(np.int64) if fn.task == "binary" else y
         width = 2 if fn.task == "binary" else options.get(
-            "classes", allowed.get("classes", int(labels.max()) + 1))
+            "classes", allowed.get("classes", getattr(fn, "classes", None)
+                                   or int(labels.max()) + 1))
         y = np.eye(width, dtype=np.float32)[labels]
     return x, y
+
+
+from nnrun import datasets_sklearn  # noqa: E402, F401  (registers iris, digits, ...)

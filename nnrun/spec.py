@@ -40,6 +40,7 @@ from nnrun.spec_checks import (
     section,
     typed_field,
 )
+from nnrun.spec_data import validate_data_options
 from nnrun.spec_model import (  # noqa: F401  (re-exported: the model's specs are public)
     INPUT_DTYPES,
     KERAS1_KERNEL_DIMS,
@@ -99,6 +100,13 @@ class DataSpec:
     validation: dict | None
     validation_split: float | None
     test: dict | None
+    # data options (nnrun.spec_data): None when not given
+    shuffle_split: bool | None = None
+    stratify: bool | None = None
+    preprocess: dict | None = None
+    class_weight: str | dict | None = None
+    # read .npy / HDF5 features from disk in chunks (None: when over 1 GiB)
+    stream: bool | None = None
 
 
 @dataclass
@@ -236,8 +244,8 @@ def _source(value: Any, path: PathT, problems: Problems) -> dict | None:
     if ("builtin" in value) == ("path" in value):
         problems.add(path, "a data source needs exactly one of 'builtin:' or 'path:'")
         return None
-    usable = [_usable_path(value[key], path + (key,), problems) for key in ("path", "target")
-              if isinstance(value.get(key), str)]
+    usable = [_usable_path(value[key], path + (key,), problems)
+              for key in ("path", "target", "sample_weight") if isinstance(value.get(key), str)]
     return dict(value) if all(usable) else None
 
 
@@ -259,7 +267,7 @@ def _absolute_paths(source: Any, base_dir) -> Any:
     if not isinstance(source, dict) or base_dir is None:
         return source
     out = dict(source)
-    for key in ("path", "target"):
+    for key in ("path", "target", "sample_weight"):   # a .npy source's are files
         value = out.get(key)
         if isinstance(value, str) and (key == "path" or value.endswith((".npy", ".npz"))):
             path = Path(value).expanduser()
@@ -283,9 +291,26 @@ def _validate_data(data: dict, fit: dict, problems: Problems) -> DataSpec:
     validation = _source(data.get("validation"), path + ("validation",), problems)
     if split is not None and validation is not None:
         problems.add(path + ("validation",), "give validation: or validation_split, not both")
+    options = validate_data_options(data, split, problems)
     return DataSpec(train=_source(data.get("train"), path + ("train",), problems),
                     validation=validation, validation_split=split,
-                    test=_source(data.get("test"), path + ("test",), problems))
+                    test=_source(data.get("test"), path + ("test",), problems),
+                    stream=_stream_option(data, path, problems), **options)
+
+
+def _stream_option(data: dict, path: PathT, problems: Problems) -> bool | None:
+    """`data.stream`: a boolean; true only with .npy / HDF5 file sources."""
+    from nnrun.rowsource import STREAMABLE
+
+    stream = typed_field(data, "stream", boolean, None, path, problems)
+    for key in ("train", "validation", "test") if stream else ():
+        source = data.get(key)
+        file = source.get("path") if isinstance(source, dict) else None
+        suffix = Path(file).suffix.lower() if isinstance(file, str) else None
+        if suffix is not None and suffix not in STREAMABLE:
+            problems.add(path + ("stream",), f"only .npy and HDF5 files can be streamed; "
+                         f"data.{key} is a {suffix or 'file without extension'}")
+    return stream
 
 
 def _validate_compile(comp: dict, problems: Problems,

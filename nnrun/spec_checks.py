@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from nnrun.spec_model import LayerSpec
 
 TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit")
-DATA_KEYS = ("train", "validation", "validation_split", "test")
+DATA_KEYS = ("train", "validation", "validation_split", "test", "shuffle_split", "stratify",
+             "preprocess", "class_weight", "stream")
 MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "inputs", "layers", "outputs",
               "weights")
 COMPILE_KEYS = ("optimizer", "loss", "metrics", "loss_weights")

@@ -113,9 +113,11 @@ def _accumulate(acc: dict, obj: Objective, loss: jax.Array, parts: list,
 
 
 def objective_loss(model: Model, obj: Objective, params, yb, preds, w, out_mask,
-                   activity) -> tuple[jax.Array, list]:
+                   activity, sw=None) -> tuple[jax.Array, list]:
     """The batch loss (weighted sum over outputs, + regularization and activity) and
-    per output (its loss, y, preds, weights) for the metrics."""
+    per output (its loss, y, preds, weights) for the metrics. `w` marks the batch's real
+    rows (0 for padding); `sw`, per-row sample weights, weighs the loss only, as Keras's
+    `sample_weight`: sum(loss * sw) / rows (the metrics stay unweighted)."""
     if obj.heads is None:
         ys, ps, ms = (yb,), (preds,), (out_mask,)
     else:
@@ -125,7 +127,10 @@ def objective_loss(model: Model, obj: Objective, params, yb, preds, w, out_mask,
     total, parts = None, []
     for (_, head, weight), y_k, p_k, m_k in zip(obj.parts(), ys, ps, ms):
         y_k, p_k, w_k = unmasked_steps(y_k, p_k, w, m_k)
-        part = head.loss.finalize(_weighted_mean(head.loss.per_sample(y_k, p_k), w_k))
+        per_sample = head.loss.per_sample(y_k, p_k)
+        if sw is not None:
+            per_sample = per_sample * unmasked_steps(None, None, sw, m_k)[2]
+        part = head.loss.finalize(_weighted_mean(per_sample, w_k))
         weighted = part if weight == 1.0 else part * weight
         total = weighted if total is None else total + weighted
         parts.append((part, y_k, p_k, w_k))
@@ -141,7 +146,7 @@ def unmasked_steps(yb, preds, w, out_mask):
     weights = out_mask.astype(w.dtype) * w.reshape(-1, *([1] * (out_mask.ndim - 1)))
 
     def rows(a):
-        return a.reshape(-1, *a.shape[out_mask.ndim:])
+        return None if a is None else a.reshape(-1, *a.shape[out_mask.ndim:])
 
     return rows(yb), rows(preds), weights.reshape(-1)
 
@@ -166,10 +171,11 @@ def finalize(obj: Objective, sums: dict) -> dict[str, float]:
 def make_loss_fn(model: Model, obj: Objective) -> Callable:
     """(params, state, x, y, w, key) -> (batch loss, (new state, predictions))."""
 
-    def loss_fn(params, state, xb, yb, w, key):
+    def loss_fn(params, state, xb, yb, w, key, sw=None):
         preds, new_state, activity, out_mask = model.apply_with_activity(
             params, state, xb, training=True, key=key, mask=w)
-        loss, parts = objective_loss(model, obj, params, yb, preds, w, out_mask, activity)
+        loss, parts = objective_loss(model, obj, params, yb, preds, w, out_mask, activity,
+                                     sw)
         return loss, (new_state, parts)
 
     return loss_fn
@@ -198,42 +204,61 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return rng.permutation(n).astype(np.int32)
 
 
+def make_train_step(model: Model, obj: Objective,
+                    optimizer: optax.GradientTransformation) -> Callable:
+    """`(ts, acc, xb, yb, wb, swb, key, lr_scale) -> (ts, acc)`: one update on a batch,
+    its loss and metrics added to `acc`. The resident epoch and the streamed chunks
+    (nnrun/streaming.py) both scan it, so the two paths compute the same numbers."""
+    grad_fn = jax.value_and_grad(make_loss_fn(model, obj), has_aux=True)
+    frozen = model.trainable_mask() if model.has_frozen() else None   # static: no retrace
+
+    def step(ts: TrainState, acc, xb, yb, wb, swb, key, lr_scale):
+        (loss, (state, parts)), grads = grad_fn(ts.params, ts.state, xb, yb, wb, key, swb)
+        updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params,
+                                              lr_scale=lr_scale)
+        params = model.constrain(optax.apply_updates(ts.params, updates))
+        if frozen is not None:   # trainable: false: those weights keep their values
+            params = jax.tree_util.tree_map(lambda keep, new, old: new if keep else old,
+                                            frozen, params, ts.params)
+        acc = _accumulate(acc, obj, loss, parts, jnp.sum(wb))
+        return TrainState(params, state, opt_state), acc
+
+    return step
+
+
+def epoch_dropout_key(seed, epoch) -> jax.Array:
+    """The dropout key of one epoch; step i folds in i."""
+    return jax.random.fold_in(named_key(seed, "dropout"), epoch)
+
+
 def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTransformation,
-                     n: int, batch_size: int, traces: dict | None = None) -> Callable:
-    """`(TrainState, x, y, order, seed, epoch, lr_scale) -> (TrainState, sums)`, to be
+                     n: int, batch_size: int, traces: dict | None = None,
+                     weighted: bool = False) -> Callable:
+    """`(TrainState, x, y, sw, order, seed, epoch, lr_scale) -> (TrainState, sums)`, to be
     jitted. `lr_scale` (a float32 scalar, an argument: no recompile when callbacks change
-    it) multiplies the optimizer's learning rate.
+    it) multiplies the optimizer's learning rate; `sw` (per-row sample weights) is used
+    when `weighted`, else ignored (pass None).
 
     `traces["epoch"]` counts how often the function is traced (once per fit).
     """
-    grad_fn = jax.value_and_grad(make_loss_fn(model, obj), has_aux=True)
-    optimizer = optax.with_extra_args_support(optimizer)
-    frozen = model.trainable_mask() if model.has_frozen() else None   # static: no retrace
+    step = make_train_step(model, obj, optax.with_extra_args_support(optimizer))
 
-    def epoch_fn(ts: TrainState, x, y, order, seed, epoch, lr_scale):
+    def epoch_fn(ts: TrainState, x, y, sw, order, seed, epoch, lr_scale):
         if traces is not None:
             traces["epoch"] = traces.get("epoch", 0) + 1
         idx, w = _padded_batches(order, n, batch_size)
-        dropout_key = jax.random.fold_in(named_key(seed, "dropout"), epoch)
+        dropout_key = epoch_dropout_key(seed, epoch)
         ts = ts._replace(state=model.reset_states(ts.state))   # stateful RNNs start at 0
 
-        def step(carry, inputs):
-            ts, acc = carry
+        def body(carry, inputs):
             ib, wb, i = inputs
-            xb, yb = _take(x, ib), _take(y, ib)
-            (loss, (state, parts)), grads = grad_fn(
-                ts.params, ts.state, xb, yb, wb, jax.random.fold_in(dropout_key, i))
-            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params,
-                                                  lr_scale=lr_scale)
-            params = model.constrain(optax.apply_updates(ts.params, updates))
-            if frozen is not None:   # trainable: false: those weights keep their values
-                params = jax.tree_util.tree_map(lambda keep, new, old: new if keep else old,
-                                                frozen, params, ts.params)
-            acc = _accumulate(acc, obj, loss, parts, jnp.sum(wb))
-            return (TrainState(params, state, opt_state), acc), None
+            swb = _take(sw, ib) if weighted else None
+            carry = step(*carry, _take(x, ib), _take(y, ib), wb, swb,
+                         jax.random.fold_in(dropout_key, i), lr_scale)
+            return carry, None
 
         steps = idx.shape[0]
-        (ts, acc), _ = jax.lax.scan(step, (ts, _zeros(obj)), (idx, w, jnp.arange(steps)))
+        (ts, acc), _ = jax.lax.scan(body, (ts, _zeros(obj)), (idx, w, jnp.arange(steps)))
         return ts, acc
 
     return epoch_fn
@@ -242,22 +267,33 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
 def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable:
     """`(params, state, x, y) -> sums` in inference mode, batch by batch (to be jitted)."""
 
+    step = make_eval_step(model, obj)
+
     def evaluate(params, state, x, y):
         idx, w = _padded_batches(jnp.arange(n), n, batch_size)
 
-        def step(carry, inputs):   # the state carries stateful RNNs' states across batches
-            acc, state = carry
+        def body(carry, inputs):
             ib, wb = inputs
-            xb, yb = _take(x, ib), _take(y, ib)
-            preds, state, activity, out_mask = model.apply_with_activity(
-                params, state, xb, training=False, mask=wb)
-            loss, parts = objective_loss(model, obj, params, yb, preds, wb, out_mask, activity)
-            return (_accumulate(acc, obj, loss, parts, jnp.sum(wb)), state), None
+            return step(params, carry, _take(x, ib), _take(y, ib), wb), None
 
-        (acc, _), _ = jax.lax.scan(step, (_zeros(obj), model.reset_states(state)), (idx, w))
+        (acc, _), _ = jax.lax.scan(body, (_zeros(obj), model.reset_states(state)), (idx, w))
         return acc
 
     return evaluate
+
+
+def make_eval_step(model: Model, obj: Objective) -> Callable:
+    """`(params, (acc, state), xb, yb, wb) -> (acc, state)`: a batch in inference mode; the
+    state carries stateful RNNs' states across batches."""
+
+    def step(params, carry, xb, yb, wb):
+        acc, state = carry
+        preds, state, activity, out_mask = model.apply_with_activity(
+            params, state, xb, training=False, mask=wb)
+        loss, parts = objective_loss(model, obj, params, yb, preds, wb, out_mask, activity)
+        return _accumulate(acc, obj, loss, parts, jnp.sum(wb)), state
+
+    return step
 
 
 def make_predict(model: Model, n: int, batch_size: int,
@@ -328,13 +364,28 @@ class Fitter:
 
     def __init__(self, model: Model, obj: Objective, optimizer_id: Any, *, seed: int,
                  batch_size: int, shuffle: bool, x: np.ndarray, y: np.ndarray,
-                 val: tuple[np.ndarray, np.ndarray] | None = None):
+                 val: tuple[np.ndarray, np.ndarray] | None = None,
+                 sample_weight: np.ndarray | None = None, chunk_bytes: int | None = None):
+        """`x` (and `val`'s features) may be row sources read from disk
+        (nnrun/rowsource.py): the epochs are then streamed in chunks of batches
+        (nnrun/streaming.py) instead of running on resident data."""
+        from nnrun.rowsource import is_lazy
+
         self.created = time.perf_counter()
         self.model, self.obj, self.seed = model, obj, seed
         self.optimizer = build_optimizer(optimizer_id)
-        self.x, self.y = jax.tree_util.tree_map(jnp.asarray, (x, y))
-        self.val = jax.tree_util.tree_map(jnp.asarray, tuple(val)) if val is not None else None
+        self.streamed = is_lazy(x) or (val is not None and is_lazy(val[0]))
+        self.weighted = sample_weight is not None
+        sw = np.asarray(sample_weight, np.float32) if self.weighted else None
+        if self.streamed:
+            self.x, self.y, self.sw, self.val = x, y, sw, val
+        else:
+            self.x, self.y = jax.tree_util.tree_map(jnp.asarray, (x, y))
+            self.sw = jnp.asarray(sw) if self.weighted else None
+            self.val = jax.tree_util.tree_map(jnp.asarray, tuple(val)) \
+                if val is not None else None
         self.batch_size = batch_size
+        self.chunk_bytes = chunk_bytes
         self.seed_array = np.int32(seed)
         self.traces: dict[str, int] = {}
         scalar = jax.ShapeDtypeStruct((), jnp.int32)
@@ -358,15 +409,20 @@ class Fitter:
         order = jax.ShapeDtypeStruct((n,), jnp.int32)
         params, state = self.model.param_shapes()  # traced once, when the model was built
         ts = TrainState(params, state, jax.eval_shape(self.optimizer.init, params))
-        epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
-                                    self.traces)
-        self.train_epoch = BackgroundCompile(
-            epoch_fn, (ts, _abstract(self.x), _abstract(self.y), order, scalar, scalar,
-                       jax.ShapeDtypeStruct((), jnp.float32)),
-            donate_argnums=(0,))
         self.shuffle = shuffle
         self.fixed_order = np.arange(n, dtype=np.int32)
         self.eval_val = None
+        if self.streamed:
+            from nnrun.streaming import StreamedFit
+
+            self.stream = StreamedFit(self, ts)
+            return
+        epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
+                                    self.traces, self.weighted)
+        self.train_epoch = BackgroundCompile(
+            epoch_fn, (ts, _abstract(self.x), _abstract(self.y), _abstract(self.sw), order,
+                       scalar, scalar, jax.ShapeDtypeStruct((), jnp.float32)),
+            donate_argnums=(0,))
         if self.val is not None:
             self.eval_val = BackgroundCompile(
                 make_eval(self.model, self.obj, rows(self.val[0]), self.batch_size),
@@ -391,11 +447,15 @@ class Fitter:
         start = time.perf_counter()
         order = epoch_order(self.seed, self.epoch, self.n) if self.shuffle \
             else self.fixed_order
-        ts, sums = self.train_epoch(ts, self.x, self.y, order, self.seed_array, e,
-                                    np.float32(self.lr_scale))
+        if self.streamed:
+            ts, sums, vsums = self.stream.epoch(ts, order, e, np.float32(self.lr_scale))
+        else:
+            ts, sums = self.train_epoch(ts, self.x, self.y, self.sw, order, self.seed_array,
+                                        e, np.float32(self.lr_scale))
+            vsums = self.eval_val(ts.params, ts.state, *self.val) \
+                if self.eval_val is not None else None
         logs = finalize(self.obj, sums)
-        if self.eval_val is not None:
-            vsums = self.eval_val(ts.params, ts.state, *self.val)
+        if vsums is not None:
             logs.update({f"val_{k}": v for k, v in finalize(self.obj, vsums).items()})
         seconds = time.perf_counter() - start
         if self.first_epoch_seconds is None:

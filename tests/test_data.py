@@ -49,7 +49,9 @@ def _load(source: dict, base_dir: pathlib.Path = pathlib.Path("."), seed: int = 
 
 
 def test_registry_lists_every_builtin():
-    assert sorted(DATASETS.names()) == sorted(BUILTINS)
+    from nnrun.datasets_sklearn import ROWS  # fixed-size ones: tests/test_tables.py
+
+    assert sorted(DATASETS.names()) == sorted([*BUILTINS, *ROWS])
 
 
 @pytest.mark.parametrize("name", sorted(BUILTINS))

@@ -1,0 +1,337 @@
+"""Arrays left on disk and read a chunk of rows at a time: data larger than memory.
+
+A `RowSource` stands for the features of a `.npy` file or an HDF5 dataset. Rows are
+read on demand (`take(index)`), in the order asked, converted to float32 (or int32).
+A C-ordered `.npy` and a contiguous, uncompressed HDF5 dataset (h5py's default) are
+read row by row with `pread` at their byte offsets (one read for a run of rows), so
+the process holds only the rows asked for, whatever the size of the file; the
+operating system's page cache keeps what fits. A chunked or compressed HDF5 dataset
+is read through h5py (slower: one selection per chunk).
+
+numpy and h5py only (no jax). The trainer side is nnrun/streaming.py.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+from typing import Any
+
+import numpy as np
+
+from nnrun.errors import ConfigError, DataError
+
+# Training data larger than this is streamed unless `data.stream` says otherwise.
+STREAM_THRESHOLD_BYTES = 1 << 30
+# File types whose features can be left on disk.
+STREAMABLE = (".npy", ".h5", ".hdf5")
+# Rows per read when scanning a source (checks, statistics, evaluation).
+SCAN_BYTES = 32 << 20
+
+
+class RowSource:
+    """Rows `index` (None: all, in file order) of an array on disk, as `dtype`."""
+
+    def __init__(self, path: pathlib.Path, *, dataset: str | None = None,
+                 dtype: str = "float32", index: np.ndarray | None = None,
+                 transform=None, _layout: dict | None = None):
+        self.path, self.dataset = pathlib.Path(path), dataset
+        self.out_dtype = np.dtype(dtype)
+        self._layout = _layout or _open_layout(self.path, dataset)
+        self.index = index
+        self.transform = transform   # applied to every chunk read (preprocessing)
+        n = self._layout["shape"][0] if index is None else len(index)
+        row = tuple(self._layout["shape"][1:]) or (1,)   # a 1-D array gives (n, 1) features
+        self.shape = (int(n), *row)
+        self._local = threading.local()
+
+    # -- numpy-like surface used by the data code: len, shape, dtype, rows by index
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.out_dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.out_dtype.itemsize
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}" + (f" (dataset {self.dataset!r})" if self.dataset else "")
+
+    def __getitem__(self, rows) -> RowSource:
+        """A view of some rows (a slice or an index array): nothing is read."""
+        picked = np.arange(len(self), dtype=np.int64)[rows]
+        base = picked if self.index is None else self.index[picked]
+        return self._view(index=base)
+
+    def with_transform(self, fn) -> RowSource:
+        """A view whose rows go through `fn(chunk) -> chunk` (after any earlier one)."""
+        before = self.transform
+        return self._view(transform=fn if before is None else (lambda a: fn(before(a))))
+
+    def _view(self, **changes) -> RowSource:
+        kw = {"dataset": self.dataset, "dtype": str(self.out_dtype), "index": self.index,
+              "transform": self.transform, **changes}
+        return RowSource(self.path, _layout=self._layout, **kw)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The rows at `rows` (positions in this view), in that order, as `dtype`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        file_rows = rows if self.index is None else self.index[rows]
+        raw = self._read(file_rows)
+        out = raw.reshape(len(rows), *self.shape[1:])
+        if self.out_dtype.kind == "i" and out.dtype.kind == "f":
+            if not np.array_equal(out, np.round(out)):
+                raise DataError("has non-integer values but dtype int32 was asked",
+                                where=self.where)
+        out = out.astype(self.out_dtype, copy=False)
+        return out if self.transform is None else self.transform(out)
+
+    def read_all(self) -> np.ndarray:
+        """Every row in memory (a source found small enough not to stream)."""
+        return self.take(np.arange(len(self)))
+
+    def scan(self, rows_per_read: int | None = None):
+        """(start, rows) over the view in order, a bounded number of bytes per read."""
+        row_bytes = max(1, self.nbytes // max(len(self), 1))
+        step = rows_per_read or max(1, SCAN_BYTES // row_bytes)
+        for start in range(0, len(self), step):
+            yield start, self.take(np.arange(start, min(start + step, len(self))))
+
+    # -- reading
+    def _read(self, file_rows: np.ndarray) -> np.ndarray:
+        if self._layout["kind"] != "raw":
+            return self._read_h5(file_rows)
+        lay = self._layout
+        row_shape = tuple(lay["shape"][1:])
+        out = np.empty((len(file_rows), *row_shape), lay["dtype"])
+        row_bytes = out.itemsize * int(np.prod(row_shape, dtype=np.int64))
+        fd = self._fd()
+        if len(file_rows) and np.array_equal(
+                file_rows, np.arange(file_rows[0], file_rows[0] + len(file_rows))):
+            spans = [(0, len(file_rows), int(file_rows[0]))]   # one run: one read
+        else:
+            spans = [(i, i + 1, int(r)) for i, r in enumerate(file_rows)]
+        # Plain reads, not a memory map: a mapped file's pages count as the process's
+        # memory (and a fault maps a whole folio around the row), reads copy only the rows.
+        flat = out.reshape(len(file_rows), -1).view(np.uint8)
+        for first, stop, row in spans:
+            want = (stop - first) * row_bytes
+            got = os.preadv(fd, [flat[first:stop].reshape(-1)], lay["offset"] + row * row_bytes)
+            if got != want:
+                raise DataError(f"short read at row {row} (file truncated?)", where=self.where)
+        return out
+
+    def _fd(self) -> int:
+        fd = getattr(self._local, "fd", None)
+        if fd is None:
+            fd = self._local.fd = os.open(self.path, os.O_RDONLY)
+        return fd
+
+    def _read_h5(self, file_rows: np.ndarray) -> np.ndarray:
+        import h5py
+
+        unique, inverse = np.unique(file_rows, return_inverse=True)
+        f = getattr(self._local, "h5", None)
+        if f is None:
+            f = self._local.h5 = h5py.File(self.path, "r")
+        dset = f[self.dataset]
+        if len(unique) and unique[-1] - unique[0] + 1 == len(unique):   # one run of rows
+            block = dset[int(unique[0]):int(unique[-1]) + 1]
+        else:
+            block = dset[unique]
+        return block[inverse]
+
+
+def _open_layout(path: pathlib.Path, dataset: str | None) -> dict:
+    """How the array is stored: {kind: mapped|h5, shape, dtype, offset}."""
+    try:
+        if dataset is None:
+            return _npy_layout(path)
+        return _h5_layout(path, dataset)
+    except OSError as exc:
+        raise DataError(f"cannot read file: {exc.strerror or exc}", where=str(path)) from exc
+
+
+def _npy_layout(path: pathlib.Path) -> dict:
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+        except ValueError as exc:
+            raise DataError(f"cannot read .npy file: {exc}", where=str(path)) from exc
+        offset = f.tell()
+    _check_array(dtype, shape, str(path))
+    if fortran and len(shape) > 1:
+        raise DataError("a Fortran-ordered .npy cannot be read by rows; save it C-ordered "
+                        "(np.save(path, np.ascontiguousarray(x)))", where=str(path))
+    if offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > os.path.getsize(path):
+        raise DataError("the .npy file is shorter than its header says (truncated?)",
+                        where=str(path))
+    return {"kind": "raw", "shape": tuple(shape), "dtype": dtype, "offset": offset}
+
+
+def _h5_layout(path: pathlib.Path, dataset: str) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        dset = f.get(dataset)
+        if not isinstance(dset, h5py.Dataset):
+            present: list[str] = []
+            f.visititems(lambda name, obj: present.append(name)
+                         if isinstance(obj, h5py.Dataset) else None)
+            raise DataError(f"no dataset {dataset!r} in the file; datasets present: "
+                            f"{', '.join(present) or '(none)'}", where=str(path))
+        where = f"{path} (dataset {dataset!r})"
+        _check_array(dset.dtype, dset.shape, where)
+        offset = dset.id.get_offset()
+        contiguous = dset.chunks is None and dset.compression is None and offset is not None
+        layout = {"kind": "raw" if contiguous else "h5", "shape": tuple(dset.shape),
+                  "dtype": dset.dtype, "offset": offset}
+    return layout
+
+
+def _check_array(dtype: np.dtype, shape: tuple, where: str) -> None:
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
+        raise DataError(f"has dtype {dtype}; expected numbers", where=where)
+    if len(shape) == 0 or shape[0] == 0:
+        raise DataError("is empty (no rows)", where=where)
+
+
+def is_lazy(x: Any) -> bool:
+    """Whether features are (or, for several inputs, include) a RowSource."""
+    if isinstance(x, dict):
+        return any(isinstance(v, RowSource) for v in x.values())
+    return isinstance(x, RowSource)
+
+
+def row_chunks(x, y=None):
+    """(x, y) chunks over the rows in order, a bounded number of bytes of features
+    each: features that are (or include) RowSources, read a chunk at a time."""
+    parts = x.values() if isinstance(x, dict) else [x]
+    row_bytes = sum(int(np.prod(p.shape[1:], dtype=np.int64)) * np.dtype(p.dtype).itemsize
+                    for p in parts)
+    n, step = len(next(iter(parts))), max(1, SCAN_BYTES // max(1, row_bytes))
+
+    def rows_of(a, start):
+        if a is None:
+            return None
+        if isinstance(a, dict):
+            return {k: rows_of(v, start) for k, v in a.items()}
+        stop = min(start + step, n)
+        return a.take(np.arange(start, stop)) if isinstance(a, RowSource) else a[start:stop]
+
+    for start in range(0, n, step):
+        yield rows_of(x, start), rows_of(y, start)
+
+
+def check_finite(source: RowSource) -> None:
+    """Every value finite, read a chunk at a time: DataError naming the first bad row."""
+    if source.out_dtype.kind != "f":
+        return
+    for start, block in source.scan():
+        if not np.isfinite(np.sum(block, dtype=np.float64)):
+            bad = np.argwhere(~np.isfinite(block))
+            if len(bad):
+                index = (start + int(bad[0][0]), *(int(i) for i in bad[0][1:]))
+                raise DataError(f"contains NaN or inf (first at index {index})",
+                                where=source.where)
+
+
+def open_features(path: pathlib.Path, dataset: str | None, dtype: str) -> RowSource:
+    """Features of a .npy (dataset None) or an HDF5 dataset, left on disk."""
+    return RowSource(path, dataset=dataset, dtype=dtype)
+
+
+def load_streamed(source: dict, base_dir: pathlib.Path, stream: bool | None):
+    """A `{path: FILE.npy | FILE.h5}` source with its features left on disk, or None when
+    it should be read whole (`stream` false, another file type, or, with `stream` None,
+    features under STREAM_THRESHOLD_BYTES). Targets and sample weights are read whole."""
+    from nnrun import data as data_mod
+
+    if stream is False or "path" not in source:
+        return None
+    path, suffix, dtype = data_mod._path_source_file(source, base_dir)
+    if suffix not in STREAMABLE:
+        if stream:
+            raise ConfigError(f"only .npy and HDF5 files can be streamed, not {suffix} "
+                              "(data.stream: true)", where="path")
+        return None
+    files = [data_mod._file_record(path)]
+    if suffix == ".npy":
+        x = open_features(path, None, dtype)
+    else:
+        x_name = source.get("x", "x")
+        names = x_name if isinstance(x_name, dict) else {None: x_name}
+        opened = {k: open_features(path, v, dtype) for k, v in names.items()}
+        x = opened[None] if None in opened else opened
+    size = sum(v.nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+    if stream is None and size <= STREAM_THRESHOLD_BYTES:
+        return None
+    counts = {k: len(v) for k, v in (x.items() if isinstance(x, dict) else [("x", x)])}
+    if len(set(counts.values())) > 1:
+        raise DataError(f"the inputs' arrays have different row counts: {counts}",
+                        where=str(path))
+    for v in (x.values() if isinstance(x, dict) else [x]):
+        check_finite(v)
+    y = _targets(source, path, suffix, base_dir, files)
+    if y is not None and data_mod.rows(y) != data_mod.rows(x):
+        raise DataError(f"{data_mod.rows(x)} rows of features but {data_mod.rows(y)} rows of "
+                        "targets", where=str(path))
+    return data_mod.Dataset(x=x, y=y, source=str(source["path"]), files=files,
+                            sample_weight=_sample_weight(source, path, suffix, base_dir,
+                                                         files, len(_first(x))))
+
+
+def _first(x):
+    return next(iter(x.values())) if isinstance(x, dict) else x
+
+
+def _sample_weight(source: dict, path: pathlib.Path, suffix: str, base_dir: pathlib.Path,
+                   files: list[dict], n: int):
+    """A streamed source's `sample_weight:` (an array of the file, or a .npy), read whole."""
+    from nnrun import data as data_mod
+    from nnrun.tables import check_sample_weight
+
+    name = source.get("sample_weight")
+    if name is None:
+        return None
+    if suffix == ".npy":
+        w_path = (pathlib.Path(base_dir) / pathlib.Path(name).expanduser()).resolve()
+        files.append(data_mod._file_record(w_path))
+        return check_sample_weight(data_mod._load_npy(w_path), n, "sample_weight", w_path)
+    arr = data_mod._load_arrays(path, [name])[name]
+    return check_sample_weight(arr, n, f"array {name!r} (sample_weight)", path)
+
+
+def _targets(source: dict, path: pathlib.Path, suffix: str, base_dir: pathlib.Path,
+             files: list[dict]):
+    """The targets of a streamed source, read whole (None when it has none)."""
+    from nnrun import data as data_mod
+
+    if suffix == ".npy":
+        target = source.get("target")
+        if target is None:
+            return None
+        y_path = (pathlib.Path(base_dir) / pathlib.Path(target).expanduser()).resolve()
+        files.append(data_mod._file_record(y_path))
+        return data_mod._as_targets(data_mod._load_npy(y_path), "targets", y_path)
+    y_name = source.get("y", "y")
+    names = y_name if isinstance(y_name, dict) else {None: y_name}
+    required = list(names.values()) if "y" in source else []
+    arrays = data_mod._load_arrays(path, required, [] if required else [y_name])
+    y = {k: data_mod._as_targets(arrays[v], f"array {v!r}", path)
+         for k, v in names.items() if v in arrays}
+    if not y:
+        return None
+    return y[None] if None in y else y
