@@ -103,9 +103,12 @@ class _Exporter:
         raise ConfigError(message, where=self.where(path))
 
     def layer(self, item: dict, path: tuple) -> dict:
-        """One layer as Keras's serialized form; `trainable: false` as Keras's."""
+        """One layer as Keras's serialized form; `trainable: false` as Keras's. Initial
+        `weights:` are not part of a Keras 3 layer's config: the export leaves them out
+        (the architecture only, as Keras's to_json)."""
         args = dict(next(iter(item.values())))
         trainable = args.pop("trainable", True)
+        args.pop("weights", None)
         obj = self._layer({next(iter(item)): args}, path)
         if trainable is False:
             obj["config"]["trainable"] = False

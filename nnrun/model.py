@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from nnrun.errors import ConfigError, NnrunError
 from nnrun.layers import Layer, get_layer_class
 from nnrun.lazy import jax, jnp
@@ -74,6 +76,7 @@ class Model:
                       for i, layer in enumerate(layers)]
         self.output_shapes = [self.node_shapes[n] for n in self.output_names]
         self.output_shape = self.output_shapes[0]
+        self._given = self._given_weights()
 
     @property
     def input_dtypes(self) -> dict[str, Any]:
@@ -175,8 +178,36 @@ class Model:
                               where=self._where(lspec.arg_path("inputs")))
 
     def init(self, key: jax.Array) -> tuple[dict, dict]:
-        """Initial (params, state); layer i draws from fold_in(key, i)."""
-        return self._init(key)
+        """Initial (params, state); layer i draws from fold_in(key, i); a layer's
+        `weights:` (Keras 1's `weights=`) replaces its drawn values."""
+        params, state = self._init(key)
+        for owner, arrays in self._given.items():
+            values = iter(arrays)
+            if owner in params:
+                params = {**params, owner: _given(self.weight_shapes[0][owner], values)}
+            if owner in state:
+                state = {**state, owner: _given(self.weight_shapes[1][owner], values)}
+        return params, state
+
+    def _given_weights(self) -> dict[str, list]:
+        """Layers' `weights:` as float32 arrays by parameter owner, checked against the
+        weights' shapes (params then state, each in Keras's get_weights() order)."""
+        given = {}
+        for lspec, layer in zip(self.spec.layers, self.layers):
+            if lspec.initial_weights is None:
+                continue
+            owner = layer.param_name
+            leaves = [*_ordered_leaves(self.weight_shapes[0].get(owner, {})),
+                      *_ordered_leaves(self.weight_shapes[1].get(owner, {}))]
+            arrays = [np.asarray(a, np.float32) for a in lspec.initial_weights]
+            if [a.shape for a in arrays] != [tuple(sh) for _, sh in leaves]:
+                want = ", ".join(f"{k} {tuple(sh)}" for k, sh in leaves) or "none"
+                got = ", ".join(str(a.shape) for a in arrays)
+                raise ConfigError(f"{lspec.type} {lspec.name!r} has the weights {want} (in "
+                                  f"Keras's get_weights() order); `weights:` gives {got}",
+                                  where=self._where(lspec.arg_path("weights")))
+            given[owner] = arrays
+        return given
 
     def apply(self, params: dict, state: dict, x, *, training: bool = False,
               key: jax.Array | None = None,
@@ -425,3 +456,22 @@ def _argument_path(lspec: LayerSpec, arg: str | None):
 def format_shape(shape: Shape) -> str:
     """Keras's way: `(None, 5)`."""
     return "(None, " + ", ".join(str(d) for d in shape) + ")"
+
+
+def _ordered_leaves(tree, prefix: str = "") -> list[tuple[str, tuple]]:
+    """(path, shape) of a nested dict of shape tuples, in insertion order (Keras's
+    get_weights() order; jax's own flattening sorts keys)."""
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _ordered_leaves(value, path + "/")
+        else:
+            out.append((path, tuple(value)))
+    return out
+
+
+def _given(shapes: dict, values) -> dict:
+    """`shapes`' nested dict with the next of `values` at each leaf, in insertion order."""
+    return {k: _given(v, values) if isinstance(v, dict) else jnp.asarray(next(values))
+            for k, v in shapes.items()}

@@ -279,9 +279,10 @@ class LayerSchema:
         return [a.name for a in self.args]
 
 
-# Arguments accepted by every layer: Keras's `name` and `trainable` (false: frozen), and
-# the input-shape arguments that may stand on a Sequential model's first layer.
-COMMON_ARGS = ("name", "trainable", "input_shape", "input_dim", "input_length",
+# Arguments accepted by every layer: Keras's `name` and `trainable` (false: frozen),
+# Keras 1's `weights` (initial arrays, get_weights() order), and the input-shape
+# arguments that may stand on a Sequential model's first layer.
+COMMON_ARGS = ("name", "trainable", "weights", "input_shape", "input_dim", "input_length",
                "batch_input_shape")
 
 # Keras 1 argument names that mean the same on every layer.

@@ -52,6 +52,8 @@ class LayerSpec:
     inputs: tuple[str, ...] | None = None
     # Keras's `trainable`: false freezes the layer's (a nested model's: all its) weights.
     trainable: bool = True
+    # Keras 1's `weights=`: initial arrays (nested lists) in get_weights() order.
+    initial_weights: tuple | None = None
 
     def arg_path(self, arg: str) -> PathT:
         """The config path of an argument as the user wrote it (alias names included)."""
@@ -528,8 +530,34 @@ def _finish_layer(type_, schema, given, apath, path, problems, counts) -> LayerS
             trainable = boolean(given["trainable"][1])
         except ArgTypeError as exc:
             problems.add(apath + (given["trainable"][0],), str(exc))
+    initial = None
+    if "weights" in given:
+        key, value = given["weights"]
+        try:
+            initial = initial_weights(value)
+        except ArgTypeError as exc:
+            problems.add(apath + (key,), str(exc))
     return LayerSpec(type=type_, name=name, args=args, path=path,
-                     arg_paths=arg_paths, trainable=trainable)
+                     arg_paths=arg_paths, trainable=trainable, initial_weights=initial)
+
+
+def initial_weights(value: Any) -> tuple:
+    """Keras 1's `weights=`: a list of arrays written as (nested) lists of numbers."""
+    import numpy as np
+
+    if not isinstance(value, list) or not value:
+        raise ArgTypeError("expected a list of weight arrays (nested lists of numbers), in "
+                           "Keras's get_weights() order, e.g. [[[1, 2]], [0, 0]] for a Dense")
+    out = []
+    for i, arr in enumerate(value):
+        try:
+            a = np.asarray(arr, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ArgTypeError(f"array {i} is not a rectangular nest of numbers") from None
+        if not np.isfinite(a).all():
+            raise ArgTypeError(f"array {i} has a non-finite value")
+        out.append(arr)
+    return tuple(out)
 
 
 def _layer_input_shape(given, apath, problems, *, input_dim_is_arg: bool = False
@@ -575,6 +603,8 @@ def model_to_dict(model: ModelSpec) -> dict:
         args = {"name": layer.name, **layer.args}
         if not layer.trainable:
             args["trainable"] = False
+        if layer.initial_weights is not None:
+            args["weights"] = list(layer.initial_weights)
         if layer.inputs is not None:
             args["inputs"] = list(layer.inputs)
         out["layers"].append({layer.type: plain(args)})
@@ -589,8 +619,10 @@ def plain(value: Any) -> Any:
     if isinstance(value, ModelSpec):   # a nested graph model
         return model_to_dict(value)
     if isinstance(value, LayerSpec):   # a nested model's layer
-        frozen = {} if value.trainable else {"trainable": False}
-        return {value.type: plain({"name": value.name, **value.args, **frozen})}
+        extra = {} if value.trainable else {"trainable": False}
+        if value.initial_weights is not None:
+            extra["weights"] = list(value.initial_weights)
+        return {value.type: plain({"name": value.name, **value.args, **extra})}
     if isinstance(value, tuple):
         return [plain(v) for v in value]
     if isinstance(value, dict):
