@@ -212,8 +212,13 @@ def build(spec: Spec, x=None):
     x_shape = None
     if x is not None and spec.model.input_shape is None and not spec.model.is_graph:
         x_shape = tuple(x.shape[1:]) if not isinstance(x, dict) else None
-    return build_model(spec.model, input_shape=x_shape, where=spec.where,
-                       batch_size=spec.fit.batch_size)
+    model = build_model(spec.model, input_shape=x_shape, where=spec.where,
+                        batch_size=spec.fit.batch_size)
+    if spec.compile.precision != "float32":   # compile.precision (nnrun/precision.py)
+        from nnrun.precision import get_policy
+
+        model.set_policy(get_policy(spec.compile.precision))
+    return model
 
 
 def _shape_known(spec: Spec) -> bool:
@@ -322,6 +327,13 @@ def _check_features(model, x, source: str) -> None:
                         f"model expects {format_shape(model.input_shape)}")
 
 
+def _placement(spec: Spec):
+    """The devices `fit.devices` picks (data parallelism), checked before data is read."""
+    from nnrun.parallel import Placement, resolve_devices
+
+    return Placement(resolve_devices(spec.fit.devices, spec.fit.batch_size, spec.where))
+
+
 def _check_targets(model, obj, ds, split: str) -> None:
     """Class ids within the output's classes, binary labels within 0..1 (exit 3)."""
     from nnrun.target_checks import check_target_values
@@ -370,10 +382,11 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Splits) -> tuple:
+def _start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Splits,
+               run: Path | None = None) -> tuple:
     from nnrun.report import summary_text
 
-    run = rundir.create_run_dir(runs_root, spec.name)
+    run = run or rundir.create_run_dir(runs_root, spec.name)   # run: a sweep's variant
     rundir.write_atomic(run / "config.yaml", dump_yaml(spec.resolved))
     arch = {"model": model_to_dict(spec.model)}
     arch["model"].pop("weights", None)   # architecture only
@@ -422,7 +435,25 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
           allow_config_change: bool = False) -> TrainResult:
     """Train as the config says, writing the run directory as training goes. With
     `resume` (a run directory), continue that run from its last.h5 exactly; a config
-    other than the run's is refused (with the diff) unless `allow_config_change`."""
+    other than the run's is refused (with the diff) unless `allow_config_change`.
+    With `distributed:`, this process joins the others first (nnrun/distributed.py);
+    only process 0 writes the run directory and prints."""
+    from nnrun import distributed
+
+    distributed.initialize(spec.distributed, spec.where(("distributed",)))
+    if spec.distributed is None or distributed.is_writer():
+        return _train(spec, runs_root=runs_root, argv=argv, stream=stream, quiet=quiet,
+                      resume=resume, allow_config_change=allow_config_change)
+    if resume is not None:
+        raise ConfigError("--resume with distributed: is not supported yet (start again)",
+                          where=spec.where(("distributed",)))
+    with distributed.runs_root_for(runs_root) as scratch:
+        return _train(spec, runs_root=scratch, argv=argv, stream=stream, quiet=True)
+
+
+def _train(spec: Spec, *, runs_root: Path, argv: list[str] | None, stream: TextIO,
+           quiet: bool, resume: Path | None = None,
+           allow_config_change: bool = False) -> TrainResult:
     from nnrun.callbacks import check_monitors
     from nnrun.checkpoint import Checkpointer
     from nnrun.fitting import CallbackRunner, fit_loop, load_resume_state
@@ -432,6 +463,7 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     # Compile settings and (with an input shape in the config) the model are checked,
     # every problem at once, before any data is read: what `nnrun check` does.
     model = checked_model(spec)
+    placement = _placement(spec)
     splits = load_data(spec, num_classes=output_classes(model))
     model = model or build(spec, splits.train.x)
     _check_features(model, splits.train.x, splits.train.source)
@@ -444,13 +476,14 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     fitter = Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
                     batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle,
                     x=splits.train.x, y=splits.train.y, val=val,
-                    sample_weight=splits.train.sample_weight)
+                    sample_weight=splits.train.sample_weight, placement=placement)
     keys = [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val else [])]
     check_monitors(spec.fit.callbacks, keys, spec.where)
     start = start_weights(spec, model) if resume is None else None
     argv = list(argv or sys.argv)
     if resume is None:
         run, info = _start_run(spec, model, runs_root, argv, splits)
+        info["data_parallel"] = placement.describe()
         if start is not None:
             info["initial_weights"] = start.record()
             if start.missing and not quiet:

@@ -79,8 +79,9 @@ ARGS: dict[str, dict[str, tuple[Any, Any]]] = {
     "CSVLogger": {},
 }
 NOTES = {
-    "TerminateOnNaN": "TerminateOnNaN is always on (a non-finite loss stops training with "
-                      "exit code 4, keeping the last good checkpoint); it takes no arguments",
+    "TerminateOnNaN": "TerminateOnNaN is on by default (a non-finite loss stops training "
+                      "with exit code 4, keeping the last good checkpoint); it takes no "
+                      "arguments; fit.terminate_on_nan: false switches it off",
     "CSVLogger": "CSVLogger is always on (metrics.csv in the run directory); it takes no "
                  "arguments",
 }

@@ -28,12 +28,26 @@ from nnrun.errors import CheckpointError
 FORMAT = "nnrun-checkpoint-1"
 
 
+def _storable(value) -> np.ndarray:
+    """An array as HDF5 stores it: bfloat16 (compile.precision: bfloat16), which HDF5
+    has no type for, as float32 (exact); read back into the model's dtype."""
+    value = np.asarray(value)
+    return value.astype(np.float32) if value.dtype == jnp.bfloat16 else value
+
+
+def _restored(data: np.ndarray, dtype) -> np.ndarray:
+    """A stored array in the model's dtype: float32 back to bfloat16 where it expects it."""
+    if np.dtype(dtype) == jnp.bfloat16 and data.dtype == np.float32:
+        return data.astype(jnp.bfloat16)
+    return data
+
+
 def _write_tree(group: h5py.Group, tree: dict) -> None:
     for key, value in tree.items():
         if isinstance(value, dict):
             _write_tree(group.create_group(key), value)
         else:
-            group.create_dataset(key, data=np.asarray(value))
+            group.create_dataset(key, data=_storable(value))
 
 
 def save_checkpoint(path: Path, *, params: dict, state: dict, opt_state: Any = None,
@@ -56,7 +70,7 @@ def save_checkpoint(path: Path, *, params: dict, state: dict, opt_state: Any = N
                 group = f.create_group("optimizer")
                 leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
                 for i, (kpath, leaf) in enumerate(leaves):
-                    ds = group.create_dataset(str(i), data=np.asarray(leaf))
+                    ds = group.create_dataset(str(i), data=_storable(leaf))
                     ds.attrs["path"] = jax.tree_util.keystr(kpath)
         os.replace(tmp, path)
     except BaseException:
@@ -85,7 +99,7 @@ def _read_into(f: h5py.File, group_name: str, skeleton: dict) -> dict:
         if path not in f or not isinstance(f[path], h5py.Dataset):
             raise CheckpointError(f"{path}: missing (the checkpoint does not match the model)",
                                   where=f.filename)
-        data = f[path][()]
+        data = _restored(f[path][()], value.dtype)
         if data.shape != tuple(value.shape) or data.dtype != np.dtype(value.dtype):
             raise CheckpointError(
                 f"{path}: the checkpoint has shape {data.shape} {data.dtype}, the model "
@@ -106,7 +120,7 @@ def _read_optimizer(f: h5py.File, skeleton: Any) -> Any:
         if ds.attrs.get("path") != jax.tree_util.keystr(kpath) or ds.shape != leaf.shape:
             raise CheckpointError(f"optimizer/{i} {ds.attrs.get('path')}: does not match the "
                                   "optimizer in the config", where=f.filename)
-        values.append(ds[()])
+        values.append(_restored(ds[()], leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, values)
 
 

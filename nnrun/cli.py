@@ -18,6 +18,7 @@ from nnrun import __version__
 from nnrun.cli_common import CHECKPOINT, TARGET, common_options, configure_jax, handle_errors
 from nnrun.cli_config import check, config_cmd, export, import_keras, schema
 from nnrun.cli_runs import diff_cmd, runs_cmd
+from nnrun.cli_sweep import sweep_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -201,7 +202,7 @@ def plot(target: Path, output_path: Path | None, curves: bool, rankdir: str,
         click.echo(f"wrote {path}")
 
 
-for command in (config_cmd, check, schema, import_keras, export, runs_cmd, diff_cmd):
+for command in (config_cmd, check, schema, import_keras, export, runs_cmd, diff_cmd, sweep_cmd):
     main.add_command(command)
 
 

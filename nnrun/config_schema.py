@@ -13,7 +13,15 @@ from typing import Any
 
 from nnrun import schema as s
 from nnrun.spec import CONFIG_VERSION
-from nnrun.spec_checks import COMPILE_KEYS, DATA_KEYS, FIT_KEYS, MODEL_KEYS, TOP_KEYS
+from nnrun.spec_checks import (
+    COMPILE_KEYS,
+    DATA_KEYS,
+    DISTRIBUTED_KEYS,
+    FIT_KEYS,
+    MODEL_KEYS,
+    PRECISIONS,
+    TOP_KEYS,
+)
 from nnrun.spec_model import INPUT_DTYPES, KERAS1_KERNEL_DIMS, MERGE_MODES
 
 SCHEMA_ID = "https://nnrun.dev/schema/config-v1.json"
@@ -312,6 +320,10 @@ def build_schema() -> dict[str, Any]:
         "loss_weights": {"anyOf": [{"type": "object",
                                     "additionalProperties": _loose({"type": "number"})},
                                    {"type": "array", "items": _loose({"type": "number"})}]},
+        "precision": {"enum": [*PRECISIONS, "mixed_bfloat16"], "default": PRECISIONS[0],
+                      "description": "float32; mixed: bfloat16 compute, float32 weights "
+                                     "and loss (Keras's mixed_bfloat16); bfloat16: weights "
+                                     "too"},
     }, COMPILE_KEYS)  # loss is required, but may come from an extended file
     split = _loose({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1})
     data = _section({"train": _data_source(), "validation": _data_source(),
@@ -319,7 +331,12 @@ def build_schema() -> dict[str, Any]:
                      **_data_options()}, DATA_KEYS)
     fit = _section({"batch_size": _loose(POSITIVE), "epochs": _loose(POSITIVE),
                     "shuffle": _loose({"type": "boolean"}), "validation_split": split,
-                    "callbacks": _callbacks()}, FIT_KEYS)
+                    "callbacks": _callbacks(),
+                    "devices": {"anyOf": [{"const": "all"}, _loose(POSITIVE)],
+                                "description": "data parallelism: all local devices or N"},
+                    "terminate_on_nan": {**_loose({"type": "boolean"}), "description":
+                                         "false: a non-finite loss does not stop training"}},
+                   FIT_KEYS)
     files = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     top = {
         "version": {"const": CONFIG_VERSION, "description": "the config format's version"},
@@ -328,6 +345,13 @@ def build_schema() -> dict[str, Any]:
         "model": by_type("string", {"description": "a saved model.yaml"},
                          {"$ref": "#/definitions/model"}),
         "compile": compile_, "fit": fit,
+        "distributed": {"anyOf": [{"type": "boolean"}, _section({
+            "coordinator_address": {"type": "string", "pattern": ".+:[0-9]+$"},
+            "num_processes": _loose({"type": "integer", "minimum": 1}),
+            "process_id": _loose({"type": "integer", "minimum": 0}),
+            "local_device_ids": {"type": "array", "items": {"type": "integer"}}},
+            DISTRIBUTED_KEYS)], "description": "several processes (hosts): "
+            "jax.distributed.initialize's arguments, or true for its own detection"},
     }
     out = _section(top, TOP_KEYS)
     out["properties"].update({

@@ -128,8 +128,13 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
             result.history.setdefault(key, []).append(value)
         log.append(res.epoch, res.logs, lr, res.seconds)
         reporter.epoch_end(res.epoch, res.logs, res.seconds)
-        if not all(np.isfinite(v) for v in res.logs.values()):   # TerminateOnNaN
-            checkpointer.flush(None, res.epoch)  # keep the last good files; best.h5 flushed
+        if spec.fit.terminate_on_nan and not all(np.isfinite(v) for v in res.logs.values()):
+            if runner.restores and runner.best_weights is not None:
+                # EarlyStopping's restore_best_weights acts whenever training ends
+                ts = runner.restore(ts)
+                checkpointer.flush(ts, res.epoch - 1)   # last.h5: the best epoch's weights
+            else:
+                checkpointer.flush(None, res.epoch)  # keep the last good files
             result.status, result.exit_code = "diverged", 4
             result.stop_reason = f"non-finite loss or metric at epoch {res.epoch}"
             return ts

@@ -21,6 +21,7 @@ import numpy as np
 from nnrun.errors import ConfigError, NnrunError
 from nnrun.layers import Layer, get_layer_class
 from nnrun.lazy import jax, jnp
+from nnrun.precision import FLOAT32, Policy, apply_layer, cast_tree
 from nnrun.spec_model import LayerSpec, ModelSpec
 
 Shape = tuple[int, ...]
@@ -77,6 +78,14 @@ class Model:
         self.output_shapes = [self.node_shapes[n] for n in self.output_names]
         self.output_shape = self.output_shapes[0]
         self._given = self._given_weights()
+        self.policy = FLOAT32   # compile.precision: set_policy
+
+    def set_policy(self, policy: Policy) -> None:
+        """Train and run under a precision policy (nnrun/precision.py); nested models too."""
+        self.policy = policy
+        for layer in self.layers:
+            for inner in getattr(layer, "_models", {}).values():
+                inner.set_policy(policy)
 
     @property
     def input_dtypes(self) -> dict[str, Any]:
@@ -187,6 +196,8 @@ class Model:
                 params = {**params, owner: _given(self.weight_shapes[0][owner], values)}
             if owner in state:
                 state = {**state, owner: _given(self.weight_shapes[1][owner], values)}
+        if self.policy.variable != "float32":   # the bfloat16 policy stores bfloat16
+            params, state = cast_tree((params, state), self.policy.variable)
         return params, state
 
     def _given_weights(self) -> dict[str, list]:
@@ -229,6 +240,8 @@ class Model:
         values, step_masks, new_state, activity = self._run(params, state, x, training, key,
                                                             mask)
         outputs = tuple(values[n] for n in self.output_names)
+        if self.policy.casts:   # the loss and predictions are float32, as Keras's
+            outputs = cast_tree(outputs, "float32")
         masks = tuple(step_masks.get(n) for n in self.output_names)
         if len(outputs) == 1:
             return outputs[0], new_state, activity, masks[0]
@@ -238,7 +251,8 @@ class Model:
         """(the named inputs' / layers' outputs, new state) in inference: what
         `predict --output LAYER` reads (e.g. an autoencoder's codes)."""
         values, _, new_state, _ = self._run(params, state, x, False, None, None)
-        return tuple(values[n] for n in names), new_state
+        outputs = tuple(values[n] for n in names)
+        return (cast_tree(outputs, "float32") if self.policy.casts else outputs), new_state
 
     def node_names(self) -> list[str]:
         return [*self.input_names, *(layer.name for layer in self.layers)]
@@ -267,9 +281,18 @@ class Model:
                 # A frozen BatchNormalization runs in inference mode, as in Keras 3.
                 frozen_bn = (not self.spec.layers[i].trainable
                              and self.spec.layers[i].type == "BatchNormalization")
-                y, s = layer.apply(lparams, lstate, inputs, key=lkey,
-                                   training=training and not frozen_bn, **extra)
+
+                def run(inputs, lparams, lstate, layer=layer, lkey=lkey, extra=extra,
+                        training=training and not frozen_bn):
+                    return layer.apply(lparams, lstate, inputs, key=lkey, training=training,
+                                       **extra)
+
+                y, s = (apply_layer(self.policy, self.spec.layers[i].type, run, inputs,
+                                    lparams, lstate) if self.policy.casts
+                        else run(inputs, lparams, lstate))
             values[layer.name], step_masks[layer.name] = y, out_mask
+            if layer.activity is not None and self.policy.casts:   # penalties in float32
+                y = y.astype(jnp.float32)
             if layer.activity is not None:   # Keras 3: divided by the batch size
                 if mask is None:
                     activity = activity + layer.activity(y) / y.shape[0]
@@ -313,6 +336,8 @@ class Model:
                     self.weight_shapes):
                 raise NnrunError(_disagreement(self, traced, abstract))
             self._abstract = abstract
+        if self.policy.variable != "float32":
+            return cast_tree(self._abstract, self.policy.variable)
         return self._abstract
 
     def count_params(self) -> dict[str, tuple[int, int]]:

@@ -34,11 +34,14 @@ from nnrun.spec_checks import (
     COMPILE_KEYS,
     DATA_KEYS,
     FIT_KEYS,
+    PRECISIONS,
     TOP_KEYS,
     Problems,
     check_keys,
+    devices_option,
     section,
     typed_field,
+    validate_distributed,
 )
 from nnrun.spec_data import validate_data_options
 from nnrun.spec_model import (  # noqa: F401  (re-exported: the model's specs are public)
@@ -66,6 +69,7 @@ class CompileSpec:
     loss: Any
     metrics: tuple[Any, ...] | dict[str, tuple[Any, ...]]
     loss_weights: dict[str, float] | None = None
+    precision: str = "float32"   # nnrun/precision.py: float32, mixed or bfloat16
 
     def for_output(self, name: str) -> tuple[Any, tuple[Any, ...], float]:
         """(loss, metrics, weight) of one output."""
@@ -85,10 +89,16 @@ class FitSpec:
     epochs: int
     shuffle: bool
     callbacks: tuple[CallbackSpec, ...] = ()
+    devices: int | str = "all"   # data parallelism: "all" local devices, or a number
+    terminate_on_nan: bool = True   # false: a non-finite loss does not stop training
 
     def to_dict(self) -> dict:
         """The resolved `fit:` (callbacks with every argument; none: no key)."""
         out = {"batch_size": self.batch_size, "epochs": self.epochs, "shuffle": self.shuffle}
+        if self.devices != "all":
+            out["devices"] = self.devices
+        if not self.terminate_on_nan:
+            out["terminate_on_nan"] = False
         if self.callbacks:
             out["callbacks"] = [c.to_dict() for c in self.callbacks]
         return out
@@ -123,6 +133,8 @@ class Spec:
     origins: Origins
     base_dir: Path
     source: str
+    # jax.distributed.initialize's arguments ({} for its own detection); None: one process
+    distributed: dict | None = None
 
     def where(self, path: PathT) -> str:
         """`file:line:col: dotted.path` for a config path, for error messages."""
@@ -202,6 +214,7 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
                               len(model.outputs) > 1 else ())
             if isinstance(raw.get("compile"), dict) else None)
     fit = _validate_fit(fit_raw, problems)
+    distributed = validate_distributed(raw, problems)
     problems.raise_if_any(PartialSpec(origins, data, comp, tuple(problems.clean_layers),
                                       fit.callbacks))
     if model.weights is not None and base_dir is not None:   # as data paths: absolute
@@ -216,11 +229,14 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
         "compile": {"optimizer": comp.optimizer, "loss": comp.loss,
                     "metrics": (list(comp.metrics) if not isinstance(comp.metrics, dict) else
                                 {k: list(v) for k, v in comp.metrics.items()}),
-                    **({"loss_weights": comp.loss_weights} if comp.loss_weights else {})},
+                    **({"loss_weights": comp.loss_weights} if comp.loss_weights else {}),
+                    **({"precision": comp.precision} if comp.precision != "float32" else {})},
         "fit": fit.to_dict(),
+        **({"distributed": raw["distributed"]} if distributed is not None else {}),
     }
     return Spec(name=name, seed=seed, data=data, model=model, compile=comp, fit=fit,
-                resolved=resolved, origins=origins, base_dir=base_dir, source=source)
+                resolved=resolved, origins=origins, base_dir=base_dir, source=source,
+                distributed=distributed)
 
 
 def run_name(value: Any) -> str:
@@ -354,7 +370,18 @@ def _validate_compile(comp: dict, problems: Problems,
                     weights[name] = number(raw_weights[name])
                 except ArgTypeError as exc:
                     problems.add(wpath + (name,), str(exc))
-    return CompileSpec(optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=weights)
+    precision = typed_field(comp, "precision", _precision, PRECISIONS[0], path, problems)
+    return CompileSpec(optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=weights,
+                       precision=precision or PRECISIONS[0])
+
+
+def _precision(value: Any) -> str:
+    """`compile.precision`: one of PRECISIONS (nnrun/precision.py)."""
+    if value == "mixed_bfloat16":   # Keras's name of the policy
+        return "mixed"
+    if not isinstance(value, str) or value not in PRECISIONS:
+        raise ArgTypeError(unknown_name_message("precision", value, list(PRECISIONS)))
+    return value
 
 
 def _output_keys(mapping: dict, outputs: tuple[str, ...], path: PathT, problems: Problems,
@@ -395,7 +422,11 @@ def _validate_fit(fit: dict, problems: Problems) -> FitSpec:
                    epochs=typed_field(fit, "epochs", positive_int, 1, path, problems),
                    shuffle=typed_field(fit, "shuffle", boolean, True, path, problems),
                    callbacks=validate_callbacks(fit.get("callbacks"), path + ("callbacks",),
-                                                problems))
+                                                problems),
+                   devices=typed_field(fit, "devices", devices_option, "all", path, problems)
+                   or "all",
+                   terminate_on_nan=typed_field(fit, "terminate_on_nan", boolean, True, path,
+                                                problems) is not False)
 
 
 # ---------------------------------------------------------------- writing

@@ -14,13 +14,17 @@ if TYPE_CHECKING:
     from nnrun.spec import PartialSpec
     from nnrun.spec_model import LayerSpec
 
-TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit")
+TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit", "distributed")
+DISTRIBUTED_KEYS = ("coordinator_address", "num_processes", "process_id", "local_device_ids")
 DATA_KEYS = ("train", "validation", "validation_split", "test", "shuffle_split", "stratify",
              "preprocess", "class_weight", "stream")
 MODEL_KEYS = ("input_shape", "input_dim", "input_dtype", "inputs", "layers", "outputs",
               "weights")
-COMPILE_KEYS = ("optimizer", "loss", "metrics", "loss_weights")
-FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split", "callbacks")
+COMPILE_KEYS = ("optimizer", "loss", "metrics", "loss_weights", "precision")
+# compile.precision (nnrun/precision.py): the first is the default
+PRECISIONS = ("float32", "mixed", "bfloat16")
+FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split", "callbacks", "devices",
+            "terminate_on_nan")
 SECTION_KEYS = {"data": DATA_KEYS, "model": MODEL_KEYS, "compile": COMPILE_KEYS,
                 "fit": FIT_KEYS}
 
@@ -80,3 +84,57 @@ def section(raw: dict, key: str, path: PathT, problems: Problems, required: bool
         problems.add(path + (key,), f"expected a mapping, {got(value)}")
         return {}
     return value
+
+
+def devices_option(value: Any) -> int | str:
+    """`fit.devices`: "all" (every local device) or a positive number of them."""
+    if value == "all":
+        return "all"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgTypeError(f"expected 'all' or a positive number of devices, got {value!r}")
+    return value
+
+
+def validate_distributed(raw: dict, problems: Problems) -> dict | None:
+    """`distributed:`: true (jax.distributed.initialize's own detection: Slurm, Open MPI,
+    TPU) or a mapping of its arguments; None when absent or false."""
+    value = raw.get("distributed")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    path: PathT = ("distributed",)
+    if not isinstance(value, dict):
+        problems.add(path, "expected true or a mapping such as {coordinator_address: "
+                     f"'host:1234', num_processes: 2, process_id: 0}}, got {value!r}")
+        return None
+    check_keys(value, DISTRIBUTED_KEYS, path, problems, "distributed")
+    out: dict[str, Any] = {}
+    address = value.get("coordinator_address")
+    if address is not None:
+        host, _, port = str(address).rpartition(":")
+        if not isinstance(address, str) or not host or not port.isdigit():
+            problems.add(path + ("coordinator_address",),
+                         f"expected 'host:port', got {address!r}")
+        else:
+            out["coordinator_address"] = address
+    for key, low in (("num_processes", 1), ("process_id", 0)):
+        v = value.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            problems.add(path + (key,), f"expected an integer >= {low}, got {v!r}")
+        else:
+            out[key] = v
+    if out.get("process_id", 0) >= out.get("num_processes", 1 << 30):
+        problems.add(path + ("process_id",), f"process_id {out['process_id']} is not below "
+                     f"num_processes {out['num_processes']}")
+    ids = value.get("local_device_ids")
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                and i >= 0 for i in ids):
+            problems.add(path + ("local_device_ids",), f"expected a list of device ids, "
+                         f"got {ids!r}")
+        else:
+            out["local_device_ids"] = ids
+    return out

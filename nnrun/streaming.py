@@ -84,8 +84,9 @@ class _Reader:
 
     _DONE = object()
 
-    def __init__(self, plan: _Plan, order: np.ndarray, arrays: tuple):
+    def __init__(self, plan: _Plan, order: np.ndarray, arrays: tuple, placement=None):
         self.plan, self.order, self.arrays = plan, order, arrays
+        self.placement = placement
         self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -103,10 +104,14 @@ class _Reader:
     def _run(self) -> None:
         try:
             for s0, rows, w in self.plan.chunks(self.order):
-                k = w.shape[0]
-                host = tuple(_batched(_gather(a, rows), k, self.plan.batch)
-                             for a in self.arrays)
-                if not self._put((s0, jax.device_put((*host, w)))):
+                if self.placement is not None and self.placement.mesh is not None:
+                    # several devices: each process reads its own devices' rows
+                    item = self.placement.put_rows(self.arrays, rows, w, _gather)
+                else:
+                    k = w.shape[0]
+                    item = jax.device_put((*(_batched(_gather(a, rows), k, self.plan.batch)
+                                             for a in self.arrays), w))
+                if not self._put((s0, item)):
                     return
             self._put(self._DONE)
         except BaseException as exc:   # noqa: BLE001 - re-raised by the consumer
@@ -134,27 +139,31 @@ class StreamedFit:
         chunk_bytes = fitter.chunk_bytes or CHUNK_BYTES
         self.plan = _Plan(fitter.n, batch, _row_bytes(fitter.x), chunk_bytes)
         step = make_train_step(model, obj, optax.with_extra_args_support(fitter.optimizer))
-        weighted = fitter.weighted
+        weighted, pl = fitter.weighted, fitter.placement
+        shard = pl.shard_batch
 
         def chunk_fn(ts, acc, xs, ys, sws, ws, s0, seed, epoch, lr_scale):
             key = epoch_dropout_key(seed, epoch)
 
             def body(carry, inputs):
                 xb, yb, swb, wb, i = inputs
-                return step(*carry, xb, yb, wb, swb if weighted else None,
+                return step(*carry, shard(xb), shard(yb), shard(wb),
+                            shard(swb) if weighted else None,
                             jax.random.fold_in(key, i), lr_scale), None
 
             steps = s0 + jnp.arange(ws.shape[0])
             (ts, acc), _ = jax.lax.scan(body, (ts, acc), (xs, ys, sws, ws, steps))
             return ts, acc
 
-        scalar = jax.ShapeDtypeStruct((), jnp.int32)
-        acc = jax.eval_shape(lambda: _zeros(obj))
+        scalar = pl.abstract(jax.ShapeDtypeStruct((), jnp.int32))
+        acc = pl.abstract(jax.eval_shape(lambda: _zeros(obj)))
+        chunked = pl.batch_sharding(axis=1)
         self.train_chunk = {
             k: BackgroundCompile(chunk_fn, (
-                ts, acc, *self._shapes((fitter.x, fitter.y, fitter.sw), k, batch),
-                jax.ShapeDtypeStruct((k, batch), jnp.float32), scalar, scalar, scalar,
-                jax.ShapeDtypeStruct((), jnp.float32)), donate_argnums=(0, 1))
+                ts, acc, *_chunk_shapes((fitter.x, fitter.y, fitter.sw), k, batch, chunked),
+                jax.ShapeDtypeStruct((k, batch), jnp.float32, sharding=chunked), scalar,
+                scalar, scalar, pl.abstract(jax.ShapeDtypeStruct((), jnp.float32))),
+                donate_argnums=(0, 1), out_shardings=pl.replicated)
             for k in self.plan.sizes}
         self.reset = jax.jit(lambda ts: ts._replace(state=model.reset_states(ts.state)),
                              donate_argnums=0)
@@ -162,18 +171,14 @@ class StreamedFit:
         if fitter.val is not None:
             vx, vy = fitter.val
             self.val = ChunkedEval(model, obj, vx, vy, batch, chunk_bytes,
-                                   (ts.params, ts.state))
-
-    @staticmethod
-    def _shapes(arrays: tuple, k: int, batch: int) -> tuple:
-        return _chunk_shapes(arrays, k, batch)
+                                   (ts.params, ts.state), pl)
 
     def epoch(self, ts: TrainState, order: np.ndarray, epoch: np.int32, lr_scale: np.float32):
         """Train one epoch over the chunks in `order`; returns (ts, sums, val sums)."""
         f = self.fitter
         ts = self.reset(ts)
-        acc = _zeros(f.obj)
-        reader = _Reader(self.plan, order, (f.x, f.y, f.sw))
+        acc = f.placement.replicate(_zeros(f.obj))
+        reader = _Reader(self.plan, order, (f.x, f.y, f.sw), f.placement)
         for s0, (xs, ys, sws, ws) in reader:
             run: Callable = self.train_chunk[ws.shape[0]]
             ts, acc = run(ts, acc, xs, ys, sws, ws, np.int32(s0), f.seed_array, epoch,
@@ -181,9 +186,10 @@ class StreamedFit:
         return ts, acc, (self.val(ts.params, ts.state) if self.val is not None else None)
 
 
-def _chunk_shapes(arrays: tuple, k: int, batch: int) -> tuple:
+def _chunk_shapes(arrays: tuple, k: int, batch: int, sharding=None) -> tuple:
     def one(a):
-        return jax.ShapeDtypeStruct((k, batch, *a.shape[1:]), np.dtype(a.dtype))
+        return jax.ShapeDtypeStruct((k, batch, *a.shape[1:]), np.dtype(a.dtype),
+                                    sharding=sharding)
 
     return tuple(None if a is None else jax.tree_util.tree_map(
         one, a, is_leaf=lambda v: isinstance(v, RowSource)) for a in arrays)
@@ -198,14 +204,17 @@ class ChunkedEval:
     With `shapes` ((params, state) shapes), its programs compile now, in the background."""
 
     def __init__(self, model, obj, x, y, batch: int, chunk_bytes: int | None = None,
-                 shapes: tuple | None = None):
+                 shapes: tuple | None = None, placement=None):
+        from nnrun.parallel import Placement
+
         self.model, self.obj, self.x, self.y = model, obj, x, y
+        self.placement = pl = placement or Placement()
         self.plan = _Plan(_rows(y), batch, _row_bytes(x), chunk_bytes or CHUNK_BYTES)
         step = make_eval_step(model, obj)
 
         def eval_chunk(params, carry, xs, ys, ws):
             def body(carry, inputs):
-                return step(params, carry, *inputs), None
+                return step(params, carry, *pl.shard_batch(inputs)), None
 
             carry, _ = jax.lax.scan(body, carry, (xs, ys, ws))
             return carry
@@ -214,17 +223,19 @@ class ChunkedEval:
             self.programs = {k: jax.jit(eval_chunk) for k in self.plan.sizes}
             return
         params, state = shapes
-        carry = jax.eval_shape(lambda s: (_zeros(obj), s), state)
+        carry = pl.abstract(jax.eval_shape(lambda s: (_zeros(obj), s), state))
+        chunked = pl.batch_sharding(axis=1)
         self.programs = {
             k: BackgroundCompile(eval_chunk, (
-                params, carry, *_chunk_shapes((x, y), k, batch),
-                jax.ShapeDtypeStruct((k, batch), jnp.float32)))
+                params, carry, *_chunk_shapes((x, y), k, batch, chunked),
+                jax.ShapeDtypeStruct((k, batch), jnp.float32, sharding=chunked)),
+                out_shardings=pl.replicated)
             for k in self.plan.sizes}
 
     def __call__(self, params, state):
-        carry = (_zeros(self.obj), self.model.reset_states(state))
+        carry = self.placement.replicate((_zeros(self.obj), self.model.reset_states(state)))
         order = np.arange(self.plan.n, dtype=np.int32)
-        for _, (xs, ys, ws) in _Reader(self.plan, order, (self.x, self.y)):
+        for _, (xs, ys, ws) in _Reader(self.plan, order, (self.x, self.y), self.placement):
             carry = self.programs[ws.shape[0]](params, carry, xs, ys, ws)
         return carry[0]
 

@@ -26,6 +26,7 @@ from nnrun import metrics as metrics_mod
 from nnrun.data import rows
 from nnrun.model import Model
 from nnrun.optimizers import build_optimizer, current_learning_rate
+from nnrun.precision import float32_update
 
 # Named streams of the one config seed (DESIGN.md section 2).
 KEY_STREAMS = {"init": 0, "dropout": 1, "shuffle": 2, "split": 3}
@@ -211,6 +212,8 @@ def make_train_step(model: Model, obj: Objective,
     (nnrun/streaming.py) both scan it, so the two paths compute the same numbers."""
     grad_fn = jax.value_and_grad(make_loss_fn(model, obj), has_aux=True)
     frozen = model.trainable_mask() if model.has_frozen() else None   # static: no retrace
+    if model.policy.variable != "float32":   # bfloat16 weights: a float32 update
+        optimizer = float32_update(optimizer)
 
     def step(ts: TrainState, acc, xb, yb, wb, swb, key, lr_scale):
         (loss, (state, parts)), grads = grad_fn(ts.params, ts.state, xb, yb, wb, key, swb)
@@ -233,11 +236,12 @@ def epoch_dropout_key(seed, epoch) -> jax.Array:
 
 def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTransformation,
                      n: int, batch_size: int, traces: dict | None = None,
-                     weighted: bool = False) -> Callable:
+                     weighted: bool = False, shard: Callable = lambda tree: tree) -> Callable:
     """`(TrainState, x, y, sw, order, seed, epoch, lr_scale) -> (TrainState, sums)`, to be
     jitted. `lr_scale` (a float32 scalar, an argument: no recompile when callbacks change
     it) multiplies the optimizer's learning rate; `sw` (per-row sample weights) is used
-    when `weighted`, else ignored (pass None).
+    when `weighted`, else ignored (pass None). `shard` constrains each batch's placement
+    (nnrun/parallel.py: split over a device mesh; the identity on one device).
 
     `traces["epoch"]` counts how often the function is traced (once per fit).
     """
@@ -252,8 +256,8 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
 
         def body(carry, inputs):
             ib, wb, i = inputs
-            swb = _take(sw, ib) if weighted else None
-            carry = step(*carry, _take(x, ib), _take(y, ib), wb, swb,
+            swb = shard(_take(sw, ib)) if weighted else None
+            carry = step(*carry, shard(_take(x, ib)), shard(_take(y, ib)), shard(wb), swb,
                          jax.random.fold_in(dropout_key, i), lr_scale)
             return carry, None
 
@@ -264,7 +268,8 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
     return epoch_fn
 
 
-def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable:
+def make_eval(model: Model, obj: Objective, n: int, batch_size: int,
+              shard: Callable = lambda tree: tree) -> Callable:
     """`(params, state, x, y) -> sums` in inference mode, batch by batch (to be jitted)."""
 
     step = make_eval_step(model, obj)
@@ -274,7 +279,7 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int) -> Callable
 
         def body(carry, inputs):
             ib, wb = inputs
-            return step(params, carry, _take(x, ib), _take(y, ib), wb), None
+            return step(params, carry, shard(_take(x, ib)), shard(_take(y, ib)), shard(wb)), None
 
         (acc, _), _ = jax.lax.scan(body, (_zeros(obj), model.reset_states(state)), (idx, w))
         return acc
@@ -334,8 +339,10 @@ class BackgroundCompile:
     """
 
     def __init__(self, fn: Callable, args: tuple, donate_argnums: tuple = (),
-                 compiler_options: dict | None = None):
-        lowered = jax.jit(fn, donate_argnums=donate_argnums).lower(*args)
+                 compiler_options: dict | None = None, out_shardings: Any = None):
+        jitted = jax.jit(fn, donate_argnums=donate_argnums) if out_shardings is None else \
+            jax.jit(fn, donate_argnums=donate_argnums, out_shardings=out_shardings)
+        lowered = jitted.lower(*args)
         self._compiled = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._compile, args=(lowered, compiler_options),
@@ -365,11 +372,17 @@ class Fitter:
     def __init__(self, model: Model, obj: Objective, optimizer_id: Any, *, seed: int,
                  batch_size: int, shuffle: bool, x: np.ndarray, y: np.ndarray,
                  val: tuple[np.ndarray, np.ndarray] | None = None,
-                 sample_weight: np.ndarray | None = None, chunk_bytes: int | None = None):
+                 sample_weight: np.ndarray | None = None, chunk_bytes: int | None = None,
+                 placement=None):
         """`x` (and `val`'s features) may be row sources read from disk
         (nnrun/rowsource.py): the epochs are then streamed in chunks of batches
-        (nnrun/streaming.py) instead of running on resident data."""
+        (nnrun/streaming.py) instead of running on resident data. `placement`
+        (nnrun/parallel.py) splits each batch over several devices."""
+        from nnrun.parallel import Placement
         from nnrun.rowsource import is_lazy
+
+        self.placement = placement or Placement()
+        place = self.placement.replicate
 
         self.created = time.perf_counter()
         self.model, self.obj, self.seed = model, obj, seed
@@ -380,9 +393,9 @@ class Fitter:
         if self.streamed:
             self.x, self.y, self.sw, self.val = x, y, sw, val
         else:
-            self.x, self.y = jax.tree_util.tree_map(jnp.asarray, (x, y))
-            self.sw = jnp.asarray(sw) if self.weighted else None
-            self.val = jax.tree_util.tree_map(jnp.asarray, tuple(val)) \
+            self.x, self.y = place(jax.tree_util.tree_map(jnp.asarray, (x, y)))
+            self.sw = place(jnp.asarray(sw)) if self.weighted else None
+            self.val = place(jax.tree_util.tree_map(jnp.asarray, tuple(val))) \
                 if val is not None else None
         self.batch_size = batch_size
         self.chunk_bytes = chunk_bytes
@@ -405,10 +418,11 @@ class Fitter:
         return TrainState(params, state, self.optimizer.init(params))
 
     def _start_compiles(self, n: int, shuffle: bool) -> None:
-        scalar = jax.ShapeDtypeStruct((), jnp.int32)
-        order = jax.ShapeDtypeStruct((n,), jnp.int32)
+        pl = self.placement
+        scalar = pl.abstract(jax.ShapeDtypeStruct((), jnp.int32))
+        order = pl.abstract(jax.ShapeDtypeStruct((n,), jnp.int32))
         params, state = self.model.param_shapes()  # traced once, when the model was built
-        ts = TrainState(params, state, jax.eval_shape(self.optimizer.init, params))
+        ts = pl.abstract(TrainState(params, state, jax.eval_shape(self.optimizer.init, params)))
         self.shuffle = shuffle
         self.fixed_order = np.arange(n, dtype=np.int32)
         self.eval_val = None
@@ -418,19 +432,27 @@ class Fitter:
             self.stream = StreamedFit(self, ts)
             return
         epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
-                                    self.traces, self.weighted)
+                                    self.traces, self.weighted, pl.shard_batch)
+        abstract = pl.abstract if pl.mesh is not None else _abstract
         self.train_epoch = BackgroundCompile(
-            epoch_fn, (ts, _abstract(self.x), _abstract(self.y), _abstract(self.sw), order,
-                       scalar, scalar, jax.ShapeDtypeStruct((), jnp.float32)),
-            donate_argnums=(0,))
+            epoch_fn, (ts, abstract(self.x), abstract(self.y), abstract(self.sw), order,
+                       scalar, scalar, pl.abstract(jax.ShapeDtypeStruct((), jnp.float32))),
+            donate_argnums=(0,), out_shardings=pl.replicated)
         if self.val is not None:
             self.eval_val = BackgroundCompile(
-                make_eval(self.model, self.obj, rows(self.val[0]), self.batch_size),
-                (ts.params, ts.state, *_abstract(self.val)))
+                make_eval(self.model, self.obj, rows(self.val[0]), self.batch_size,
+                          pl.shard_batch),
+                (ts.params, ts.state, *abstract(self.val)), out_shardings=pl.replicated)
 
     def initial_state(self) -> TrainState:
         """Initial weights and optimizer state, built by one compiled program."""
-        return self._init(self.seed_array)
+        return self.placement.replicate(self._init(self.seed_array))
+
+    def _placed(self, ts: TrainState) -> TrainState:
+        want = self.placement.replicated
+        if all(getattr(a, "sharding", None) == want for a in jax.tree_util.tree_leaves(ts)):
+            return ts
+        return self.placement.replicate(ts)
 
     def learning_rate(self, ts: TrainState) -> float:
         """The rate the next update will use: the schedule's times `lr_scale`, in float32
@@ -447,6 +469,8 @@ class Fitter:
         start = time.perf_counter()
         order = epoch_order(self.seed, self.epoch, self.n) if self.shuffle \
             else self.fixed_order
+        if self.placement.mesh is not None:   # weights loaded or edited since: place them
+            ts = self._placed(ts)
         if self.streamed:
             ts, sums, vsums = self.stream.epoch(ts, order, e, np.float32(self.lr_scale))
         else:
@@ -457,10 +481,17 @@ class Fitter:
         logs = finalize(self.obj, sums)
         if vsums is not None:
             logs.update({f"val_{k}": v for k, v in finalize(self.obj, vsums).items()})
-        seconds = time.perf_counter() - start
-        if self.first_epoch_seconds is None:
-            self.first_epoch_seconds = time.perf_counter() - self.created
-        else:
-            self.epoch_seconds.append(seconds)
-        self.epoch += 1
+        seconds = count_epoch(self, start)
         return ts, EpochResult(self.epoch, logs, seconds)
+
+
+def count_epoch(fitter, start: float) -> float:
+    """A finished epoch's seconds (since `start`), noted on the fitter (its first epoch
+    timed from the fitter's creation, compiles included), and its epoch counter."""
+    seconds = time.perf_counter() - start
+    if fitter.first_epoch_seconds is None:
+        fitter.first_epoch_seconds = time.perf_counter() - fitter.created
+    else:
+        fitter.epoch_seconds.append(seconds)
+    fitter.epoch += 1
+    return seconds

@@ -273,6 +273,51 @@ def test_terminate_on_nan_exits_4_keeping_the_last_good_checkpoint(tmp_path):
                if k.startswith("params/"))
 
 
+def test_terminate_on_nan_can_be_switched_off(tmp_path):
+    config = (CONFIG.replace("xor", "sine").replace("input_shape: [2]", "input_shape: [1]")
+              .replace("activation: sigmoid", "activation: linear")
+              .replace("loss: binary_crossentropy", "loss: mse")
+              .replace("learning_rate: 0.5", "learning_rate: 1.0e+10"))
+    result = train(tmp_path, "[]", "--set", "fit.terminate_on_nan=false", "--set",
+                   "fit.epochs=3", config=config)
+    assert result.exit_code == 0, result.output
+    run = Path(result.output.strip().splitlines()[-1])
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_completed"] == 3
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 and "nan" in rows[-1].lower()
+
+
+def test_a_diverged_run_ends_with_the_best_weights_when_asked(tmp_path, monkeypatch):
+    """EarlyStopping(restore_best_weights) restores whenever training ends, a
+    non-finite loss included: last.h5 then holds the best epoch's weights."""
+    from nnrun.trainer import Fitter
+
+    original = Fitter.run_epoch
+
+    def scripted(self, ts):   # epoch 2 worse than epoch 1, epoch 3 not finite
+        ts, res = original(self, ts)
+        if res.epoch == 2:
+            res.logs["val_loss"] = 1e6
+        if res.epoch == 3:
+            res.logs["loss"] = float("nan")
+        return ts, res
+
+    from nnrun import checkpoint
+
+    monkeypatch.setattr(Fitter, "run_epoch", scripted)
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_SECONDS", 0)   # last.h5 every epoch
+    result = train(tmp_path, "[{EarlyStopping: {patience: 10, restore_best_weights: true}}]",
+                   "--set", "fit.epochs=5")
+    assert result.exit_code == 4, result.output
+    run = Path(result.output.strip().splitlines()[-1])
+    last, best = weights(run / "checkpoints/last.h5"), weights(run / "checkpoints/best.h5")
+    params = [k for k in best if k.startswith("params/")]
+    assert params
+    for key in params:
+        np.testing.assert_array_equal(last[key], best[key])
+
+
 # ---------------------------------------------------------------- resume
 
 RESUME = """\
