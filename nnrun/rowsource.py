@@ -44,7 +44,6 @@ class RowSource:
         n = self._layout["shape"][0] if index is None else len(index)
         row = tuple(self._layout["shape"][1:]) or (1,)   # a 1-D array gives (n, 1) features
         self.shape = (int(n), *row)
-        self._local = threading.local()
 
     # -- numpy-like surface used by the data code: len, shape, dtype, rows by index
     def __len__(self) -> int:
@@ -131,19 +130,13 @@ class RowSource:
         return out
 
     def _fd(self) -> int:
-        fd = getattr(self._local, "fd", None)
-        if fd is None:
-            fd = self._local.fd = os.open(self.path, os.O_RDONLY)
-        return fd
+        return _opened(self._layout, "fd", lambda: os.open(self.path, os.O_RDONLY))
 
     def _read_h5(self, file_rows: np.ndarray) -> np.ndarray:
         import h5py
 
         unique, inverse = np.unique(file_rows, return_inverse=True)
-        f = getattr(self._local, "h5", None)
-        if f is None:
-            f = self._local.h5 = h5py.File(self.path, "r")
-        dset = f[self.dataset]
+        dset = _opened(self._layout, "h5", lambda: h5py.File(self.path, "r"))[self.dataset]
         if len(unique) and unique[-1] - unique[0] + 1 == len(unique):   # one run of rows
             block = dset[int(unique[0]):int(unique[-1]) + 1]
         else:
@@ -151,12 +144,35 @@ class RowSource:
         return block[inverse]
 
 
+_OPEN_LOCK = threading.Lock()
+
+
+class _Layout(dict):
+    """How an array is stored ({kind, shape, dtype, offset}) and, once read, its open
+    file ("fd" or "h5"), closed when the last view of the array goes."""
+
+    def __del__(self):
+        fd, h5 = self.get("fd"), self.get("h5")
+        if fd is not None:
+            os.close(fd)
+        if h5 is not None:
+            h5.close()
+
+
+def _opened(layout: dict, key: str, open_it):
+    """One open file per array on disk, shared by its views and the reader threads
+    (pread takes its offset, so threads do not disturb each other; h5py serializes its
+    calls), opened on first use and kept for the process's life."""
+    with _OPEN_LOCK:
+        if key not in layout:
+            layout[key] = open_it()
+        return layout[key]
+
+
 def _open_layout(path: pathlib.Path, dataset: str | None) -> dict:
     """How the array is stored: {kind: mapped|h5, shape, dtype, offset}."""
     try:
-        if dataset is None:
-            return _npy_layout(path)
-        return _h5_layout(path, dataset)
+        return _Layout(_npy_layout(path) if dataset is None else _h5_layout(path, dataset))
     except OSError as exc:
         raise DataError(f"cannot read file: {exc.strerror or exc}", where=str(path)) from exc
 

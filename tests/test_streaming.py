@@ -293,3 +293,31 @@ def test_predict_reads_a_large_input_in_chunks(folder, monkeypatch):
         np.testing.assert_array_equal(b["probs"], a["probs"])
         np.testing.assert_array_equal(c["probs"], a["probs"])
         np.testing.assert_array_equal(b["classes"], a["classes"])
+
+
+def test_a_file_is_opened_once_and_closed_with_its_last_view(folder):
+    """Every epoch's reader thread reads through one shared descriptor per file (no
+    descriptor per thread left open after it), closed when the array's views go."""
+    import gc
+    import threading
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc (Linux) to count open files")
+    gc.collect()   # earlier tests' arrays, if any are left, close their files first
+    before = open_fds()
+    for path, dataset in ((folder / "x.npy", None), (folder / "chunked.h5", "x")):
+        source = RowSource(path, dataset=dataset)
+        view = source[10:500]
+        threads = [threading.Thread(target=view.take, args=(np.arange(5),))
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert open_fds() <= before + 2   # one descriptor (h5py may hold two)
+        del source, view, threads
+        gc.collect()
+        assert open_fds() == before
