@@ -11,7 +11,7 @@ variant axis too, so each variant sees what its single run would.
 
 Each variant writes a normal run directory (config.yaml, run.json, metrics.csv,
 checkpoints/last.h5 and best.h5), so `nnrun evaluate` and `nnrun train --resume`
-work on it; `nnrun.sweep_table` writes the sweep's tables.
+work on it; `nnrun.sweep_run` writes the sweep's tables.
 """
 
 from __future__ import annotations
