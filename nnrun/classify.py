@@ -49,14 +49,19 @@ def per_class(matrix: np.ndarray) -> dict[str, np.ndarray]:
             "support": matrix.sum(axis=1).astype(np.int64)}
 
 
-def classification_report(y: np.ndarray, probs: np.ndarray, kind: str) -> dict[str, Any]:
+def classification_report(y: np.ndarray, probs: np.ndarray, kind: str,
+                          names: list[str] | None = None) -> dict[str, Any]:
     """The report as JSON-ready data: classes, per-class rows, macro and weighted
-    averages, accuracy, and the confusion matrix (rows true, columns predicted)."""
+    averages, accuracy, and the confusion matrix (rows true, columns predicted).
+    Classes are shown by `names` (the data's class names) when there is one per class,
+    else by id."""
     true, pred, classes = class_ids(y, probs, kind)
+    label = [str(n) for n in names] if names and len(names) == classes else \
+        [str(c) for c in range(classes)]
     matrix = confusion_matrix(true, pred, classes)
     stats = per_class(matrix)
     support = stats["support"]
-    rows = [{"class": str(c), **{k: float(stats[k][c]) for k in ("precision", "recall", "f1")},
+    rows = [{"class": label[c], **{k: float(stats[k][c]) for k in ("precision", "recall", "f1")},
              "support": int(support[c])} for c in range(classes)]
     total = max(int(support.sum()), 1)
     averages = {
@@ -64,6 +69,6 @@ def classification_report(y: np.ndarray, probs: np.ndarray, kind: str) -> dict[s
         "weighted": {k: float((stats[k] * support).sum() / total)
                      for k in ("precision", "recall", "f1")},
     }
-    return {"task": kind, "classes": [str(c) for c in range(classes)], "per_class": rows,
+    return {"task": kind, "classes": label, "per_class": rows,
             "averages": averages, "accuracy": float(np.trace(matrix) / total),
             "confusion_matrix": matrix.tolist()}

@@ -101,7 +101,7 @@ def _classification(spec: Spec, model, params, state, ds) -> dict[str, Any] | No
     else:
         probs = np.asarray(make_predict(model, len(ds), spec.fit.batch_size)(
             params, state, ds.x))
-    return classification_report(np.asarray(ds.y), probs, kind)
+    return classification_report(np.asarray(ds.y), probs, kind, ds.class_names)
 
 
 def task_kind(spec: Spec, out_dim: int) -> str:

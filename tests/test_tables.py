@@ -441,3 +441,13 @@ def test_check_exits_2_on_a_bad_table_key(runner, tmp_path):
     assert result.exit_code == 2
     assert "data.train.categorical.color" in result.output and "one_hot or index" in \
         result.output
+
+
+def test_evaluate_reports_classes_by_their_names(runner, tmp_path):
+    _pets(tmp_path)
+    run = _train(runner, tmp_path)
+    result = _run(runner, tmp_path, "evaluate", str(run), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "eval.json").read_text())["classification"]
+    assert report["classes"] == ["bird", "cat", "dog"]
+    assert [row["class"] for row in report["per_class"]] == ["bird", "cat", "dog"]
