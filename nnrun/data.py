@@ -424,31 +424,3 @@ def load_named_features(path: pathlib.Path, names: list[str]) -> dict[str, np.nd
     _file_record(path)
     arrays = _load_arrays(path, names)
     return {n: _as_features(arrays[n], "float32", f"array {n!r}", path) for n in names}
-
-
-# ---------------------------------------------------------------- splitting and writing
-
-
-def validation_split(ds: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
-    """(train, validation): the validation set is the last `fraction` of the rows, as
-    Keras's `fit(validation_split=...)` does (taken before any shuffling)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError(
-            f"expected a number strictly between 0 and 1, got {fraction!r}",
-            where="validation_split",
-        )
-    n = len(ds)
-    split_at = int(n * (1 - fraction))
-    if split_at == 0 or split_at == n:
-        raise DataError(
-            f"validation_split={fraction} of {n} rows leaves "
-            f"{split_at} training and {n - split_at} validation rows",
-            where=ds.source,
-        )
-
-    def part(index: slice) -> Dataset:
-        y = None if ds.y is None else take_rows(ds.y, index)
-        sw = None if ds.sample_weight is None else ds.sample_weight[index]
-        return dataclasses.replace(ds, x=take_rows(ds.x, index), y=y, sample_weight=sw)
-
-    return part(slice(0, split_at)), part(slice(split_at, n))

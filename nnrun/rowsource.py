@@ -283,7 +283,8 @@ def load_streamed(source: dict, base_dir: pathlib.Path, stream: bool | None):
             raise ConfigError(f"only .npy and HDF5 files can be streamed, not {suffix} "
                               "(data.stream: true)", where="path")
         return None
-    files = [data_mod._file_record(path)]
+    if not path.is_file():
+        data_mod._file_record(path)   # the loaders' "file not found" / "not a regular file"
     if suffix == ".npy":
         x = open_features(path, None, dtype)
     else:
@@ -291,14 +292,15 @@ def load_streamed(source: dict, base_dir: pathlib.Path, stream: bool | None):
         names = x_name if isinstance(x_name, dict) else {None: x_name}
         opened = {k: open_features(path, v, dtype) for k, v in names.items()}
         x = opened[None] if None in opened else opened
-    size = sum(v.nbytes for v in (x.values() if isinstance(x, dict) else [x]))
-    if stream is None and size <= STREAM_THRESHOLD_BYTES:
-        return None
-    counts = {k: len(v) for k, v in (x.items() if isinstance(x, dict) else [("x", x)])}
+    parts = x if isinstance(x, dict) else {"x": x}
+    if stream is None and sum(v.nbytes for v in parts.values()) <= STREAM_THRESHOLD_BYTES:
+        return None   # read whole by the ordinary loader (which hashes the file once)
+    counts = {k: len(v) for k, v in parts.items()}
     if len(set(counts.values())) > 1:
         raise DataError(f"the inputs' arrays have different row counts: {counts}",
                         where=str(path))
-    for v in (x.values() if isinstance(x, dict) else [x]):
+    files = [data_mod._file_record(path)]
+    for v in parts.values():
         check_finite(v)
     y = _targets(source, path, suffix, base_dir, files)
     if y is not None and data_mod.rows(y) != data_mod.rows(x):
@@ -306,11 +308,7 @@ def load_streamed(source: dict, base_dir: pathlib.Path, stream: bool | None):
                         "targets", where=str(path))
     return data_mod.Dataset(x=x, y=y, source=str(source["path"]), files=files,
                             sample_weight=_sample_weight(source, path, suffix, base_dir,
-                                                         files, len(_first(x))))
-
-
-def _first(x):
-    return next(iter(x.values())) if isinstance(x, dict) else x
+                                                         files, next(iter(counts.values()))))
 
 
 def _sample_weight(source: dict, path: pathlib.Path, suffix: str, base_dir: pathlib.Path,

@@ -16,10 +16,10 @@ from nnrun.data import (
     load_features,
     load_source,
     sha256_file,
-    validation_split,
     write_predictions,
 )
 from nnrun.errors import ConfigError, DataError
+from nnrun.splitting import validation_split
 
 # name -> (x shape for 120 samples, y shape, y dtype, number of classes or None)
 BUILTINS = {

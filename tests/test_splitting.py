@@ -8,7 +8,6 @@ import pytest
 from click.testing import CliRunner
 
 from nnrun import api
-from nnrun import data as data_mod
 from nnrun.cli import main
 from nnrun.data import Dataset
 from nnrun.errors import ConfigError, DataError
@@ -43,11 +42,11 @@ def _spec(data: dict, **model) -> object:
 @pytest.mark.parametrize("n, fraction", [(10, 0.2), (25, 0.3), (7, 0.5), (100, 0.01)])
 def test_default_split_is_keras_last_rows(n, fraction):
     ds = _ds(np.arange(n, dtype=np.int32), n)
-    ours = validation_split(ds, fraction)
-    old = data_mod.validation_split(ds, fraction)
-    for a, b in zip(ours, old):
-        np.testing.assert_array_equal(a.x, b.x)
-        np.testing.assert_array_equal(a.y, b.y)
+    train, val = validation_split(ds, fraction)
+    split_at = int(n * (1 - fraction))   # Keras's fit(validation_split=...): the last rows
+    for part, rows in ((train, slice(0, split_at)), (val, slice(split_at, n))):
+        np.testing.assert_array_equal(part.x, ds.x[rows])
+        np.testing.assert_array_equal(part.y, ds.y[rows])
 
 
 def test_shuffle_split_same_seed_same_split():
