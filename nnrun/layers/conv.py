@@ -67,10 +67,65 @@ def patches(x: jax.Array, window, strides, dilation, padding: str) -> jax.Array:
 
 
 def correlate(x: jax.Array, kernel: jax.Array, strides, dilation, padding: str) -> jax.Array:
-    """Keras's conv: x (N, *spatial, C) with kernel (*window, C, F), as one matrix product."""
-    p = patches(x, kernel.shape[:-2], strides, dilation, padding)
-    flat = p.reshape(*p.shape[:-2], -1)                     # (K, C) row-major as HWIO
-    return flat @ kernel.reshape(-1, kernel.shape[-1])
+    """Keras's conv: x (N, *spatial, C) with kernel (*window, C, F), as one matrix product
+    of the input's patches with the kernel.
+
+    Its gradient (a `jax.custom_vjp`) takes the kernel's part from the same patches (one
+    product) and the input's part from XLA's own convolution (`lax.conv_general_dilated`'s
+    transpose). Measured inside the epoch's compiled loop on the CPU (issue 3's CNN,
+    benchmarks/README.md): XLA's convolution is the faster way to the input gradient
+    (6.5 vs 8.5 ms for Conv2D 64's) and by far the slower to the kernel gradient
+    (574 vs 11 ms), so each part takes the faster road."""
+    geometry = (tuple(strides), tuple(dilation), padding, tuple(x.shape[1:-1]), x.dtype)
+    return _correlate_vjp()(x, kernel, geometry)
+
+
+def _flat_patches(x, window, strides, dilation, padding):
+    p = patches(x, window, strides, dilation, padding)
+    return p.reshape(*p.shape[:-2], -1)                     # (K, C) row-major as HWIO
+
+
+@functools.cache
+def _correlate_vjp():
+    """`correlate` as a `jax.custom_vjp` function, made on first use (importing this
+    module must not import jax)."""
+    fn = jax.custom_vjp(_correlate_value, nondiff_argnums=(2,))
+    fn.defvjp(_correlate_fwd, _correlate_bwd)
+    return fn
+
+
+def _correlate_value(x, kernel, geometry):
+    return _correlate_fwd(x, kernel, geometry)[0]
+
+
+def _correlate_fwd(x, kernel, geometry):
+    strides, dilation, padding, _, _ = geometry
+    flat = _flat_patches(x, kernel.shape[:-2], strides, dilation, padding)
+    return flat @ kernel.reshape(-1, kernel.shape[-1]), (flat, kernel)
+
+
+def _correlate_bwd(geometry, res, dy):
+    strides, dilation, padding, spatial, x_dtype = geometry
+    flat, kernel = res
+    window = kernel.shape[:-2]
+    d_kernel = (flat.reshape(-1, flat.shape[-1]).T @ dy.reshape(-1, dy.shape[-1]))
+    # the input's gradient: dy (dilated by the strides) correlated with the kernel
+    # flipped and its in/out channels swapped, padded to give back the input's size
+    pad_pairs, crop = [], []
+    for n, k, st, d, m in zip(spatial, window, strides, dilation, dy.shape[1:-1]):
+        lo, _ = _pads(n, k, st, d, padding)
+        reach = (k - 1) * d
+        before = reach - lo
+        after = n - (m - 1) * st - 1 - before + reach
+        pad_pairs.append((before, max(after, 0)))
+        crop.append(slice(0, n))
+    spec = "DHW"[-len(window):]
+    flipped = jnp.swapaxes(kernel[(slice(None, None, -1),) * len(window)], -1, -2)
+    dx = jax.lax.conv_general_dilated(dy, flipped, (1,) * len(window), pad_pairs,
+                                      lhs_dilation=strides, rhs_dilation=dilation,
+                                      dimension_numbers=(f"N{spec}C", f"{spec}IO", f"N{spec}C"))
+    dx = dx[(slice(None), *crop, slice(None))]
+    return dx.astype(x_dtype), d_kernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
 def depthwise(x: jax.Array, kernel: jax.Array, strides, dilation, padding: str) -> jax.Array:
@@ -246,8 +301,13 @@ for _rank in (1, 2):
 def first_max(t: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """max over `axes`, whose gradient goes to the first maximum (row-major over `axes`)
     alone, as XLA's max pooling (Keras's `lax.reduce_window`) routes it; `jnp.max`
-    would split it among ties."""
-    return _first_max_vjp()(t, axes)
+    would split it among ties.
+
+    Computed over the window's cells (one slice of `t` per window offset) elementwise,
+    not as a reduction over the window axes: on XLA's CPU backend the gradient of a 2x2
+    max pooling of (128, 26, 26, 32) took about a quarter of the time of the masked
+    min-reduction of each cell's rank used before (benchmarks/README.md, issue 3)."""
+    return _first_max_vjp()(t, tuple(axes))
 
 
 @functools.cache
@@ -259,26 +319,38 @@ def _first_max_vjp():
     return fn
 
 
+def _cells(t, axes):
+    """t's slices at every offset of `axes`, row-major (the window's cells)."""
+    cells = []
+    for offsets in itertools.product(*(range(t.shape[a]) for a in axes)):
+        index = [slice(None)] * t.ndim
+        for a, o in zip(axes, offsets):
+            index[a] = o
+        cells.append(t[tuple(index)])
+    return cells
+
+
 def _first_max_value(t, axes):
-    return jnp.max(t, axis=axes)
+    return functools.reduce(jnp.maximum, _cells(t, axes))
 
 
 def _first_max_fwd(t, axes):
-    y = jnp.max(t, axis=axes)
+    y = _first_max_value(t, axes)
     return y, (t, y)
 
 
 def _first_max_bwd(axes, res, g):
     t, y = res
-    rank = jnp.zeros((), jnp.int32)   # each window cell's row-major position
-    for a in axes:
-        shape = [1] * t.ndim
-        shape[a] = t.shape[a]
-        rank = rank * t.shape[a] + jnp.arange(t.shape[a], dtype=jnp.int32).reshape(shape)
-    hit = t == jnp.expand_dims(y, axes)
-    big = jnp.iinfo(jnp.int32).max
-    first = jnp.min(jnp.where(hit, rank, big), axis=axes, keepdims=True)
-    return (jnp.where(rank == first, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype)),)
+    zero = jnp.zeros((), g.dtype)
+    taken, grads = None, []
+    for cell in _cells(t, axes):     # the first cell equal to the max takes the gradient
+        hit = cell == y if taken is None else (cell == y) & ~taken
+        grads.append(jnp.where(hit, g, zero))
+        taken = hit if taken is None else taken | hit
+    # (window offsets..., other axes...) back to t's axis order
+    stacked = jnp.stack(grads).reshape(*(t.shape[a] for a in axes), *g.shape)
+    order = list(axes) + [d for d in range(t.ndim) if d not in axes]
+    return (jnp.transpose(stacked, [order.index(d) for d in range(t.ndim)]),)
 
 
 class _Pool(Layer):

@@ -14,6 +14,7 @@ from nnrun.errors import ConfigError
 from nnrun.initializers import weight_shape
 from nnrun.layers import LAYER_TYPES, Layer, require_rank
 from nnrun.layers.core import keep_mask
+from nnrun.layers.lstm_scan import lstm_scan
 from nnrun.lazy import jax, jnp
 
 
@@ -130,11 +131,24 @@ class _Recurrent(Layer):
         return new, jnp.where(keep > 0, out, prev)
 
     def input_projection(self, params, x):
-        z = jnp.einsum("btf,fg->btg", x, params["kernel"])
+        """x (steps, batch, features) time-major -> (steps, batch, gates * units)."""
+        z = jnp.einsum("tbf,fg->tbg", x, params["kernel"])
         bias = params.get("bias")
         if bias is not None and bias.ndim == 1:
             z = z + bias
         return z
+
+    def recur(self, params, carry, xt, keep, rec_mask, sequences: bool):
+        """The input projection (one product) and the loop over time, from the
+        time-major input `xt` -> (carry, every step's output (steps, batch, units) or
+        None when not `sequences`, the last step's output)."""
+        projected = self.input_projection(params, xt)
+        unroll = projected.shape[0] if self.args.get("unroll") else 1
+        carry, hs = jax.lax.scan(
+            lambda c, inputs: self.masked(lambda cc, z: self.step(params, cc, z, rec_mask),
+                                          c, *inputs),
+            carry, (projected, keep), unroll=unroll)
+        return carry, hs, hs[-1]
 
     def dropout_masks(self, key, batch: int, features: int):
         """Keras's masks: one per sequence (the same at every step), kept values 1/(1-rate)."""
@@ -155,25 +169,22 @@ class _Recurrent(Layer):
                                                x.shape[-1])
         if in_mask is not None:
             x = x * in_mask[:, None, :]
-        projected = jnp.swapaxes(self.input_projection(params, x), 0, 1)  # one matmul
+        xt = jnp.swapaxes(x, 0, 1)   # time-major before the product: x is transposed, not z
         keep = None if step_mask is None else \
             jnp.swapaxes(step_mask, 0, 1)[..., None].astype(jnp.float32)
         if self.args.get("go_backwards"):
-            projected = projected[::-1]
+            xt = xt[::-1]
             keep = None if keep is None else keep[::-1]
         if self.stateful:
             carry = self.carry_of(tuple(state[n] for n in self.state_names()))
         else:
             carry = self.initial_carry(x.shape[0], x.dtype)
 
-        unroll = projected.shape[0] if self.args.get("unroll") else 1
-        carry, hs = jax.lax.scan(
-            lambda c, inputs: self.masked(lambda cc, z: self.step(params, cc, z, rec_mask),
-                                          c, *inputs),
-            carry, (projected, keep), unroll=unroll)
+        sequences = bool(self.args.get("return_sequences"))
+        carry, hs, last = self.recur(params, carry, xt, keep, rec_mask, sequences)
         if self.stateful:
             state = dict(zip(self.state_names(), self.states_of(carry)))
-        y = jnp.swapaxes(hs, 0, 1) if self.args.get("return_sequences") else hs[-1]
+        y = jnp.swapaxes(hs, 0, 1) if sequences else last
         if self.args.get("return_state"):
             return [y, *self.states_of(carry)], state
         return y, state
@@ -194,7 +205,6 @@ class SimpleRNN(_Recurrent):
 class LSTM(_Recurrent):
     gates = 4
 
-
     def init_bias(self, key):
         bias = super().init_bias(key)
         if self.args.get("unit_forget_bias", True):
@@ -214,6 +224,19 @@ class LSTM(_Recurrent):
 
     def states_of(self, carry):
         return tuple(carry)
+
+    def recur(self, params, carry, xt, keep, rec_mask, sequences):
+        """The default cell (tanh, sigmoid) with no step mask, recurrent dropout or
+        unroll runs nnrun/layers/lstm_scan.py (same numbers, a faster program)."""
+        if (keep is None and rec_mask is None and not self.args.get("unroll")
+                and self.act is activations.tanh and self.rec_act is activations.sigmoid):
+            bias = params.get("bias")
+            if bias is None:
+                bias = jnp.zeros((params["kernel"].shape[-1],), params["kernel"].dtype)
+            hs, h, c = lstm_scan(sequences, xt, params["kernel"], bias,
+                                 params["recurrent_kernel"], *carry)
+            return (h, c), hs, h
+        return super().recur(params, carry, xt, keep, rec_mask, sequences)
 
     def cell(self, cp, z, rec, carry):
         h, c = carry

@@ -1,0 +1,144 @@
+"""The hand-written gradients that make the CNN and the LSTM fast (issue 3) compute what
+plain autodiff of the straightforward formulation computes.
+
+- LSTM: nnrun/layers/lstm_scan.py (custom VJP) against the general `lax.scan` path of
+  the same layer (`_Recurrent.recur`), outputs and gradients of every weight and input;
+- convolution: `correlate`'s custom VJP (patch product for the kernel, XLA's convolution
+  for the input) against autodiff of patches @ kernel, over strides, dilations and
+  paddings in 1, 2 and 3 dimensions;
+- max pooling: `first_max` over the window's cells, against a reference that routes
+  each window's gradient to its first maximum by index.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nnrun.layers import conv
+from nnrun.layers.recurrent import LSTM, _Recurrent
+from nnrun.model import build_model
+from nnrun.spec import spec_from_dict
+
+
+def _lstm_model(args, input_shape=(6, 3)):
+    spec = spec_from_dict({"model": {"input_shape": list(input_shape),
+                                     "layers": [{"LSTM": {"units": 4, **args}}]},
+                           "compile": {"loss": "mse"}})
+    return build_model(spec.model)
+
+
+def _general_path(monkeypatch):
+    """Make LSTM take the general lax.scan path (what the fast path replaces)."""
+    monkeypatch.setattr(LSTM, "recur", _Recurrent.recur)
+
+
+def _outputs_and_grads(model, params, state, x):
+    def loss(params, x):   # training: input dropout draws its mask from the same key
+        y, _ = model.apply(params, state, x, training=True, key=jax.random.key(7))
+        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        weights = [jnp.cos(jnp.arange(v.size, dtype=v.dtype)).reshape(v.shape) for v in ys]
+        return sum(jnp.sum(v * w) for v, w in zip(ys, weights)), ys
+
+    (_, ys), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+    return ys, grads
+
+
+LSTM_CASES = [
+    {},
+    {"return_sequences": True},
+    {"go_backwards": True},
+    {"return_sequences": True, "go_backwards": True},
+    {"use_bias": False},
+    {"unit_forget_bias": False, "bias_initializer": "random_uniform"},
+    {"dropout": 0.3},   # input dropout keeps the fast path (masks the input only)
+]
+
+
+@pytest.mark.parametrize("args", LSTM_CASES, ids=lambda a: ",".join(a) or "default")
+def test_lstm_fast_path_equals_the_general_scan(args, monkeypatch):
+    model = _lstm_model(args)
+    params, state = model.init(jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (5, 6, 3))
+    fast_y, fast_g = _outputs_and_grads(model, params, state, x)
+    _general_path(monkeypatch)
+    slow_y, slow_g = _outputs_and_grads(model, params, state, x)
+    for a, b in zip(fast_y, slow_y):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    flat_fast, tree = jax.tree_util.tree_flatten(fast_g)
+    flat_slow = tree.flatten_up_to(slow_g)
+    assert len(flat_fast) == len(flat_slow) > 2
+    for a, b in zip(flat_fast, flat_slow):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_lstm_fast_path_is_taken_only_for_the_default_cell(monkeypatch):
+    """A non-default activation, recurrent dropout or unroll goes the general way (the
+    fast path would be wrong for the first two); counted through the module function."""
+    from nnrun.layers import recurrent
+    calls = []
+    real = recurrent.lstm_scan
+    monkeypatch.setattr(recurrent, "lstm_scan", lambda *a: calls.append(1) or real(*a))
+    x = jnp.ones((2, 6, 3))
+    for args, expected in (({}, 1), ({"activation": "relu"}, 0),
+                           ({"recurrent_activation": "hard_sigmoid"}, 0),
+                           ({"unroll": True}, 0)):
+        calls.clear()
+        model = _lstm_model(args)
+        params, state = model.init(jax.random.key(0))
+        model.apply(params, state, x)
+        assert len(calls) == expected, args
+    calls.clear()
+    model = _lstm_model({"recurrent_dropout": 0.5})
+    params, state = model.init(jax.random.key(0))
+    model.apply(params, state, x, training=True, key=jax.random.key(3))
+    assert calls == []
+
+
+def _plain_correlate(x, kernel, strides, dilation, padding):
+    p = conv.patches(x, kernel.shape[:-2], strides, dilation, padding)
+    return p.reshape(*p.shape[:-2], -1) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+CONV_CASES = [(rank, size, k, st, d, pad) for rank, size, k, st, d, pad in itertools.product(
+    (1, 2, 3), (7, 10), (1, 3), (1, 2, 3), (1, 2), ("valid", "same", "causal"))
+    if not (pad == "causal" and rank != 1) and not (st > 1 and d > 1)
+    and not (rank == 3 and size == 10)]
+
+
+@pytest.mark.parametrize("rank,size,k,st,d,pad", CONV_CASES)
+def test_conv_gradient_equals_autodiff_of_the_patch_product(rank, size, k, st, d, pad):
+    kx, kk, kg = jax.random.split(jax.random.key(rank * 100 + size + k + st + d), 3)
+    x = jax.random.normal(kx, (2,) + (size,) * rank + (3,))
+    kernel = jax.random.normal(kk, (k,) * rank + (3, 4))
+    strides, dilation = (st,) * rank, (d,) * rank
+    y, vjp = jax.vjp(lambda a, b: conv.correlate(a, b, strides, dilation, pad), x, kernel)
+    y_ref, vjp_ref = jax.vjp(lambda a, b: _plain_correlate(a, b, strides, dilation, pad),
+                             x, kernel)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))   # same forward
+    g = jax.random.normal(kg, y.shape)
+    for a, b in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-4)
+
+
+@pytest.mark.parametrize("shape,axes", [((3, 4, 2, 5, 2, 3), (2, 4)),   # 2x2 tiles
+                                        ((3, 4, 3, 2), (2,)),             # 1D, pool 3
+                                        ((9, 3, 4, 2), (0,))])            # stacked windows
+def test_first_max_routes_the_gradient_to_the_first_maximum(shape, axes):
+    t = jnp.round(jax.random.normal(jax.random.key(0), shape) * 1.5)   # many ties
+    y, vjp = jax.vjp(lambda v: conv.first_max(v, axes), t)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(jnp.max(t, axis=axes)))
+    g = jax.random.normal(jax.random.key(1), y.shape)
+    (got,) = vjp(g)
+    # reference: the window's cells flattened row-major; argmax takes the first maximum
+    tn, gn = np.asarray(t), np.asarray(g)
+    rest = [a for a in range(tn.ndim) if a not in axes]
+    moved = np.transpose(tn, rest + list(axes)).reshape(*[tn.shape[a] for a in rest], -1)
+    first = moved.argmax(-1)
+    onehot = np.eye(moved.shape[-1], dtype=np.float32)[first] * gn[..., None]
+    expected = onehot.reshape(*[tn.shape[a] for a in rest], *[tn.shape[a] for a in axes])
+    order = rest + list(axes)
+    expected = np.transpose(expected, [order.index(a) for a in range(tn.ndim)])
+    np.testing.assert_array_equal(np.asarray(got), expected)
