@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnrun.layers import conv
+from nnrun.layers import conv_ops as conv
 from nnrun.layers.recurrent import LSTM, _Recurrent
 from nnrun.model import build_model
 from nnrun.spec import spec_from_dict
