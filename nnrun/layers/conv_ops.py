@@ -147,13 +147,16 @@ def transpose_pads(k: int, stride: int, dilation: int, padding: str,
 
 def first_max(t: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """max over `axes`, whose gradient goes to the first maximum (row-major over `axes`)
-    alone, as XLA's max pooling (Keras's `lax.reduce_window`) routes it; `jnp.max`
+    alone, as XLA's max pooling (Keras's `lax.reduce_window`) routes it; `jnp.max`'s own gradient
     would split it among ties.
 
-    Computed over the window's cells (one slice of `t` per window offset) elementwise,
-    not as a reduction over the window axes: on XLA's CPU backend the gradient of a 2x2
-    max pooling of (128, 26, 26, 32) took about a quarter of the time of the masked
-    min-reduction of each cell's rank used before (benchmarks/README.md, issue 3)."""
+    The value is a plain reduction over `axes`: XLA materializes it once. Written as an
+    elementwise max of the window's cells, XLA fused that max into each of its
+    consumers, and a following convolution's 9 patch slices each recomputed the pooling
+    from the 4x larger input (issue 3's CNN: 3,570 vs 4,044 samples/s, benchmarks/
+    README.md). The gradient compares the window's cells one after the other: on XLA's
+    CPU backend, for a 2x2 max pooling of (128, 26, 26, 32), about a quarter of the time
+    of the masked min-reduction of each cell's rank used before."""
     return _first_max_vjp()(t, tuple(axes))
 
 
@@ -178,7 +181,7 @@ def _cells(t, axes):
 
 
 def _first_max_value(t, axes):
-    return functools.reduce(jnp.maximum, _cells(t, axes))
+    return jnp.max(t, axis=axes)
 
 
 def _first_max_fwd(t, axes):
