@@ -147,8 +147,8 @@ def transpose_pads(k: int, stride: int, dilation: int, padding: str,
 
 def first_max(t: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """max over `axes`, whose gradient goes to the first maximum (row-major over `axes`)
-    alone, as XLA's max pooling (Keras's `lax.reduce_window`) routes it; `jnp.max`'s own gradient
-    would split it among ties.
+    alone, as XLA's max pooling (Keras's `lax.reduce_window`) routes it; `jnp.max`'s own
+    gradient would split it among ties.
 
     The value is a plain reduction over `axes`: XLA materializes it once. Written as an
     elementwise max of the window's cells, XLA fused that max into each of its
