@@ -128,7 +128,8 @@ class Model:
         window's maximum ties only after the bias is rounded in, the gradient may go to
         another cell than Keras's (a rounding tie; relu's ties at zero have gradient 0
         either way). Not for a layer with an activity regularizer, or one whose output
-        is a model output or taken by another layer."""
+        is a model output or taken by another layer; `_run` applies it in float32 runs
+        only (a mixed-precision policy casts each layer's output on its own)."""
         takers: dict[str, int] = {}
         for refs in self.wiring:
             for r in refs:
