@@ -51,8 +51,9 @@ VARIANTS = {
 }
 
 
-def build(spec, splits, patches: dict) -> Fitter:
-    """A Fitter compiled with `patches` (object, attribute) -> value in place."""
+def build(spec, splits, patches: dict) -> tuple[Fitter, object]:
+    """A Fitter compiled with `patches` (object, attribute) -> value in place, and its
+    train state after one (compiling) epoch."""
     saved = {key: getattr(*key) for key in patches}
     for (obj, name), value in patches.items():
         setattr(obj, name, value)
@@ -63,8 +64,7 @@ def build(spec, splits, patches: dict) -> Fitter:
         fitter = Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
                         batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle,
                         x=splits.train.x, y=splits.train.y)
-        fitter.state = fitter.run_epoch(fitter.initial_state())[0]   # compiles
-        return fitter
+        return fitter, fitter.run_epoch(fitter.initial_state())[0]   # compiles
     finally:
         for (obj, name), value in saved.items():
             setattr(obj, name, value)
@@ -81,12 +81,14 @@ def main() -> None:
         np.savez(w.cfg["data"]["train"]["path"], x=w.x[:args.samples], y=w.y[:args.samples])
         spec = spec_from_dict(w.cfg)
         splits = api.load_data(spec)
-        fitters = {name: build(spec, splits, patches) for name, patches in VARIANTS.items()}
+        built = {name: build(spec, splits, patches) for name, patches in VARIANTS.items()}
+    fitters = {name: fitter for name, (fitter, _) in built.items()}
+    states = {name: ts for name, (_, ts) in built.items()}
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name, fitter in fitters.items():
             start = time.perf_counter()
-            fitter.state = fitter.run_epoch(fitter.state)[0]
+            states[name] = fitter.run_epoch(states[name])[0]
             rates[name].append(args.samples / (time.perf_counter() - start))
     for name, r in rates.items():
         print(f"{name:18s} median {statistics.median(r):7,.0f} samples/s   "
