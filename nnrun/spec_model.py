@@ -143,12 +143,7 @@ def _validate_model(model: dict, problems: Problems, path: PathT) -> ModelSpec:
     for layer in layers:
         if names.count(layer.name) > 1:
             problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
-    owners = [x.name for x in layers if x.type != "Reuse"]
-    for layer in layers:
-        target = layer.args.get("layer")
-        if layer.type == "Reuse" and target not in owners and not broken.covers(target):
-            problems.add(layer.arg_path("layer"), unknown_name_message(
-                "layer to reuse", target, owners))
+    _check_reuse_targets(layers, broken, problems)
     if "input_dtype" not in model and layers and layers[0].type in INTEGER_INPUT_LAYERS:
         dtype = "int32"   # token ids
     if "inputs" not in model and "outputs" not in model:
@@ -158,6 +153,16 @@ def _validate_model(model: dict, problems: Problems, path: PathT) -> ModelSpec:
                                          "model's inputs in model.inputs (DESIGN.md section 2)")
         return ModelSpec(input_shape, dtype, tuple(layers))
     return _validate_graph(model, input_shape, tuple(layers), path, problems, broken)
+
+
+def _check_reuse_targets(layers, broken: _Broken, problems: Problems) -> None:
+    """Every Reuse names a layer of the same (sub)model that has weights of its own."""
+    owners = [x.name for x in layers if x.type != "Reuse"]
+    for layer in layers:
+        target = layer.args.get("layer")
+        if layer.type == "Reuse" and target not in owners and not broken.covers(target):
+            problems.add(layer.arg_path("layer"), unknown_name_message(
+                "layer to reuse", target, owners))
 
 
 class _Broken:
@@ -435,10 +440,11 @@ def _nested_stack(value: Any, path: PathT, problems: Problems) -> tuple[LayerSpe
     if not isinstance(value, list) or not value:
         problems.add(path, "expected a non-empty list of layers, e.g. - Dense: {units: 8}")
         return ()
-    out, counts = [], {}
+    out, counts, broken = [], {}, _Broken()
     for i, item in enumerate(value):
         layer = _validate_layer(item, path + (i,), problems, counts)
         if layer is None:
+            broken.add(item)
             continue
         if layer.args.pop("__input_shape__", None) is not None:
             problems.add(layer.path, "a nested model takes its input shape from where it is "
@@ -451,6 +457,7 @@ def _nested_stack(value: Any, path: PathT, problems: Problems) -> tuple[LayerSpe
     for layer in out:
         if names.count(layer.name) > 1:
             problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
+    _check_reuse_targets(out, broken, problems)
     return tuple(out)
 
 
