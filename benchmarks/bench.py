@@ -113,7 +113,7 @@ class Workload:
 
 
 def small_workload(workdir: Path) -> Workload:
-    from nnrun import data as data_mod
+    from nnrun.data import sources as data_mod
 
     x, y = data_mod.generate("xor", 1000, 0)
     cfg = {
@@ -310,8 +310,8 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
     `import keras` is for Keras.)
     """
     from nnrun import api
-    from nnrun.checkpoint import Checkpointer
-    from nnrun.spec import spec_from_dict
+    from nnrun.config.spec import spec_from_dict
+    from nnrun.train.checkpoint import Checkpointer
 
     spec = spec_from_dict(w.cfg)
     t = Timing("nnrun train()", len(w.x))
@@ -351,8 +351,8 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
 def time_nnrun_fitter(w: Workload) -> Timing:
     """Only the epoch loop: Fitter construction (device transfer), init, run_epoch per epoch."""
     from nnrun import api
-    from nnrun.spec import spec_from_dict
-    from nnrun.trainer import Fitter
+    from nnrun.config.spec import spec_from_dict
+    from nnrun.train.fitter import Fitter
 
     spec = spec_from_dict(w.cfg)
     splits = api.load_data(spec)
@@ -569,9 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     import keras  # noqa: F401
 
     import nnrun.api  # noqa: F401
-    import nnrun.checkpoint  # noqa: F401
-    import nnrun.report  # noqa: F401
-    import nnrun.trainer  # noqa: F401
+    import nnrun.runs.report  # noqa: F401
+    import nnrun.train.checkpoint  # noqa: F401
+    import nnrun.train.epoch  # noqa: F401
 
     # No persistent compilation cache for anyone: first epochs include a real compile.
     jax.config.update("jax_enable_compilation_cache", False)

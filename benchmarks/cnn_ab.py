@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
 from nnrun import api  # noqa: E402
-from nnrun.layers import conv_ops  # noqa: E402
-from nnrun.model import Model  # noqa: E402
-from nnrun.spec import spec_from_dict  # noqa: E402
-from nnrun.trainer import Fitter  # noqa: E402
+from nnrun.config.spec import spec_from_dict  # noqa: E402
+from nnrun.nn.layers import conv_ops  # noqa: E402
+from nnrun.nn.model import Model  # noqa: E402
+from nnrun.train.fitter import Fitter  # noqa: E402
 
 
 def _cells_max(t, axes):

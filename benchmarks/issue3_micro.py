@@ -20,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from nnrun.layers.conv_ops import correlate, first_max, patches
+from nnrun.nn.layers.conv_ops import correlate, first_max, patches
 
 
 def best_of(fn, *args, n: int = 5) -> float:

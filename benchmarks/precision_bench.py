@@ -79,8 +79,9 @@ def interleaved(w, precisions, rounds: int) -> dict[str, float]:
     import jax
 
     from nnrun import api
-    from nnrun.spec import spec_from_dict
-    from nnrun.trainer import Fitter, resolve_objective
+    from nnrun.config.spec import spec_from_dict
+    from nnrun.train.epoch import resolve_objective
+    from nnrun.train.fitter import Fitter
 
     fits = {}
     for precision in precisions:

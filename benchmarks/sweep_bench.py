@@ -8,7 +8,7 @@ learning rates (8 variants, one vmapped program):
   sequential   8 x `nnrun.api.train(spec)` in this process, each spec loaded as
                `nnrun train CONFIG --set seed=S --set compile.optimizer.learning_rate=R`
                loads it (full path: data, compile, run directory, checkpoints, curves);
-  sweep        1 x `nnrun.sweep_run.run_sweep(CONFIG, vary)` in this process: the same
+  sweep        1 x `nnrun.sweep.run.run_sweep(CONFIG, vary)` in this process: the same
                8 run directories plus the sweep tables.
 
 With --cli (small only) it also times the commands as processes: 8 x `nnrun train`
@@ -52,7 +52,7 @@ def run_inprocess(key: str, config: Path, root: Path) -> dict:
     import jax
 
     from nnrun import api
-    from nnrun.sweep_run import run_sweep
+    from nnrun.sweep.run import run_sweep
 
     jax.clear_caches()
     start = time.perf_counter()

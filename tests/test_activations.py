@@ -1,4 +1,4 @@
-"""Tests for nnrun.activations: every activation against numpy (float64) and Keras 3."""
+"""Tests for nnrun.nn.activations: every activation against numpy (float64) and Keras 3."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnrun import activations
-from nnrun.activations import ACTIVATIONS
-from nnrun.errors import ConfigError
+from nnrun.config.errors import ConfigError
+from nnrun.nn import activations
+from nnrun.nn.activations import ACTIVATIONS
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nnrun.cli import main
+from nnrun.cli.main import main
 
 BAD = Path(__file__).resolve().parent / "configs" / "bad"
 CORPUS = sorted(BAD.glob("*.yaml"))

@@ -15,17 +15,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nnrun import callbacks as cb
-from nnrun.cli import main
-from nnrun.spec_checks import Problems
-from nnrun.yamlsrc import Origins
+from nnrun.cli.main import main
+from nnrun.config.callback_specs import validate_callbacks
+from nnrun.config.checks import Problems
+from nnrun.config.yamlsrc import Origins
+from nnrun.train import callbacks as cb
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def make(name: str, **args) -> cb.Callback:
     problems = Problems(Origins())
-    (spec,) = cb.validate_callbacks([{name: args}], ("fit", "callbacks"), problems)
+    (spec,) = validate_callbacks([{name: args}], ("fit", "callbacks"), problems)
     assert not problems.items, problems.items
     return cb.make_callbacks((spec,))[0]
 
@@ -149,7 +150,7 @@ def test_terminate_on_nan_and_csv_logger_take_no_arguments():
     for name in ("TerminateOnNaN", "CSVLogger"):
         make(name)
         problems = Problems(Origins())
-        cb.validate_callbacks([{name: {"filename": "x"}}], ("fit", "callbacks"), problems)
+        validate_callbacks([{name: {"filename": "x"}}], ("fit", "callbacks"), problems)
         assert "takes no arguments" in problems.items[0][1]
 
 
@@ -214,8 +215,8 @@ def test_reduce_lr_on_plateau_scales_the_jitted_update(tmp_path):
     import yaml
 
     from nnrun import api
-    from nnrun.spec import spec_from_dict
-    from nnrun.trainer import Fitter
+    from nnrun.config.spec import spec_from_dict
+    from nnrun.train.fitter import Fitter
 
     raw = yaml.safe_load(CONFIG)
     raw["fit"]["callbacks"] = [{"ReduceLROnPlateau": {"monitor": "loss", "factor": 0.5,
@@ -291,7 +292,7 @@ def test_terminate_on_nan_can_be_switched_off(tmp_path):
 def test_a_diverged_run_ends_with_the_best_weights_when_asked(tmp_path, monkeypatch):
     """EarlyStopping(restore_best_weights) restores whenever training ends, a
     non-finite loss included: last.h5 then holds the best epoch's weights."""
-    from nnrun.trainer import Fitter
+    from nnrun.train.fitter import Fitter
 
     original = Fitter.run_epoch
 
@@ -303,7 +304,7 @@ def test_a_diverged_run_ends_with_the_best_weights_when_asked(tmp_path, monkeypa
             res.logs["loss"] = float("nan")
         return ts, res
 
-    from nnrun import checkpoint
+    from nnrun.train import checkpoint
 
     monkeypatch.setattr(Fitter, "run_epoch", scripted)
     monkeypatch.setattr(checkpoint, "CHECKPOINT_SECONDS", 0)   # last.h5 every epoch

@@ -5,11 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from nnrun.checkpoint import load_checkpoint, save_checkpoint
-from nnrun.errors import CheckpointError
-from nnrun.model import build_model
-from nnrun.optimizers import build_optimizer
-from nnrun.spec import spec_from_dict
+from nnrun.config.errors import CheckpointError
+from nnrun.config.spec import spec_from_dict
+from nnrun.nn.builder import build_model
+from nnrun.nn.optimizers import build_optimizer
+from nnrun.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def model_and_state(units=4):

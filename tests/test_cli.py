@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nnrun.cli import main
+from nnrun.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = str(ROOT / "configs" / "mlp.yaml")
@@ -265,9 +265,9 @@ def test_check_validates_many_configs_without_data_and_reports_every_problem(run
 
 
 def test_errors_show_the_yaml_line_with_a_caret(tmp_path):
-    from nnrun.errors import ConfigError
-    from nnrun.spec import load_spec
-    from nnrun.yamlsrc import describe, snippet
+    from nnrun.config.errors import ConfigError
+    from nnrun.config.spec import load_spec
+    from nnrun.config.yamlsrc import describe, snippet
 
     path = tmp_path / "c.yaml"
     line = "    - Dense: {unitz: 8, activation: relu}"
@@ -285,7 +285,7 @@ def test_errors_show_the_yaml_line_with_a_caret(tmp_path):
 def test_config_prints_the_resolved_config_which_loads_back(runner, tmp_path, name):
     import yaml
 
-    from nnrun.spec import load_spec, model_to_dict
+    from nnrun.config.spec import load_spec, model_to_dict
 
     source = ROOT / "configs" / name
     result = runner.invoke(main, ["config", str(source), "--set", "fit.epochs=3"])

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nnrun.cli import main
-from nnrun.errors import ConfigError
-from nnrun.spec import load_spec
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError
+from nnrun.config.spec import load_spec
 
 BASE = """\
 name: base

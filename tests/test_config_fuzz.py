@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnrun.cli import main
-from nnrun.schema import LAYERS
+from nnrun.cli.main import main
+from nnrun.config.layer_schemas import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {p.name: yaml.safe_load(p.read_text(encoding="utf-8"))

@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from nnrun.cli import main
-from nnrun.config_schema import build_schema
-from nnrun.schema import LAYERS, TYPE_ALIASES
-from nnrun.spec import load_spec
-from nnrun.yamlsrc import Origins, parse_yaml
+from nnrun.api.prepare import config_schema as build_schema
+from nnrun.cli.main import main
+from nnrun.config.layer_schemas import LAYERS, TYPE_ALIASES
+from nnrun.config.spec import load_spec
+from nnrun.config.yamlsrc import Origins, parse_yaml
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "configs").glob("*.yaml"))

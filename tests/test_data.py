@@ -9,17 +9,12 @@ import pathlib
 import numpy as np
 import pytest
 
-from nnrun.data import (
-    DATASETS,
-    Dataset,
-    generate,
-    load_features,
-    load_source,
-    sha256_file,
-    write_predictions,
-)
-from nnrun.errors import ConfigError, DataError
-from nnrun.splitting import validation_split
+from nnrun.config.errors import ConfigError, DataError
+from nnrun.data.arrays import Dataset, sha256_file
+from nnrun.data.datasets import DATASETS, generate
+from nnrun.data.sources import load_features, load_source
+from nnrun.data.splitting import validation_split
+from nnrun.runs.predictions import write_predictions
 
 # name -> (x shape for 120 samples, y shape, y dtype, number of classes or None)
 BUILTINS = {
@@ -49,7 +44,7 @@ def _load(source: dict, base_dir: pathlib.Path = pathlib.Path("."), seed: int = 
 
 
 def test_registry_lists_every_builtin():
-    from nnrun.datasets_sklearn import ROWS  # fixed-size ones: tests/test_tables.py
+    from nnrun.data.sklearn_datasets import ROWS  # fixed-size ones: tests/test_tables.py
 
     assert sorted(DATASETS.names()) == sorted([*BUILTINS, *ROWS])
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nnrun.classify import class_ids, classification_report, confusion_matrix, per_class
-from nnrun.cli import main
-from nnrun.report_charts import curve_quantities, read_metrics
+from nnrun.cli.main import main
+from nnrun.runs.charts import curve_quantities, read_metrics
+from nnrun.runs.classify import class_ids, classification_report, confusion_matrix, per_class
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnrun.layers import conv_ops as conv
-from nnrun.layers.recurrent import LSTM, _Recurrent
-from nnrun.model import build_model
-from nnrun.spec import spec_from_dict
+from nnrun.config.spec import spec_from_dict
+from nnrun.nn.builder import build_model
+from nnrun.nn.layers import conv_ops as conv
+from nnrun.nn.layers.recurrent import LSTM, _Recurrent
 
 
 def _lstm_model(args, input_shape=(6, 3)):
@@ -77,7 +77,7 @@ def test_lstm_fast_path_equals_the_general_scan(args, monkeypatch):
 def test_lstm_fast_path_is_taken_only_for_the_default_cell(monkeypatch):
     """A non-default activation, recurrent dropout or unroll goes the general way (the
     fast path would be wrong for the first two); counted through the module function."""
-    from nnrun.layers import recurrent
+    from nnrun.nn.layers import recurrent
     calls = []
     real = recurrent.lstm_scan
     monkeypatch.setattr(recurrent, "lstm_scan", lambda *a: calls.append(1) or real(*a))

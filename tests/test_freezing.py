@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from nnrun import api
-from nnrun.errors import ConfigError
-from nnrun.keras_import import from_keras_json
-from nnrun.keras_json import to_keras_json
-from nnrun.spec import spec_from_dict
-from nnrun.trainer import Fitter
+from nnrun.config.errors import ConfigError
+from nnrun.config.spec import spec_from_dict
+from nnrun.keras.importer import from_keras_json
+from nnrun.keras.model_json import to_keras_json
+from nnrun.train.fitter import Fitter
 
 FROZEN = {
     "name": "frozen", "seed": 0,

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from nnrun.errors import ConfigError
-from nnrun.model import build_model
-from nnrun.spec import model_to_dict, spec_from_dict
+from nnrun.config.errors import ConfigError
+from nnrun.config.spec import model_to_dict, spec_from_dict
+from nnrun.nn.builder import build_model
 
 TWO_INPUTS = {"model": {"inputs": {"left": [16], "right": [16]}, "layers": [
     {"Dense": {"name": "l", "units": 8, "activation": "relu", "inputs": "left"}},
@@ -133,7 +133,7 @@ def test_two_input_model_trains_evaluates_and_predicts_from_npz(tmp_path):
     with one array per input name; a missing mapping is a data error naming the inputs."""
     from click.testing import CliRunner
 
-    from nnrun.cli import main
+    from nnrun.cli.main import main
 
     rng = np.random.default_rng(0)
     a, b = (rng.normal(size=(200, 8)).astype(np.float32) for _ in range(2))
@@ -292,7 +292,7 @@ def test_errors_inside_a_nested_model_are_located_at_the_inner_layer():
 def test_plot_writes_png_svg_and_dot(tmp_path):
     from click.testing import CliRunner
 
-    from nnrun.cli import main
+    from nnrun.cli.main import main
 
     config = tmp_path / "two.yaml"
     import yaml
@@ -318,7 +318,7 @@ def test_two_output_fit_equals_keras():
     Keras's fit (the total and each output's unweighted loss, history keys as Keras's,
     the weights), a partial last batch included."""
     from nnrun import api
-    from nnrun.trainer import Fitter
+    from nnrun.train.fitter import Fitter
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(25, 4)).astype(np.float32)
@@ -385,7 +385,7 @@ def test_predict_writes_a_named_layer_or_nested_model_output(tmp_path):
     import yaml
     from click.testing import CliRunner
 
-    from nnrun.cli import main
+    from nnrun.cli.main import main
 
     raw = copy.deepcopy(AUTOENCODER)
     raw.update(data={"train": {"builtin": "blobs", "samples": 64, "features": 32, "y": "x"}},
@@ -427,7 +427,7 @@ def test_graph_errors_exit_2_with_a_located_line(tmp_path, mutate, needle):
     import yaml
     from click.testing import CliRunner
 
-    from nnrun.cli import main
+    from nnrun.cli.main import main
 
     raw = copy.deepcopy(TWO_INPUTS)
     raw["model"]["layers"][1]["Dense"]["units"] = 4
@@ -443,7 +443,7 @@ def test_summary_shows_a_nested_model_as_one_row_or_expanded(tmp_path):
     import yaml
     from click.testing import CliRunner
 
-    from nnrun.cli import main
+    from nnrun.cli.main import main
 
     (tmp_path / "ae.yaml").write_text(yaml.safe_dump(AUTOENCODER))
     runner = CliRunner()
@@ -459,7 +459,7 @@ def test_summary_shows_a_nested_model_as_one_row_or_expanded(tmp_path):
 
 def test_csv_columns_map_to_several_inputs_and_outputs(tmp_path):
     from nnrun import api
-    from nnrun.spec import load_spec
+    from nnrun.config.spec import load_spec
 
     rng = np.random.default_rng(0)
     rows = ["a,b,c,label,value"] + [f"{a:.4f},{b:.4f},{c:.4f},{int(a > 0)},{b + c:.4f}"
@@ -531,7 +531,7 @@ def test_nested_graph_model_shared_as_a_tower_equals_keras():
 def test_hdf5_dataset_paths_map_to_inputs_and_outputs(tmp_path):
     import h5py
 
-    from nnrun.data import load_source
+    from nnrun.data.sources import load_source
 
     rng = np.random.default_rng(0)
     with h5py.File(tmp_path / "d.h5", "w") as f:
@@ -545,7 +545,7 @@ def test_hdf5_dataset_paths_map_to_inputs_and_outputs(tmp_path):
     single = load_source({"path": "d.h5", "x": "inputs/a", "y": "targets/cls"}, seed=0,
                          base_dir=tmp_path)
     assert single.x.shape == (30, 3)
-    from nnrun.errors import DataError
+    from nnrun.config.errors import DataError
     with pytest.raises(DataError, match="no dataset 'inputs/c' in the file; datasets present: "
                                         "inputs/a, inputs/b, targets/cls"):
         load_source({"path": "d.h5", "x": "inputs/c"}, seed=0, base_dir=tmp_path)

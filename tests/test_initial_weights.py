@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from nnrun import api
-from nnrun.cli import main
-from nnrun.errors import ConfigError
-from nnrun.spec import spec_from_dict
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError
+from nnrun.config.spec import spec_from_dict
 
 # (nnrun layer, Keras layer factory, input shape, input dtype)
 CASES = {

@@ -1,4 +1,4 @@
-"""Tests for nnrun.initializers: Keras 3 values bit for bit, statistics, fans, errors."""
+"""Tests for nnrun.nn.initializers: Keras 3 values bit for bit, statistics, fans, errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from nnrun import initializers
-from nnrun.errors import ConfigError
-from nnrun.initializers import INITIALIZERS, TRUNCATION_STDDEV, compute_fans
+from nnrun.config.errors import ConfigError
+from nnrun.nn import initializers
+from nnrun.nn.initializers import INITIALIZERS, TRUNCATION_STDDEV, compute_fans
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402

@@ -16,10 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from nnrun import api
-from nnrun.cli import main
-from nnrun.errors import ConfigError
-from nnrun.keras_json import from_keras_json, to_keras_json
-from nnrun.keras_names import (
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError
+from nnrun.config.layer_schemas import LAYERS
+from nnrun.config.spec import load_spec, spec_from_dict
+from nnrun.keras.model_json import from_keras_json, to_keras_json
+from nnrun.keras.names import (
     ACTIVATIONS,
     CONSTRAINTS,
     INITIALIZERS,
@@ -28,9 +30,7 @@ from nnrun.keras_names import (
     compile_from_keras,
     compile_to_keras,
 )
-from nnrun.model import build_model
-from nnrun.schema import LAYERS
-from nnrun.spec import load_spec, spec_from_dict
+from nnrun.nn.builder import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -444,8 +444,8 @@ def test_graph_features_nnrun_lacks_are_errors():
 
 
 def test_registry_tables_match_nnrun():
-    from nnrun import activations, initializers, regularizers
-    from nnrun.optimizer_rules import OPTIMIZERS as RULES
+    from nnrun.nn import activations, initializers, regularizers
+    from nnrun.nn.optimizer_rules import OPTIMIZERS as RULES
 
     def defaults(fn):
         return {n: p.default for n, p in inspect.signature(fn).parameters.items()}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from nnrun.model import build_model
-from nnrun.spec import spec_from_dict
+from nnrun.config.spec import spec_from_dict
+from nnrun.nn.builder import build_model
 
 
 def model_of(layers, input_shape):
@@ -139,8 +139,8 @@ def test_keras1_activation_layers(layer, kwargs, reference):
 
 
 def test_layer_schemas_and_implementations_agree():
-    from nnrun.layers import LAYER_TYPES
-    from nnrun.schema import LAYERS
+    from nnrun.config.layer_schemas import LAYERS
+    from nnrun.nn.layers import LAYER_TYPES
 
     assert sorted(LAYERS) == sorted(LAYER_TYPES.names())
 
@@ -153,7 +153,7 @@ def test_layer_schemas_and_implementations_agree():
     ([{"PReLU": {"shared_axes": [3]}}], [3, 5], "out of range"),
 ])
 def test_shape_errors_name_the_layer(layers, shape, needle):
-    from nnrun.errors import ConfigError
+    from nnrun.config.errors import ConfigError
 
     spec = spec_from_dict({"model": {"input_shape": shape, "layers": layers},
                            "compile": {"loss": "mse"}})
@@ -218,8 +218,8 @@ def test_layer_gradients(layers, shape):
 
 
 def test_every_layer_with_parameters_has_a_gradient_check():
-    from nnrun.layers import LAYER_TYPES
-    from nnrun.schema import LAYERS
+    from nnrun.config.layer_schemas import LAYERS
+    from nnrun.nn.layers import LAYER_TYPES
 
     covered = {next(iter(layers[0])) for layers, _ in GRAD_CASES}
     with_params = set()
@@ -265,7 +265,7 @@ def test_model_init_is_deterministic_and_seeded():
 
 
 def test_unknown_activation_is_a_located_config_error():
-    from nnrun.errors import ConfigError
+    from nnrun.config.errors import ConfigError
 
     spec = spec_from_dict({"model": {"input_shape": [2], "layers": [
         {"Dense": {"units": 2, "activation": "rleu"}}]}, "compile": {"loss": "mse"}})
@@ -275,7 +275,7 @@ def test_unknown_activation_is_a_located_config_error():
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.999])
 def test_keep_mask_statistics(keep):
-    from nnrun.layers.core import keep_mask
+    from nnrun.nn.layers.core import keep_mask
 
     a = np.asarray(keep_mask(jax.random.key(0), (500, 401), keep))   # odd size: 200,500 draws
     b = np.asarray(keep_mask(jax.random.key(1), (500, 401), keep))
@@ -457,7 +457,7 @@ def test_keras1_convolution3d_and_deconvolution_names():
     ({"nb_filter": 2, "nb_row": 3}, "give all of nb_row, nb_col"),
 ])
 def test_convolution_argument_errors(args, needle):
-    from nnrun.errors import ConfigError
+    from nnrun.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match=needle):
         spec_from_dict({"model": {"input_shape": [8, 8, 1], "layers": [{"Conv2D": args}]},
@@ -504,8 +504,8 @@ def test_time_distributed_equals_keras():
 
 
 def test_wrapped_layer_errors_are_located(tmp_path):
-    from nnrun.errors import ConfigError
-    from nnrun.spec import load_spec
+    from nnrun.config.errors import ConfigError
+    from nnrun.config.spec import load_spec
 
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  input_shape: [5, 3]\n  layers:\n"
@@ -630,7 +630,7 @@ def test_masking_layer_equals_keras():
 
 @pytest.mark.parametrize("layer", ["SimpleRNN", "LSTM", "GRU"])
 def test_return_state_equals_keras_and_sequential_refuses_it(layer):
-    from nnrun.errors import ConfigError
+    from nnrun.config.errors import ConfigError
 
     x = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
     klayer = getattr(keras.layers, layer)(3, return_state=True, return_sequences=True)
@@ -680,7 +680,8 @@ def test_stateful_carries_state_across_batches(layer):
 
 
 def test_stateful_predict_continues_across_batches_and_training_runs():
-    from nnrun.trainer import Fitter, make_predict, resolve_objective
+    from nnrun.train.epoch import make_predict, resolve_objective
+    from nnrun.train.fitter import Fitter
 
     spec = spec_from_dict({"model": {"input_shape": [3, 2], "layers": [
         {"LSTM": {"units": 4, "stateful": True}}, {"Dense": 1}]}, "compile": {"loss": "mse"}})

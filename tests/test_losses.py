@@ -1,4 +1,4 @@
-"""Tests for nnrun.losses: every loss against numpy (float64) and Keras 3, gradients, masking."""
+"""Tests for nnrun.nn.losses: every loss against numpy (float64) and Keras 3, gradients, masking."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from nnrun import losses
-from nnrun.errors import ConfigError
+from nnrun.config.errors import ConfigError
+from nnrun.nn import losses
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402

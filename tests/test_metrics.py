@@ -1,4 +1,4 @@
-"""Tests for nnrun.metrics: epoch accumulation against numpy and Keras 3 metric objects,
+"""Tests for nnrun.nn.metrics: epoch accumulation against numpy and Keras 3 metric objects,
 accuracy resolution, history keys and errors."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnrun import metrics
-from nnrun.errors import ConfigError
+from nnrun.config.errors import ConfigError
+from nnrun.nn import metrics
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402

@@ -10,13 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from nnrun.errors import ConfigError
-from nnrun.optimizers import (
-    OPTIMIZERS,
-    build_optimizer,
-    current_learning_rate,
-    optimizer_params,
-)
+from nnrun.config.errors import ConfigError
+from nnrun.nn.optimizers import OPTIMIZERS, build_optimizer, current_learning_rate, optimizer_params
 
 KERAS_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta",
                  "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from nnrun.cli import main
+from nnrun.cli.main import main
 
 CONFIG = """\
 name: dp
@@ -35,7 +35,8 @@ SCRIPT = textwrap.dedent("""\
     import io, json, sys
     from pathlib import Path
     import h5py, jax, numpy as np
-    from nnrun import api, streaming
+    from nnrun import api
+    from nnrun.train import streaming
     out = {"devices": len(jax.devices())}
     for name, sets in [("one", ["fit.devices=1"]), ("four", ["fit.devices=4"]),
                        ("all", []),
@@ -60,7 +61,7 @@ SCRIPT = textwrap.dedent("""\
 def four_devices(tmp_path_factory):
     import numpy as np
 
-    from nnrun.datasets import generate
+    from nnrun.data.datasets import generate
 
     folder = tmp_path_factory.mktemp("dp")
     (folder / "dp.yaml").write_text(CONFIG)

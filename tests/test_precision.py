@@ -1,4 +1,4 @@
-"""compile.precision (nnrun/precision.py): float32 untouched, mixed (Keras's
+"""compile.precision (nnrun/nn/precision.py): float32 untouched, mixed (Keras's
 "mixed_bfloat16") and bfloat16 (Keras's "bfloat16") policies."""
 
 import subprocess
@@ -14,10 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from nnrun import api
-from nnrun.cli import main
-from nnrun.errors import ConfigError
-from nnrun.spec import load_spec, spec_from_dict
-from nnrun.trainer import Fitter, make_loss_fn, resolve_objective
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError
+from nnrun.config.spec import load_spec, spec_from_dict
+from nnrun.train.epoch import make_loss_fn, resolve_objective
+from nnrun.train.fitter import Fitter
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "configs" / "mlp.yaml"

@@ -1,4 +1,4 @@
-"""data.preprocess (nnrun.preprocess): statistics from the training split, accumulated over
+"""data.preprocess (nnrun.data.preprocess): statistics from the training split, accumulated over
 chunks, saved as <run>/preprocessing.json and applied by evaluate and predict; the config
 checks of the data options; class_weight trained against Keras."""
 
@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from nnrun import api
-from nnrun.cli import main
-from nnrun.errors import ConfigError, DataError
-from nnrun.preprocess import FeatureScaler, Preprocessing, fit_preprocessing
-from nnrun.spec import spec_from_dict
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError, DataError
+from nnrun.config.spec import spec_from_dict
+from nnrun.data.preprocess import FeatureScaler, Preprocessing, fit_preprocessing
 
 RNG = np.random.default_rng(0)
 
@@ -242,7 +242,7 @@ def test_predict_on_raw_input_equals_the_model_on_transformed_input(tmp_path):
     raw = RNG.normal(0, 6, size=(40, 2)).astype(np.float32)
     np.save(tmp_path / "raw.npy", raw)
     api.predict(spec, result.run_dir, tmp_path / "raw.npy", tmp_path / "out.npy")
-    from nnrun.trainer import make_predict
+    from nnrun.train.epoch import make_predict
 
     pre = api.load_data(spec).preprocessing        # fitted again, the same
     model, params, state = api.load_trained(spec, result.run_dir, "best")
@@ -255,7 +255,7 @@ def test_evaluate_uses_the_saved_statistics(tmp_path, monkeypatch):
                  test={"builtin": "blobs", "samples": 60, "classes": 3})
     result = api.train(spec, runs_root=tmp_path / "runs", quiet=True)
     first = api.evaluate(spec, result.run_dir)
-    import nnrun.preprocess as pre_mod
+    import nnrun.data.preprocess as pre_mod
 
     def refuse(*args, **kwargs):
         raise AssertionError("evaluate refitted the preprocessing")
@@ -296,7 +296,8 @@ def test_class_weight_epoch_loss_equals_keras():
     import jax
     import keras
 
-    from nnrun.trainer import Fitter, resolve_objective
+    from nnrun.train.epoch import resolve_objective
+    from nnrun.train.fitter import Fitter
 
     if "sample_weight" not in inspect.signature(Fitter.__init__).parameters:
         pytest.skip("the trainer takes no sample_weight yet")

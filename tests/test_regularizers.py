@@ -7,10 +7,11 @@ import pytest
 from keras_twin import assert_fit_equals_keras
 
 from nnrun import api
-from nnrun.errors import ConfigError
-from nnrun.regularizers import get_constraint, get_regularizer
-from nnrun.spec import spec_from_dict
-from nnrun.trainer import Fitter, resolve_objective
+from nnrun.config.errors import ConfigError
+from nnrun.config.spec import spec_from_dict
+from nnrun.nn.regularizers import get_constraint, get_regularizer
+from nnrun.train.epoch import resolve_objective
+from nnrun.train.fitter import Fitter
 
 W = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
 
@@ -118,7 +119,7 @@ def test_an_epoch_with_an_activity_regularizer_equals_keras():
 def test_named_weight_options_reach_keras_weight_names(layer, args, penalised):
     """Keras names some weight options after the weight's role (depthwise_, pointwise_,
     recurrent_): each must reach the right parameter."""
-    from nnrun.model import build_model
+    from nnrun.nn.builder import build_model
 
     shape = [4, 3] if layer == "LSTM" else [4, 4, 3]
     model = build_model(spec_from_dict({"model": {"input_shape": shape, "layers": [

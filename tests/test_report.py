@@ -2,9 +2,9 @@
 
 import io
 
-from nnrun.model import build_model
-from nnrun.report import EpochReporter, format_logs, readable_size, summary_text
-from nnrun.spec import spec_from_dict
+from nnrun.config.spec import spec_from_dict
+from nnrun.nn.builder import build_model
+from nnrun.runs.report import EpochReporter, format_logs, readable_size, summary_text
 
 
 def test_plain_lines_when_not_a_terminal():

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from nnrun.rundir import MetricsLog, create_run_dir, git_info, latest_run_of
+from nnrun.runs.rundir import MetricsLog, create_run_dir, git_info, latest_run_of
 
 
 def test_run_dirs_are_never_reused_and_latest_follows(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from nnrun.cli import main
-from nnrun.runlist import flatten
+from nnrun.cli.main import main
+from nnrun.runs.runlist import flatten
 
 
 def make_run(root, name, *, lr, epochs, rows, status="finished"):

@@ -10,9 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from nnrun.errors import ConfigError
-from nnrun.optimizers import build_optimizer, current_learning_rate, resolve_optimizer
-from nnrun.schedules import SCHEDULES, build_schedule
+from nnrun.config.errors import ConfigError
+from nnrun.nn.optimizers import build_optimizer, current_learning_rate, resolve_optimizer
+from nnrun.nn.schedules import SCHEDULES, build_schedule
 
 STEPS = [0, 1, 2, 5, 9, 10, 11, 37, 99, 100, 101, 250, 1000]
 
@@ -140,7 +140,7 @@ def test_decay_and_a_schedule_together_are_refused():
 def test_schedules_cross_to_keras_and_back():
     """Keras interop: a schedule in an exported compile config is Keras's class, and a
     Keras optimizer with a schedule imports as the same nnrun schedule."""
-    from nnrun.keras_names import KERAS_SCHEDULES, compile_from_keras, compile_to_keras
+    from nnrun.keras.names import KERAS_SCHEDULES, compile_from_keras, compile_to_keras
 
     assert {SCHEDULES.canonical(cls) for cls in KERAS_SCHEDULES} == set(KERAS_SCHEDULES.values())
     ours = {"name": "sgd", "momentum": 0.5, "learning_rate": {

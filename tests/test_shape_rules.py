@@ -12,10 +12,11 @@ import jax
 import pytest
 from test_layers import GRAD_CASES, KERAS_CASES
 
-from nnrun.errors import NnrunError
-from nnrun.layers import LAYER_TYPES
-from nnrun.model import build_model, shape_tree
-from nnrun.spec import load_spec, spec_from_dict
+from nnrun.config.errors import NnrunError
+from nnrun.config.spec import load_spec, spec_from_dict
+from nnrun.nn.builder import build_model
+from nnrun.nn.layers import LAYER_TYPES
+from nnrun.nn.trees import shape_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -214,7 +215,7 @@ def test_every_layer_type_has_a_shape_rule_case():
 
 
 def test_a_rule_that_disagrees_with_init_is_reported_before_training(monkeypatch):
-    from nnrun.layers.core import Dense
+    from nnrun.nn.layers.core import Dense
 
     monkeypatch.setattr(Dense, "param_shapes", lambda self, shape: ({"kernel": (2, 7)}, {}))
     model = build_model(spec_from_dict(seq([{"Dense": 3}], [2])).model)
@@ -243,7 +244,7 @@ def test_check_imports_neither_jax_nor_optax(tmp_path):
     code = f"""
 import sys
 from click.testing import CliRunner
-from nnrun.cli import main
+from nnrun.cli.main import main
 ok = CliRunner().invoke(main, ['check', *{configs!r}])
 assert ok.exit_code == 0, ok.output
 assert ok.output.count(': ok (') == {len(configs)}, ok.output

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nnrun.errors import ConfigError
-from nnrun.overrides import parse_override_path
-from nnrun.spec import dump_yaml, load_spec, spec_from_dict
+from nnrun.config.errors import ConfigError
+from nnrun.config.overrides import parse_override_path
+from nnrun.config.spec import dump_yaml, load_spec, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_duplicate_layer_names(tmp_path):
 
 
 def test_importing_spec_does_not_import_jax():
-    code = ("import sys; import nnrun.spec, nnrun.data; "
+    code = ("import sys; import nnrun.config.spec, nnrun.data.sources; "
             "sys.exit(1 if 'jax' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -146,7 +146,7 @@ def test_reading_composing_and_validating_a_config_imports_no_jax():
     """What `nnrun check` does before the shape check (parse, extends, ${...}, --set,
     validation) and the CLI's own import load neither jax nor keras."""
     config = Path(__file__).parent.parent / "configs" / "mlp_wide.yaml"
-    code = ("import sys; import nnrun.cli; from nnrun.spec import load_spec; "
+    code = ("import sys; import nnrun.cli.main; from nnrun.config.spec import load_spec; "
             f"load_spec({str(config)!r}, ['vars.width=8']); "
             "sys.exit(1 if {'jax', 'keras'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,5 +1,5 @@
 """Validation splits (last rows, shuffle_split, stratify) and class weights
-(nnrun.splitting), through the config too (data.shuffle_split / stratify / class_weight)."""
+(nnrun.data.splitting), through the config too (data.shuffle_split / stratify / class_weight)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from nnrun import api
-from nnrun.cli import main
-from nnrun.data import Dataset
-from nnrun.errors import ConfigError, DataError
-from nnrun.spec import spec_from_dict
-from nnrun.splitting import (
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError, DataError
+from nnrun.config.spec import spec_from_dict
+from nnrun.data.arrays import Dataset
+from nnrun.data.splitting import (
     apply_class_weight,
     class_ids,
     class_weight_table,

@@ -1,5 +1,5 @@
 """Data larger than memory: features read from .npy / HDF5 files in chunks during
-training (nnrun/rowsource.py, nnrun/streaming.py), against the resident path."""
+training (nnrun/data/rowsource.py, nnrun/train/streaming.py), against the resident path."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nnrun import api, rowsource, streaming
-from nnrun.cli import main
-from nnrun.errors import DataError
-from nnrun.rowsource import RowSource
+from nnrun import api
+from nnrun.cli.main import main
+from nnrun.config.errors import DataError
+from nnrun.data import rowsource
+from nnrun.data.rowsource import RowSource
+from nnrun.train import streaming
 
 CONFIG = """\
 name: st
@@ -221,7 +223,7 @@ def test_three_gigabytes_of_hdf5_train_in_bounded_memory(tmp_path):
     (tmp_path / "big.yaml").write_text(BIG)
     script = textwrap.dedent("""\
         import resource, sys
-        from nnrun.cli import main
+        from nnrun.cli.main import main
         try:
             main(["train", "big.yaml", "--runs-dir", "runs"])
         finally:

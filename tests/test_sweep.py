@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from nnrun import api
-from nnrun.cli import main
-from nnrun.errors import ConfigError
-from nnrun.sweep_run import run_sweep
-from nnrun.sweep_spec import expand, group_variants, parse_vary, split_values
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError
+from nnrun.sweep.run import run_sweep
+from nnrun.sweep.variants import expand, group_variants, parse_vary, split_values
 
 BASE = {
     "name": "sw",

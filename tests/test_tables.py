@@ -1,4 +1,4 @@
-"""Tables (nnrun.tables, nnrun.table_encoding): header-less files, categorical columns,
+"""Tables (nnrun.data.tables, nnrun.data.table_encoding): header-less files, categorical columns,
 class-name targets, missing values and fills, sample weights, the training source's
 encoding carried to validation, test and predict; scikit-learn's builtin datasets;
 prediction files (.h5, --top-k)."""
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nnrun.cli import main
-from nnrun.data import check_source, load_features, load_source
-from nnrun.errors import ConfigError, DataError
-from nnrun.predictions import top_k, write_predictions
+from nnrun.cli.main import main
+from nnrun.config.errors import ConfigError, DataError
+from nnrun.data.sources import check_source, load_features, load_source
+from nnrun.runs.predictions import top_k, write_predictions
 
 
 def _csv(path: pathlib.Path, text: str) -> pathlib.Path:
@@ -250,7 +250,7 @@ def test_check_imports_neither_jax_nor_sklearn(tmp_path):
     config.write_text("data: {train: {builtin: digits, images: true}}\nmodel:\n"
                       "  input_shape: [8, 8, 1]\n  layers: [Flatten, {Dense: 10}]\n"
                       "compile: {loss: sparse_categorical_crossentropy}\n")
-    code = ("import sys; from nnrun.cli import main\n"
+    code = ("import sys; from nnrun.cli.main import main\n"
             "try: main(['check', sys.argv[1]])\nexcept SystemExit as e: assert e.code == 0\n"
             "assert 'jax' not in sys.modules and 'sklearn' not in sys.modules, 'imported'\n")
     done = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nnrun.cli import main
+from nnrun.cli.main import main
 
 CONFIG = """\
 name: labels

@@ -1,5 +1,7 @@
 """The trainer: Keras-equal steps with a padded last batch, one compile, reproducible runs."""
 
+from pathlib import Path
+
 import jax
 import keras
 import numpy as np
@@ -7,8 +9,9 @@ import pytest
 from keras_twin import assert_fit_equals_keras
 
 from nnrun import api
-from nnrun.spec import spec_from_dict
-from nnrun.trainer import Fitter, finalize, make_eval, resolve_objective
+from nnrun.config.spec import spec_from_dict
+from nnrun.train.epoch import finalize, make_eval, resolve_objective
+from nnrun.train.fitter import Fitter
 
 
 def small_spec(**fit):
@@ -103,9 +106,9 @@ def test_shuffle_changes_order_per_epoch_but_is_seeded():
 
 
 def test_founding_network_learns_xor(tmp_path):
-    from nnrun.spec import load_spec
+    from nnrun.config.spec import load_spec
 
-    spec = load_spec(api.Path(__file__).resolve().parents[1] / "configs" / "mlp.yaml")
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "mlp.yaml")
     result = api.train(spec, runs_root=tmp_path, quiet=True)
     assert result.status == "finished"
     assert result.history["val_accuracy"][-1] >= 0.95

@@ -1,0 +1,217 @@
+"""Using a trained run: `evaluate` (loss, metrics, the classification report) and
+`predict` (probabilities, classes, top-k, layer outputs). Public through nnrun.api."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnrun.api.prepare import (
+    _shape_known,
+    build,
+    check_features,
+    check_targets,
+    load_data,
+    objective_for,
+)
+from nnrun.config.errors import ConfigError, DataError
+from nnrun.config.registry import unknown_name_message
+from nnrun.config.spec import Spec
+from nnrun.data import sources as data_mod
+from nnrun.data.arrays import rows as count_rows
+from nnrun.data.rowsource import is_lazy
+from nnrun.data.splitting import preprocess_input, run_preprocessing
+from nnrun.data.tables import read_encoding
+from nnrun.runs import predictions, rundir
+
+# ---------------------------------------------------------------- loading a run
+
+def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x=None):
+    """Rebuild the model of a run and load its weights: (model, params, state)."""
+    import jax
+
+    from nnrun.train.checkpoint import load_checkpoint
+
+    path = Path(checkpoint)
+    if checkpoint in ("best", "last"):
+        path = run / "checkpoints" / f"{checkpoint}.h5"
+    model = build(spec, x)
+    params, state = model.param_shapes()
+    params, state, _, _ = load_checkpoint(path, params=params, state=state)
+    return model, jax.device_put(params), jax.device_put(state)
+
+
+def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, Any]:
+    """Loss and metrics of a trained run on the test data (else validation, else train)."""
+    import jax
+
+    from nnrun.train.epoch import finalize, make_eval
+
+    splits = load_data(spec, need_train=spec.data.test is None,
+                       preprocessing=run_preprocessing(run), encoding=read_encoding(run))
+    name, ds = next((n, d) for n, d in (("test", splits.test), ("validation", splits.validation),
+                                        ("train", splits.train)) if d is not None)
+    if ds.y is None:
+        raise DataError(f"{ds.source}: evaluation data has no targets")
+    model, params, state = load_trained(spec, run, checkpoint, ds.x)
+    check_features(model, ds.x, ds.source)
+    obj = objective_for(spec, model, ds.y)
+    check_targets(model, obj, ds, name)
+    if is_lazy(ds.x):   # features left on disk (data.stream): read in chunks
+        from nnrun.train.streaming import ChunkedEval
+
+        sums = ChunkedEval(model, obj, ds.x, ds.y, spec.fit.batch_size)(params, state)
+    else:
+        evaluate_fn = jax.jit(make_eval(model, obj, len(ds), spec.fit.batch_size))
+        sums = evaluate_fn(params, state, ds.x, ds.y)
+    result = {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
+              "checkpoint": checkpoint, **finalize(obj, sums)}
+    report = _classification(spec, model, params, state, ds)
+    if report is not None:
+        result["classification"] = report
+    rundir.write_json(run / "eval.json", result)
+    if report is not None:
+        from nnrun.runs.charts import CONFUSION, plot_confusion_matrix
+
+        plot_confusion_matrix(report["confusion_matrix"], report["classes"],
+                              run / "plots" / CONFUSION,
+                              title=f"{spec.name}: {name} data, {checkpoint} checkpoint")
+    return result
+
+
+def _classification(spec: Spec, model, params, state, ds) -> dict[str, Any] | None:
+    """For a classifier of one output (a class per sample), the per-class report and
+    confusion matrix (`nnrun.runs.classify`); None for anything else."""
+    from nnrun.runs.classify import classification_report
+    from nnrun.train.epoch import make_predict
+
+    if len(model.output_names) > 1 or len(model.output_shape) != 1:
+        return None
+    kind = task_kind(spec, int(model.output_shape[0]))
+    if kind == "regression":
+        return None
+    if is_lazy(ds.x):
+        from nnrun.train.streaming import predict_rows
+
+        probs = predict_rows(model, params, state, ds.x, spec.fit.batch_size)
+    else:
+        probs = np.asarray(make_predict(model, len(ds), spec.fit.batch_size)(
+            params, state, ds.x))
+    return classification_report(np.asarray(ds.y), probs, kind, ds.class_names)
+
+
+def task_kind(spec: Spec, out_dim: int) -> str:
+    """'binary', 'multiclass' or 'regression', from the loss, metrics and last activation."""
+    loss = spec.compile.loss if isinstance(spec.compile.loss, str) else \
+        spec.compile.loss.get("name", "")
+    classification = any(w in loss.lower() for w in ("crossentropy", "hinge", "kl", "kullback")) \
+        or any("acc" in str(m) for m in spec.compile.metrics)
+    last = spec.model.layers[-1].args.get("activation") if spec.model.layers else None
+    if last in ("sigmoid", "softmax"):
+        classification = True
+    if not classification:
+        return "regression"
+    return "binary" if out_dim == 1 else "multiclass"
+
+
+def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
+            checkpoint: str = "best", layers: tuple[str, ...] = (),
+            top_k: int | None = None) -> dict[str, Any]:
+    """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes, or
+    with `layers` the outputs of those named layers / nested models / inputs (one array
+    to .npy or .csv, several to .npz by name). A CSV input is encoded as the run's
+    training table was (data_encoding.json); `top_k`: the k most probable classes too."""
+    from nnrun.train.epoch import make_predict
+
+    predictions.check_output_path(Path(output_path), top_k)
+    if top_k is not None and layers:
+        raise ConfigError("--top-k is for the model's predictions, not a layer's output",
+                          where="--top-k")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"expected a positive number of classes, got {top_k}",
+                          where="--top-k")
+    if top_k is not None and _shape_known(spec):
+        _check_top_k(spec, build(spec), top_k)   # before any data is read
+    encoding = read_encoding(run)
+    names = [i.name for i in spec.model.inputs] if spec.model.is_graph else []
+    if len(names) > 1:   # several inputs: a .npz with one array per input name
+        x = data_mod.load_named_features(Path(input_path), names)
+    else:
+        x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec),
+                                   encoding=encoding)
+    x = preprocess_input(run, x, str(input_path))
+    model, params, state = load_trained(spec, run, checkpoint, x)
+    if top_k is not None:
+        _check_top_k(spec, model, top_k)
+    check_features(model, x, str(input_path))
+    n = count_rows(x)
+    if layers:
+        known = model.node_names()
+        for name in layers:
+            if name not in known:
+                raise ConfigError(unknown_name_message("layer", name, known), where="--output")
+        if is_lazy(x):
+            from nnrun.train.streaming import predict_rows
+
+            out = predict_rows(model, params, state, x, spec.fit.batch_size, tuple(layers))
+        else:
+            out = make_predict(model, n, spec.fit.batch_size, tuple(layers))(params, state, x)
+        arrays = {name: np.asarray(a) for name, a in zip(layers, out)}
+        if len(arrays) == 1 and Path(output_path).suffix.lower() != ".npz":
+            (only,) = arrays.values()
+            flat = Path(output_path).suffix.lower() in (".csv", ".tsv")
+            predictions.write_predictions(Path(output_path), only.reshape(n, -1) if flat else only,
+                                       None)
+        else:
+            predictions.write_output_arrays(Path(output_path), arrays)
+        return {"run": str(run), "rows": n, "output": str(output_path),
+                "task": "layers " + ", ".join(layers)}
+    if is_lazy(x):   # a large .npy / HDF5 input, read in chunks
+        from nnrun.train.streaming import predict_rows
+
+        out = predict_rows(model, params, state, x, spec.fit.batch_size)
+    else:
+        out = make_predict(model, n, spec.fit.batch_size)(params, state, x)
+    if len(model.output_names) > 1:
+        predictions.write_output_arrays(Path(output_path), dict(zip(model.output_names, out)))
+        return {"run": str(run), "rows": n, "output": str(output_path), "task": "outputs"}
+    probs = np.asarray(out)
+    kind = task_kind(spec, int(np.prod(model.output_shape)))
+    classes = None
+    if kind == "binary":
+        classes = (probs.reshape(n, -1)[:, 0] > 0.5).astype(np.int64)
+    elif kind == "multiclass":
+        classes = probs.reshape(n, -1).argmax(axis=-1)
+    names = (encoding or {}).get("class_names")
+    if names and len(names) != _class_count(kind, model):
+        names = None   # targets one-hot over other columns: no names for these classes
+    predictions.write_predictions(Path(output_path), probs, classes, names, top_k)
+    return {"run": str(run), "rows": n, "output": str(output_path), "task": kind}
+
+
+def _class_count(kind: str, model) -> int | None:
+    if kind == "regression" or len(model.output_names) > 1:
+        return None
+    return 2 if kind == "binary" else int(np.prod(model.output_shape))
+
+
+def _check_top_k(spec: Spec, model, k: int) -> None:
+    """--top-k K: a classifier of at least K classes, else a ConfigError."""
+    count = _class_count(task_kind(spec, int(np.prod(model.output_shapes[0]))), model)
+    if count is None:
+        raise ConfigError("--top-k is for a classifier of one output; this model is not "
+                          "one (its loss, metrics and last activation say so)", where="--top-k")
+    if not 1 <= k <= count:
+        raise ConfigError(f"expected 1 to {count} (the number of classes), got {k}",
+                          where="--top-k")
+
+
+def _target_columns(spec: Spec) -> list[str]:
+    target = (spec.data.train or {}).get("target")
+    if isinstance(target, str) and not target.endswith((".npy", ".npz")):
+        return [target]
+    return list(target) if isinstance(target, list) else []
+
+

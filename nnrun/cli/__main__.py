@@ -1,0 +1,5 @@
+"""`python -m nnrun.cli ...`: the same as the `nnrun` command."""
+
+from nnrun.cli.main import main
+
+main()

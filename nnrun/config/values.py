@@ -1,0 +1,240 @@
+"""Typed config values: one checker per kind of argument (`positive_int`, `rate`,
+`shape`, `one_of(...)`...), each `check(value) -> value` raising ArgTypeError with a
+message a person can act on. Used by the layer schemas, the spec's sections and the
+callbacks' arguments; read by the JSON Schema to describe each argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+Checker = Callable[[Any], Any]
+REQUIRED = object()
+
+
+class ArgTypeError(ValueError):
+    """A value of the wrong type or range; the message says what was expected."""
+
+
+def got(value: Any) -> str:
+    """What was received, for "expected X, got Y" (YAML's words for containers)."""
+    if isinstance(value, (dict, list)):
+        kind = "mapping" if isinstance(value, dict) else "list"
+        return f"got a {kind}" if value else f"got an empty {kind}"
+    return f"got {value!r}"
+
+
+# Sizes (units, filters, dimensions, epochs...) beyond int32 are typos, and no array
+# axis can be that long; other integers (seeds, axes) must fit an int64.
+MAX_SIZE = 2 ** 31 - 1
+MAX_INT = 2 ** 63 - 1
+
+
+def _size(value: Any, least: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ArgTypeError(f"expected a {what} integer, {got(value)}")
+    if value > MAX_SIZE:
+        raise ArgTypeError(f"expected a {what} integer of at most {MAX_SIZE}, {got(value)}")
+    return value
+
+
+def positive_int(value: Any) -> int:
+    return _size(value, 1, "positive")
+
+
+def non_negative_int(value: Any) -> int:
+    return _size(value, 0, "non-negative")
+
+
+def integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_INT:
+        raise ArgTypeError(f"expected an integer, {got(value)}")
+    return value
+
+
+def seed_int(value: Any) -> int:
+    """A config's seed: a non-negative integer (numpy's generators refuse negative ones)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise ArgTypeError(f"expected a non-negative integer, {got(value)}")
+    return value
+
+
+def number(value: Any) -> float:
+    """A finite number (an integer or a float; nan and inf are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value):
+        raise ArgTypeError(f"expected a finite number, {got(value)}")
+    return float(value)
+
+
+def rate(value: Any) -> float:
+    """A fraction in [0, 1) such as a dropout rate."""
+    v = number(value)
+    if not 0.0 <= v < 1.0:
+        raise ArgTypeError(f"expected a number in [0, 1), got {value!r}")
+    return v
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ArgTypeError(f"expected true or false, {got(value)}")
+    return value
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ArgTypeError(f"expected a non-empty string, {got(value)}")
+    return value
+
+
+def optional(check: Checker) -> Checker:
+    def check_optional(value: Any) -> Any:
+        return None if value is None else check(value)
+
+    check_optional.inner = check  # for the JSON Schema (nnrun.config.json_schema)
+    return check_optional
+
+
+def identifier(value: Any) -> Any:
+    """A registry identifier: a name, or a mapping with `name:` and parameters."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return value
+    raise ArgTypeError(f"expected a name or a mapping with 'name:', {got(value)}")
+
+
+def shape(value: Any) -> tuple[int, ...]:
+    """An input shape without the batch axis: `[2]`, `[28, 28, 1]` or a single integer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ArgTypeError(f"expected a shape such as [28, 28, 1], {got(value)}")
+    for dim in value:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+            raise ArgTypeError(f"expected a list of positive integers, got {list(value)!r}")
+        if dim > MAX_SIZE:
+            raise ArgTypeError(f"expected sizes of at most {MAX_SIZE}, got {list(value)!r}")
+    return tuple(value)
+
+
+def noise_shape(value: Any) -> tuple[int | None, ...]:
+    """A noise shape with the batch axis: a list of positive integers or nulls."""
+    if isinstance(value, (list, tuple)) and value and all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIZE)
+            for v in value):
+        return tuple(value)
+    raise ArgTypeError(f"expected a list such as [null, 1, 8] (batch axis first), {got(value)}")
+
+
+def one_of(*choices: str) -> Checker:
+    def check_choice(value: Any) -> str:
+        if value not in choices:
+            raise ArgTypeError(f"expected one of {', '.join(choices)}, {got(value)}")
+        return value
+
+    check_choice.choices = choices
+    return check_choice
+
+
+def int_list(value: Any) -> tuple[int, ...]:
+    """A non-empty list of integers (a target shape may hold one -1)."""
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE
+            for v in value):
+        return tuple(value)
+    raise ArgTypeError(f"expected a list of integers, {got(value)}")
+
+
+def _non_negative(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
+        raise ArgTypeError(f"expected non-negative integers, {got(value)}")
+    return value
+
+
+def pairs(n_axes: int) -> Checker:
+    """Per-axis (before, after) amounts, Keras-style: `1`, `[1, 2]` (per axis in 2-D,
+    before/after in 1-D) or `[[1, 1], [2, 2]]`; normalised to n_axes pairs."""
+
+    def check_pairs(value: Any) -> tuple[tuple[int, int], ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            v = _non_negative(value)
+            return ((v, v),) * n_axes
+        if not isinstance(value, (list, tuple)):
+            raise ArgTypeError(f"expected an integer or a list, {got(value)}")
+        if n_axes == 1 and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return ((_non_negative(value[0]), _non_negative(value[1])),)
+        if len(value) != n_axes:
+            raise ArgTypeError(f"expected {n_axes} entries, one per spatial axis, got {value!r}")
+        out = []
+        for item in value:
+            if isinstance(item, int) and not isinstance(item, bool):
+                out.append((_non_negative(item), item))
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                out.append((_non_negative(item[0]), _non_negative(item[1])))
+            else:
+                raise ArgTypeError(f"expected [before, after] pairs, got {value!r}")
+        return tuple(out)
+
+    check_pairs.n_axes = n_axes
+    return check_pairs
+
+
+def sizes(n_axes: int, *, zero: bool = False) -> Checker:
+    """A positive (with `zero`: non-negative) integer per spatial axis: `2` or `[2, 3]`."""
+    one = non_negative_int if zero else positive_int
+    kind = "non-negative" if zero else "positive"
+
+    def check_sizes(value: Any) -> tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (one(value),) * n_axes
+        if isinstance(value, (list, tuple)) and len(value) == n_axes:
+            return tuple(one(v) for v in value)
+        raise ArgTypeError(f"expected a {kind} integer or {n_axes} of them, {got(value)}")
+
+    check_sizes.n_axes, check_sizes.minimum = n_axes, 0 if zero else 1
+    return check_sizes
+
+
+def channels_last(value: Any) -> str:
+    """Keras's data_format (Keras 1: dim_ordering): nnrun's layouts are channels last."""
+    if value in ("channels_last", "tf", "default"):
+        return "channels_last"
+    if value in ("channels_first", "th"):
+        raise ArgTypeError(f"nnrun's layers are channels_last (batch, ..., channels), got "
+                           f"{value!r}: transpose the data, or add a Permute layer first")
+    raise ArgTypeError(f"expected channels_last, {got(value)}")
+
+
+def dot_axes(value: Any) -> int | tuple[int, int]:
+    """Dot's axes: one axis for both inputs, or [axis of the first, axis of the second]."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SIZE:
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_SIZE
+            for v in value):
+        return (value[0], value[1])
+    raise ArgTypeError(f"expected an axis or a pair of axes such as [1, 1], {got(value)}")
+
+
+def axes(value: Any) -> tuple[int, ...]:
+    """An axis or a list of axes (Keras counts the batch axis as 0)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SIZE:
+        return (value,)
+    return int_list(value)
+
+
+def nested_graph(value: Any) -> Any:
+    """A nested graph model (inputs, layers, outputs), validated by the spec."""
+    return value
+
+
+def nested_layers(value: Any) -> Any:
+    """A nested model's layers: a list of layers, validated by the spec like any layer."""
+    return value
+
+
+def nested_layer(value: Any) -> Any:
+    """A wrapped layer, `{LSTM: {units: 8}}`: validated by the spec like any layer."""
+    return value

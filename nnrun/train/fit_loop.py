@@ -1,0 +1,200 @@
+"""The epoch loop of `nnrun train`: callbacks between the jitted epochs, and resuming a
+stopped run from its last.h5 exactly.
+
+Everything a continued run needs beyond the weights and optimizer state (the epoch, the
+learning-rate scale the callbacks set, their counters, the best value so far) is saved
+as attributes of last.h5; EarlyStopping's best weights go to
+checkpoints/early_stopping.h5 beside it. The data order and dropout keys are functions
+of (seed, epoch), the schedule's step is the optimizer's count: so a resumed run
+computes what the uninterrupted one would have, bit for bit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnrun.config.errors import CheckpointError, ConfigError
+from nnrun.train import callbacks as cb
+from nnrun.train.checkpoint import load_checkpoint, save_checkpoint
+
+EARLY_STOPPING_FILE = "early_stopping.h5"
+
+
+def _copy(tree):
+    """A device copy that survives the next epoch's donation of the train state."""
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
+
+
+class CallbackRunner:
+    """The config's callbacks, run between epochs, acting on the Fitter and train state."""
+
+    def __init__(self, spec, folder: Path):
+        self.specs = spec.fit.callbacks
+        self.callbacks = cb.make_callbacks(self.specs)
+        self.folder = Path(folder)
+        self.best_weights = None   # (params, state) that EarlyStopping keeps
+        self.best_dirty = False
+        self.restores = any(c.spec.name == "EarlyStopping" and c.restore_best_weights
+                            for c in self.callbacks)
+
+    def best_monitor(self, has_validation: bool) -> tuple[str, str]:
+        """(monitor, mode) of best.h5: the first ModelCheckpoint's, else the loss."""
+        for c in self.callbacks:
+            if isinstance(c, cb.ModelCheckpoint):
+                return c.monitor, c.direction
+        return ("val_loss" if has_validation else "loss"), "min"
+
+    def _set_rate(self, fitter, ts, control: cb.Control) -> None:
+        if not control.lr_changed:
+            return
+        base = fitter.schedule_learning_rate(ts)
+        if not np.isfinite(base) or base <= 0:
+            raise ConfigError(f"the optimizer's learning rate is {base}: callbacks cannot "
+                              "change it", where="fit.callbacks")
+        fitter.lr_scale = np.float32(control.learning_rate / base)
+
+    def begin_epoch(self, fitter, ts) -> None:
+        control = cb.Control(fitter.learning_rate(ts))
+        for c in self.callbacks:
+            c.on_epoch_begin(fitter.epoch, control)
+        self._set_rate(fitter, ts, control)
+
+    def end_epoch(self, fitter, ts, epoch: int, logs: dict[str, float]) -> str | None:
+        """After epoch `epoch` (1-based): the callbacks' reason to stop, or None."""
+        control = cb.Control(fitter.learning_rate(ts))
+        for c in self.callbacks:
+            c.on_epoch_end(epoch - 1, logs, control)
+        self._set_rate(fitter, ts, control)
+        if control.keep_weights:
+            self.best_weights, self.best_dirty = _copy((ts.params, ts.state)), True
+        for c in self.callbacks:
+            if isinstance(c, cb.ModelCheckpoint) and c.save:
+                save_checkpoint(self._inside(c.save), params=ts.params, state=ts.state,
+                                opt_state=ts.opt_state, attrs={"epoch": epoch})
+        return control.stop_reason
+
+    def _inside(self, name: str) -> Path:
+        path = (self.folder / name).resolve()
+        if self.folder.resolve() not in path.parents:
+            raise ConfigError(f"ModelCheckpoint's filepath {name!r} leaves the run's "
+                              "checkpoints/ folder", where="fit.callbacks")
+        return path
+
+    def restore(self, ts):
+        """EarlyStopping's restore_best_weights: the best epoch's weights, this optimizer
+        state (as Keras's set_weights)."""
+        if not self.restores or self.best_weights is None:
+            return ts
+        params, state = self.best_weights
+        return ts._replace(params=params, state=state)
+
+    def last_attrs(self, fitter) -> dict[str, Any]:
+        """Attributes of last.h5 for resuming (and early_stopping.h5 written if due)."""
+        if self.best_dirty and self.best_weights is not None:
+            params, state = self.best_weights
+            save_checkpoint(self.folder / EARLY_STOPPING_FILE, params=params, state=state)
+            self.best_dirty = False
+        return {"lr_scale": np.float32(fitter.lr_scale),
+                "callbacks": json.dumps([c.state() for c in self.callbacks])}
+
+    def load(self, attrs: dict, skeleton) -> None:
+        """The callbacks' counters (and EarlyStopping's best weights) from last.h5."""
+        states = json.loads(attrs.get("callbacks", "[]"))
+        if len(states) != len(self.callbacks):
+            raise CheckpointError("the checkpoint's callbacks do not match fit.callbacks")
+        for c, state in zip(self.callbacks, states):
+            c.load_state(state)
+        if any(getattr(c, "has_best_weights", False) for c in self.callbacks):
+            params, state, _, _ = load_checkpoint(self.folder / EARLY_STOPPING_FILE,
+                                                  params=skeleton[0], state=skeleton[1])
+            self.best_weights = jax.device_put((params, state))
+
+
+def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner):
+    """Train from `fitter.epoch` to fit.epochs; returns the final train state and fills
+    `result` (status, stop reason, exit code, history)."""
+    while fitter.epoch < spec.fit.epochs:
+        runner.begin_epoch(fitter, ts)
+        lr = fitter.learning_rate(ts)
+        ts, res = fitter.run_epoch(ts)
+        for key, value in res.logs.items():
+            result.history.setdefault(key, []).append(value)
+        log.append(res.epoch, res.logs, lr, res.seconds)
+        reporter.epoch_end(res.epoch, res.logs, res.seconds)
+        if spec.fit.terminate_on_nan and not all(np.isfinite(v) for v in res.logs.values()):
+            if runner.restores and runner.best_weights is not None:
+                # EarlyStopping's restore_best_weights acts whenever training ends
+                ts = runner.restore(ts)
+                checkpointer.flush(ts, res.epoch - 1)   # last.h5: the best epoch's weights
+            else:
+                checkpointer.flush(None, res.epoch)  # keep the last good files
+            result.status, result.exit_code = "diverged", 4
+            result.stop_reason = f"non-finite loss or metric at epoch {res.epoch}"
+            return ts
+        early = runner.end_epoch(fitter, ts, res.epoch, res.logs)
+        done = early is not None or res.epoch == spec.fit.epochs
+        restore = done and runner.restores
+        checkpointer.epoch_end(ts, res.epoch, res.logs, final=done and not restore)
+        if restore:
+            ts = runner.restore(ts)
+            checkpointer.flush(ts, res.epoch)
+        if early is not None:
+            result.stop_reason = f"{early} (after epoch {res.epoch})"
+            return ts
+        if stop.requested and not done:
+            checkpointer.flush(ts, res.epoch)
+            result.status, result.exit_code = "interrupted", 130
+            result.stop_reason = f"{stop.requested} after epoch {res.epoch}"
+            return ts
+    result.stop_reason = f"completed {spec.fit.epochs} epochs"
+    return ts
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def config_diff(old: str, new: str, run: Path) -> str:
+    """A unified diff of the run's config.yaml and the config to resume with ('' if none)."""
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(),
+                                 f"{run}/config.yaml", "the config given", lineterm="")
+    return "\n".join(lines)
+
+
+def check_resumable(run: Path, info: dict, old_config: str, new_config: str,
+                    allow_config_change: bool) -> str:
+    """Refuse a finished run, or a changed config unless allowed; returns the diff."""
+    if info.get("status") == "finished" and not allow_config_change:
+        raise ConfigError(f"the run finished ({info.get('stop_reason')}); nothing to resume "
+                          "(--allow-config-change with more fit.epochs continues it)",
+                          where=str(run))
+    diff = config_diff(old_config, new_config, run)
+    if diff and not allow_config_change:
+        raise ConfigError("the config differs from the run's; resume with "
+                          f"--allow-config-change to accept:\n{diff}", where=str(run))
+    if not (run / "checkpoints" / "last.h5").is_file():
+        raise ConfigError("no checkpoints/last.h5 to resume from", where=str(run))
+    return diff
+
+
+def load_resume_state(run: Path, fitter, checkpointer, runner):
+    """The train state of last.h5, with the Fitter's epoch and learning-rate scale, the
+    callbacks' counters and the best value so far restored; returns the train state."""
+    from nnrun.train.epoch import TrainState
+
+    params, state = fitter.model.param_shapes()
+    opt = jax.eval_shape(fitter.optimizer.init, params)
+    p, s, o, attrs = load_checkpoint(run / "checkpoints" / "last.h5", params=params,
+                                     state=state, opt_state=opt)
+    ts = jax.device_put(TrainState(p, s, o))
+    fitter.epoch = int(attrs["epoch"])
+    fitter.lr_scale = np.float32(attrs.get("lr_scale", 1.0))
+    checkpointer.best_value = float(attrs.get("best_value", np.inf))
+    runner.load(attrs, (params, state))
+    return ts
