@@ -355,6 +355,7 @@ def cli(*args) -> subprocess.Popen:
                             env=ENV, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_resume_after_sigint_is_bit_identical(tmp_path):
     config = tmp_path / "resume.yaml"
     config.write_text(RESUME)

@@ -41,6 +41,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_run(tmp_path):
     (tmp_path / "two.yaml").write_text(CONFIG.format(port=_free_port()))
     procs = []

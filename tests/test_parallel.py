@@ -89,6 +89,7 @@ def _close(a, b, rtol=2e-5, atol=2e-6):
                                    atol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_one_device_curve(four_devices):
     assert four_devices["devices"] == 4
     assert four_devices["one"]["parallel"]["count"] == 1
@@ -98,6 +99,7 @@ def test_four_devices_give_the_one_device_curve(four_devices):
     _close(four_devices["all"], four_devices["one"])
 
 
+@pytest.mark.slow
 def test_four_devices_streamed_give_the_one_device_curve(four_devices):
     assert four_devices["four_streamed"]["parallel"]["count"] == 4
     _close(four_devices["four_streamed"], four_devices["one_streamed"])

@@ -206,6 +206,7 @@ fit: {batch_size: 256, epochs: 1}
 """
 
 
+@pytest.mark.slow
 def test_three_gigabytes_of_hdf5_train_in_bounded_memory(tmp_path):
     """3 GB of float32 (1,000,000 x 784) train one epoch streamed (chosen by size, no
     `stream:` key) with the training process's peak RSS under 1.5 GB."""
