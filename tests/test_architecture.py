@@ -6,7 +6,8 @@ and `if TYPE_CHECKING:` blocks too: a lazy import is still a dependency), and:
 - the graph of modules has no cycle;
 - a wing imports only the wings below it (`ALLOWED`): config at the bottom, the CLI at
   the top, the model never reads data or run directories;
-- config/ never imports jax or optax, and nothing imports cli/.
+- config/ never imports jax or optax, and nothing imports cli/;
+- a module longer than MAX_LINES says why in its docstring ("Longer than ...").
 
 `test_rules_catch_*` feed the checks a broken graph, so they are known to fail when a
 rule is broken.
@@ -33,6 +34,7 @@ ALLOWED = {
     "sweep": {"config", "nn", "data", "train", "runs", "api"},
     "cli": {"config", "nn", "data", "train", "runs", "keras", "api", "sweep"},
 }
+MAX_LINES = 450
 NO_JAX = {"config"}   # wings that must not import jax or optax, even lazily
 JAX_ROOTS = {"jax", "jaxlib", "optax"}
 
@@ -139,6 +141,16 @@ def test_no_import_cycles():
 def test_imports_follow_the_flow():
     breaks = rule_breaks(import_graph())
     assert not breaks, "\n".join(breaks)
+
+
+def test_long_modules_say_why():
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if text.count("\n") > MAX_LINES and "Longer than" not in doc:
+            unexplained.append(f"{path.relative_to(PACKAGE.parent)}: {text.count(chr(10))} lines")
+    assert not unexplained, "split these or say why at the top: " + ", ".join(unexplained)
 
 
 def test_rules_catch_a_cycle():
