@@ -7,7 +7,8 @@ and `if TYPE_CHECKING:` blocks too: a lazy import is still a dependency), and:
 - a wing imports only the wings below it (`ALLOWED`): config at the bottom, the CLI at
   the top, the model never reads data or run directories;
 - config/ never imports jax or optax, and nothing imports cli/;
-- a module longer than MAX_LINES says why in its docstring ("Longer than ...").
+- a module longer than MAX_LINES says why in its docstring ("Longer than ...");
+- the file tree in docs/architecture.md names every module, and only those.
 
 `test_rules_catch_*` feed the checks a broken graph, so they are known to fail when a
 rule is broken.
@@ -20,7 +21,8 @@ import pathlib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "nnrun"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "nnrun"
 
 # wing -> the wings it may import (besides itself and the top-level `nnrun`)
 ALLOWED = {
@@ -151,6 +153,32 @@ def test_long_modules_say_why():
         if text.count("\n") > MAX_LINES and "Longer than" not in doc:
             unexplained.append(f"{path.relative_to(PACKAGE.parent)}: {text.count(chr(10))} lines")
     assert not unexplained, "split these or say why at the top: " + ", ".join(unexplained)
+
+
+def documented_modules(text: str) -> set[str]:
+    """The paths of the `.py` files in the tree under "## Files" (folders by indent)."""
+    block = text.split("## Files", 1)[1].split("```", 2)[1]
+    folders: list[str] = []
+    found = set()
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        words = line.split()
+        if words[0].endswith("/"):
+            folders = folders[:depth] + [words[0].rstrip("/")]
+            continue
+        prefix = "/".join(folders[:depth])
+        found.update(f"{prefix}/{word}" for word in words if word.endswith(".py"))
+    return found
+
+
+def test_the_architecture_page_names_every_module():
+    documented = documented_modules((ROOT / "docs" / "architecture.md").read_text())
+    actual = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")
+              if p.name != "__init__.py" or p.parent == PACKAGE}
+    assert not actual - documented, f"not in docs/architecture.md: {sorted(actual - documented)}"
+    assert not documented - actual, f"no such module: {sorted(documented - actual)}"
 
 
 def test_rules_catch_a_cycle():

@@ -1,7 +1,9 @@
-"""The Python API behind every command: train, evaluate, predict, summary.
+"""Training, the first use case: a checked config -> a run directory (`train`), a config
+or a run directory resolved for any command (`resolve_target`), and the start weights
+of a fine-tuning run.
 
 The CLI only parses arguments and prints; everything here can be called and
-tested from Python.
+tested from Python (through `nnrun.api`).
 """
 
 from __future__ import annotations

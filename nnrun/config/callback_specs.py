@@ -1,11 +1,9 @@
-"""Keras callbacks from `fit.callbacks`: their config arguments and their logic.
+"""Keras callbacks in `fit.callbacks`: their arguments (Keras 3 names and defaults) and
+their validation, part of config checking (jax-free).
 
 A callback is a one-key mapping, as a layer: `{EarlyStopping: {monitor: val_loss,
-patience: 3}}` (or a bare name). The logic runs on the host between the jitted
-epochs and follows Keras 3 (keras/src/callbacks/): it sees 0-based epoch indices and
-the epoch's logs, and acts through a `Control` (the learning rate, stopping, keeping
-the current weights). Every counter is in `state()`, saved in last.h5 for exact resume.
-Jax-free: the config side (`validate_callbacks`) is part of config checking.
+patience: 3}}` (or a bare name). What a callback does between the epochs is in
+nnrun/train/callbacks.py.
 """
 
 from __future__ import annotations
