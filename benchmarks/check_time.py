@@ -46,7 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     py = [sys.executable]
     rows = [("python -c pass (interpreter start)", wall([*py, "-c", "pass"], args.repeat)),
-            ("python -c 'import jax'", wall([*py, "-c", "import jax"], args.repeat))]
+            ("python -c 'import jax'", wall([*py, "-c", "import jax"], args.repeat)),
+            ("nnrun --help", wall([*py, "-m", "nnrun.cli", "--help"], args.repeat))]
     with tempfile.TemporaryDirectory() as tmp:
         typo = Path(tmp) / "typo.yaml"
         typo.write_text(TYPO)
