@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from nnrun.api.prepare import config_schema as build_schema
+from nnrun.cli.config_cmds import config_schema as build_schema
 from nnrun.cli.main import main
 from nnrun.config.layer_schemas import LAYERS, TYPE_ALIASES
 from nnrun.config.spec import load_spec

@@ -393,23 +393,3 @@ def summary_dict(spec: Spec) -> dict[str, Any]:
     return {"name": spec.name, "layers": layers,
             "total_params": sum(sum(c) for c in counts.values()),
             "non_trainable_params": sum(c[1] for c in counts.values())}
-
-
-def registry_names() -> dict[str, list[str]]:
-    """The names (aliases too) of every registry a config refers to, by kind."""
-    from nnrun.data.datasets import DATASETS
-    from nnrun.nn import activations, initializers, losses, metrics, optimizer_rules, regularizers
-
-    registries = {"activation": activations.ACTIVATIONS, "initializer": initializers.INITIALIZERS,
-                  "loss": losses.LOSSES, "metric": metrics.METRICS,
-                  "optimizer": optimizer_rules.OPTIMIZERS,
-                  "regularizer": regularizers.REGULARIZERS,
-                  "constraint": regularizers.CONSTRAINTS, "dataset": DATASETS}
-    return {kind: sorted(r.names(aliases=True)) for kind, r in registries.items()}
-
-
-def config_schema() -> dict[str, Any]:
-    """The JSON Schema of a config (`nnrun schema`), with the registries' names."""
-    from nnrun.config.json_schema import build_schema
-
-    return build_schema(registry_names())

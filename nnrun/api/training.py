@@ -17,25 +17,16 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from nnrun.api.inference import evaluate, load_trained, predict, task_kind
 from nnrun.api.prepare import (
     Splits,
     _placement,
     build,
-    check,
-    check_compile,
     check_features,
     check_targets,
     checked_model,
-    compile_problems,
-    data_problems,
-    layer_problems,
     load_checked,
     load_data,
     objective_for,
-    summary,
-    summary_dict,
-    summary_model,
 )
 from nnrun.config.errors import ConfigError
 from nnrun.config.spec import Spec, dump_yaml, model_to_dict
@@ -324,10 +315,3 @@ def finish_run(run: Path, info: dict, fitter, result: TrainResult) -> None:
                                                if fitter.epoch_seconds else None)},
                 final={k: v[-1] for k, v in result.history.items()})
     rundir.write_json(run / "run.json", info)
-
-
-__all__ = ["resolve_target", "load_data", "build", "train", "evaluate", "predict", "summary",
-           "summary_dict", "TrainResult", "check", "check_compile", "checked_model",
-           "compile_problems", "data_problems", "layer_problems", "load_checked",
-           "load_trained", "objective_for", "summary_model", "task_kind", "Splits",
-           "check_features", "check_targets", "_placement"]

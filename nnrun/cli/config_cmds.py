@@ -52,8 +52,6 @@ def config_cmd(config: Path, overrides, as_json: bool, origin: bool, debug: bool
 def schema(output_path: Path | None, debug: bool) -> None:
     """The JSON Schema of a config (every section, layer and argument), for editors'
     YAML language servers: completion and checking as you type."""
-    from nnrun.api.prepare import config_schema
-
     text = json.dumps(config_schema(), separators=(",", ":")) + "\n"
     if output_path is None:
         click.echo(text, nl=False)
@@ -226,3 +224,23 @@ def export(target: Path, fmt: str, output_path: Path | None, overrides, runs_dir
         click.echo(f"wrote {output_path}")
 
 
+def registry_names() -> dict[str, list[str]]:
+    """The names (aliases too) of every registry a config refers to, by kind: read here,
+    where any wing may be imported, since config/ (which builds the schema) may not import
+    nn/ or data/. Importing the registries loads no jax."""
+    from nnrun.data.datasets import DATASETS
+    from nnrun.nn import activations, initializers, losses, metrics, optimizer_rules, regularizers
+
+    registries = {"activation": activations.ACTIVATIONS, "initializer": initializers.INITIALIZERS,
+                  "loss": losses.LOSSES, "metric": metrics.METRICS,
+                  "optimizer": optimizer_rules.OPTIMIZERS,
+                  "regularizer": regularizers.REGULARIZERS,
+                  "constraint": regularizers.CONSTRAINTS, "dataset": DATASETS}
+    return {kind: sorted(r.names(aliases=True)) for kind, r in registries.items()}
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a config (`nnrun schema`), with the registries' names."""
+    from nnrun.config.json_schema import build_schema
+
+    return build_schema(registry_names())

@@ -290,7 +290,7 @@ def build_schema(names: Mapping[str, list[str]]) -> dict[str, Any]:
     """The whole config's JSON Schema (draft-07). `names` holds the registered names
     of each kind (activation, initializer, regularizer, constraint, loss, metric,
     optimizer, dataset; aliases included): the registries live in nn/ and data/, which
-    config/ does not import, so the caller (nnrun.api.prepare.config_schema) reads them."""
+    config/ does not import, so the caller (nnrun.cli.config_cmds.config_schema) reads them."""
     types = {**{t: layer_schema(t, spec) for t, spec in s.LAYERS.items()},
              **{alias: layer_schema(alias, s.LAYERS[target])
                 for alias, target in s.TYPE_ALIASES.items()}}

@@ -360,7 +360,7 @@ class BackgroundCompile:
         return self._compiled(*args)
 
 
-def _abstract(tree):
+def abstract_of(tree):
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
 
 

@@ -22,7 +22,7 @@ from nnrun.train.epoch import (
     EpochResult,
     Objective,
     TrainState,
-    _abstract,
+    abstract_of,
     count_epoch,
     epoch_order,
     finalize,
@@ -99,7 +99,7 @@ class Fitter:
             return
         epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
                                     self.traces, self.weighted, pl.shard_batch)
-        abstract = pl.abstract if pl.mesh is not None else _abstract
+        abstract = pl.abstract if pl.mesh is not None else abstract_of
         self.train_epoch = BackgroundCompile(
             epoch_fn, (ts, abstract(self.x), abstract(self.y), abstract(self.sw), order,
                        scalar, scalar, pl.abstract(jax.ShapeDtypeStruct((), jnp.float32))),
