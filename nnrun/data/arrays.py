@@ -1,5 +1,8 @@
 """Arrays from files: the `Dataset` a source loads into, row helpers, file records
-(sha256 for run.json) and the .npy / .npz / HDF5 readers with their checks.
+(sha256 for run.json) and the .npy / .npz / HDF5 readers with their checks. Headers
+(shape, dtype) are read and checked before any values (an .npz that inflates far
+beyond its size fails on a mismatch without inflating), and values are cast to
+float32 / int32 with their range checked (a DataError, never numpy's cast warning).
 
 numpy only (no jax): every array leaves this module as a host numpy array.
 """
@@ -8,12 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import pathlib
+import tokenize
+import zipfile
+import zlib
 
 import numpy as np
 
 from nnrun.config.errors import DataError
+from nnrun.data import hdf5
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,7 +81,14 @@ def file_record(path: pathlib.Path) -> dict:
         raise DataError(f"cannot read file: {e.strerror or e}", where=str(path)) from e
 
 
-def _check_finite(arr: np.ndarray, what: str, path: pathlib.Path) -> None:
+F32_MAX = float(np.finfo(np.float32).max)   # about 3.4e38
+_INT32 = np.iinfo(np.int32)
+
+
+def _check_finite(arr: np.ndarray, what: str, path, before: np.ndarray | None = None
+                  ) -> None:
+    """NaN or inf in float `arr`: a DataError at the first; where `before` (the values
+    cast to `arr`) was finite there, the value overflowed float32 and the error says so."""
     if not np.issubdtype(arr.dtype, np.floating):
         return
     # A float64 sum is non-finite if any value is (or, rarely, if it overflows): a fast
@@ -82,79 +97,260 @@ def _check_finite(arr: np.ndarray, what: str, path: pathlib.Path) -> None:
         return
     if not np.isfinite(arr).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        if before is not None and np.isfinite(before[index]):
+            raise DataError(overflow_message(what, before[index], index), where=str(path))
         raise DataError(f"{what} contains NaN or inf (first at index {index})", where=str(path))
+
+
+def overflow_message(what: str, value, index) -> str:
+    return (f"{what}: {float(value):.6g} at index {index} overflows float32 (the largest "
+            f"magnitude it holds is about {F32_MAX:.1e}); rescale the data")
+
+
+def to_float32(arr: np.ndarray, what: str, path) -> np.ndarray:
+    """float32 values, all finite: a DataError naming the first NaN, inf or value beyond
+    float32's range (numpy's cast warning silenced: the error says it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32, copy=False)
+    _check_finite(out, what, path, None if out is arr else arr)
+    return out
+
+
+def to_int32(arr: np.ndarray, what: str, path) -> np.ndarray:
+    """int32 values: a DataError for a non-integer or one beyond int32's range."""
+    if np.issubdtype(arr.dtype, np.floating) and not np.array_equal(arr, np.round(arr)):
+        raise DataError(f"{what} has non-integer values but dtype int32 was asked",
+                        where=str(path))
+    if arr.dtype != bool and arr.size and np.dtype(arr.dtype).itemsize >= 4:
+        out_of_range = (arr < _INT32.min) | (arr > _INT32.max)
+        if out_of_range.any():
+            index = tuple(int(i) for i in np.argwhere(out_of_range)[0])
+            raise DataError(f"{what}: {arr[index]:.6g} at index {index} is beyond int32's "
+                            f"range (±{_INT32.max})", where=str(path))
+    return arr.astype(np.int32)
+
+
+def _numbers(arr, what: str, path) -> None:
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{what} has dtype {arr.dtype}; expected numbers", where=str(path))
+    if arr.ndim == 0:
+        raise DataError(f"{what} is a single value (shape ()); expected one row per sample",
+                        where=str(path))
+    if arr.shape[0] == 0:
+        raise DataError(f"{what} is empty", where=str(path))
 
 
 def as_features(arr: np.ndarray, dtype: str, what: str, path: pathlib.Path) -> np.ndarray:
     """float32 (or int32) features with at least 2 dims; a 1-D array becomes (n, 1)."""
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise DataError(f"{what} has dtype {arr.dtype}; expected numbers", where=str(path))
-    if arr.ndim == 0 or arr.shape[0] == 0:
-        raise DataError(f"{what} is empty", where=str(path))
+    _numbers(arr, what, path)
     arr = arr.reshape(-1, 1) if arr.ndim == 1 else arr
-    if dtype == "int32":
-        if np.issubdtype(arr.dtype, np.floating) and not np.array_equal(arr, np.round(arr)):
-            raise DataError(
-                f"{what} has non-integer values but dtype int32 was asked", where=str(path)
-            )
-        return arr.astype(np.int32)
-    out = arr.astype(np.float32, copy=False)
-    _check_finite(out, what, path)
-    return out
+    return to_int32(arr, what, path) if dtype == "int32" else to_float32(arr, what, path)
 
 
 def as_targets(arr: np.ndarray, what: str, path: pathlib.Path) -> np.ndarray:
     """int32 class ids for integer arrays, float32 otherwise; the shape is kept."""
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise DataError(f"{what} has dtype {arr.dtype}; expected numbers", where=str(path))
-    if arr.ndim == 0 or arr.shape[0] == 0:
-        raise DataError(f"{what} is empty", where=str(path))
+    _numbers(arr, what, path)
     if np.issubdtype(arr.dtype, np.integer):
-        return arr.astype(np.int32)
-    out = arr.astype(np.float32, copy=False)
-    _check_finite(out, what, path)
-    return out
+        return to_int32(arr, what, path)
+    return to_float32(arr, what, path)
+
+
+# ---------------------------------------------------------------- headers
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayHeader:
+    """An array's shape and dtype, known without reading its values (a .npy header, an
+    .npz member's, an HDF5 dataset's)."""
+
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def read_npy_header(f) -> tuple[ArrayHeader, bool]:
+    """(shape and dtype, Fortran order) of the .npy at `f`'s position (a file or an .npz
+    member), `f` left at the data; ValueError when it is not a .npy. Nothing is
+    unpickled."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+        else np.lib.format.read_array_header_2_0
+    try:
+        shape, fortran, dtype = read(f)
+    except (SyntaxError, tokenize.TokenError, TypeError, RecursionError) as exc:
+        raise ValueError(f"cannot parse the header: {exc}") from exc   # garbage bytes
+    return ArrayHeader(tuple(int(n) for n in shape), np.dtype(dtype)), bool(fortran)
+
+
+def npy_header(path: pathlib.Path) -> tuple[ArrayHeader, bool, int]:
+    """(shape and dtype, Fortran order, data offset) of a .npy file: a DataError when it
+    is not one, or when it is shorter than its header says."""
+    try:
+        with open(path, "rb") as f:
+            header, fortran = read_npy_header(f)
+            offset = f.tell()
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DataError(f"cannot read file: {exc.strerror or exc}", where=str(path)) from exc
+    except (ValueError, EOFError) as exc:
+        raise DataError(f"cannot read .npy file: {exc}", where=str(path)) from exc
+    if header.dtype.hasobject:
+        raise DataError(_OBJECTS, where=str(path))
+    if offset + header.nbytes > size:
+        raise DataError(f"the .npy file is shorter than its header says (shape "
+                        f"{header.shape}, {header.dtype}: truncated?)", where=str(path))
+    return header, fortran, offset
+
+
+_OBJECTS = ("holds Python objects (dtype object); nnrun reads numbers only and never "
+            "unpickles: save a numeric array")
+
+
+def check_headers(headers: dict[str, ArrayHeader], noun: str, path,
+                  weight: str | None = None) -> None:
+    """The arrays of one source, before any is read: numbers, and one row per sample in
+    each (the same number of rows); `weight` names the sample_weight array, if any."""
+    for name, h in headers.items():
+        what = f"{noun} {name!r}"
+        if h.dtype.hasobject:
+            raise DataError(f"{what} {_OBJECTS}", where=str(path))
+        if not (np.issubdtype(h.dtype, np.number) or h.dtype == bool):
+            raise DataError(f"{what} has dtype {h.dtype}; expected numbers", where=str(path))
+        if h.ndim == 0:
+            raise DataError(f"{what} is a single value (shape ()); expected one row per "
+                            "sample", where=str(path))
+    rows_of = {name: h.shape[0] for name, h in headers.items() if name != weight}
+    if len(set(rows_of.values())) > 1:
+        counts = ", ".join(f"{name!r} has {n} rows" for name, n in rows_of.items())
+        raise DataError(f"the {noun}s have different numbers of rows: {counts} (one row "
+                        "per sample in each)", where=str(path))
+    n = next(iter(rows_of.values()), None)
+    if weight in headers and n is not None and headers[weight].shape not in ((n,), (n, 1)):
+        raise DataError(f"{noun} {weight!r} (sample_weight) has shape "
+                        f"{headers[weight].shape}; expected ({n},), one weight per row",
+                        where=str(path))
+
+
+def _too_large(what: str, header: ArrayHeader, path) -> DataError:
+    return DataError(f"{what} ({header.shape}, {header.dtype}: {header.nbytes / 2**30:.1f} "
+                     "GiB) does not fit in memory; save the features as .npy or HDF5 to "
+                     "stream them from disk (data.stream: true)", where=str(path))
+
+
+# ---------------------------------------------------------------- readers
 
 
 def load_npy(path: pathlib.Path) -> np.ndarray:
+    header, _, _ = npy_header(path)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read .npy file: {e}", where=str(path)) from e
+    except MemoryError:
+        raise _too_large("the array", header, path) from None
 
 
-def load_arrays(path: pathlib.Path, required: list[str], optional: list[str] = ()) -> dict:
+def load_arrays(path: pathlib.Path, required: list[str], optional: list[str] = (), *,
+                weight: str | None = None) -> dict:
     """The named arrays of an .npz archive (or, for .h5/.hdf5, the datasets at those
-    paths, read whole); `optional` ones are skipped when absent."""
+    paths, read whole); `optional` ones are skipped when absent. Every array's header
+    is checked first (check_headers; `weight`: the sample_weight array's name): a
+    mismatch costs no decompression."""
     if path.suffix.lower() in (".h5", ".hdf5"):
-        return _load_hdf5(path, required, optional)
+        return _load_hdf5(path, required, optional, weight)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            for name in required:
-                if name not in archive.files:
-                    raise DataError(
-                        f"no array {name!r} in the archive; arrays present: "
-                        f"{', '.join(archive.files) or '(none)'}",
-                        where=str(path),
-                    )
-            return {n: archive[n] for n in [*required, *optional] if n in archive.files}
-    except (OSError, ValueError, EOFError) as e:
+        with zipfile.ZipFile(path) as archive:
+            members = _npz_members(archive, path, required, optional, weight)
+            return {name: _read_member(archive, info, header, name, path)
+                    for name, (info, header) in members.items()}
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"cannot read .npz file: {e}", where=str(path)) from e
 
 
-def _load_hdf5(path: pathlib.Path, required: list[str], optional: list[str] = ()) -> dict:
-    import h5py
-
+def array_headers(path: pathlib.Path, names: list[str]) -> dict[str, ArrayHeader]:
+    """The shapes and dtypes of the named arrays of an .npz (from their members' .npy
+    headers: nothing else is decompressed) or HDF5 file, checked by check_headers."""
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        with hdf5.open_file(path) as f:
+            headers = {n: ArrayHeader(hdf5.shape_of(d, n, path), d.dtype)
+                       for n in dict.fromkeys(names) for d in [hdf5.dataset(f, n, path)]}
+        check_headers(headers, "dataset", path)
+        return headers
     try:
-        with h5py.File(path, "r") as f:
-            present: list[str] = []
-            f.visititems(lambda name, obj: present.append(name)
-                         if isinstance(obj, h5py.Dataset) else None)
-            for name in required:
-                if not isinstance(f.get(name), h5py.Dataset):
-                    raise DataError(f"no dataset {name!r} in the file; datasets present: "
-                                    f"{', '.join(present) or '(none)'}", where=str(path))
-            return {n: f[n][()] for n in [*required, *optional]
-                    if isinstance(f.get(n), h5py.Dataset)}
-    except OSError as e:
-        raise DataError(f"cannot read HDF5 file: {e}", where=str(path)) from e
+        with zipfile.ZipFile(path) as archive:
+            return {n: h for n, (_, h) in _npz_members(archive, path, names, []).items()}
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"cannot read .npz file: {e}", where=str(path)) from e
+
+
+def _npz_members(archive: zipfile.ZipFile, path, required: list[str], optional,
+                 weight: str | None = None) -> dict:
+    """{name: (zip member, header)} of the named arrays, as np.load names them (the
+    member's name less .npy), checked by check_headers."""
+    infos = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i
+             for i in archive.infolist()}
+    for name in required:
+        if name not in infos:
+            raise DataError(f"no array {name!r} in the archive; arrays present: "
+                            f"{', '.join(infos) or '(none)'}", where=str(path))
+    out = {}
+    for name in dict.fromkeys([*required, *optional]):
+        if name not in infos:
+            continue
+        info = infos[name]
+        with archive.open(info) as member:
+            try:
+                header, _ = read_npy_header(member)
+            except (ValueError, EOFError) as exc:
+                raise DataError(f"member {info.filename!r} of the archive is not a .npy "
+                                f"array ({exc})", where=str(path)) from exc
+            stated = member.tell() + header.nbytes if not header.dtype.hasobject else 0
+        # The zip directory's size of the member, and what deflate can inflate to: a
+        # header claiming more is damaged (and would allocate all it claims first).
+        limit = info.file_size if info.compress_type in (zipfile.ZIP_STORED,
+                                                         zipfile.ZIP_DEFLATED) else None
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            limit = min(limit, 1032 * info.compress_size + 4096)
+        if limit is not None and stated > limit:
+            raise DataError(f"array {name!r} is damaged: its header says shape "
+                            f"{header.shape} ({header.dtype}), more than the archive "
+                            "holds (truncated?)", where=str(path))
+        out[name] = (info, header)
+    check_headers({n: h for n, (_, h) in out.items()}, "array", path, weight)
+    return out
+
+
+def _read_member(archive: zipfile.ZipFile, info, header: ArrayHeader, name: str, path):
+    try:
+        with archive.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    except MemoryError:
+        raise _too_large(f"array {name!r}", header, path) from None
+
+
+def _load_hdf5(path: pathlib.Path, required: list[str], optional: list[str] = (),
+               weight: str | None = None) -> dict:
+    f = hdf5.open_file(path)
+    with f:
+        dsets = {n: hdf5.dataset(f, n, path) for n in dict.fromkeys(required)}
+        dsets.update({n: d for n in optional if n not in dsets
+                      for d in [hdf5.find(f, n, path)] if d is not None})
+        headers = {n: ArrayHeader(hdf5.shape_of(d, n, path), d.dtype)
+                   for n, d in dsets.items()}
+        check_headers(headers, "dataset", path, weight)
+        out = {}
+        for n, d in dsets.items():
+            try:
+                out[n] = hdf5.read(d, n, path)
+            except MemoryError:
+                raise _too_large(f"dataset {n!r}", headers[n], path) from None
+        return out

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from nnrun.config.errors import DataError
+from nnrun.data import hdf5
+from nnrun.data.arrays import F32_MAX, npy_header, overflow_message, to_int32
 
 # Training data larger than this is streamed unless `data.stream` says otherwise.
 STREAM_THRESHOLD_BYTES = 1 << 30
@@ -84,14 +86,18 @@ class RowSource:
         """The rows at `rows` (positions in this view), in that order, as `dtype`."""
         rows = np.asarray(rows, dtype=np.int64)
         file_rows = rows if self.index is None else self.index[rows]
-        raw = self._read(file_rows)
-        out = raw.reshape(len(rows), *self.shape[1:])
-        if self.out_dtype.kind == "i" and out.dtype.kind == "f":
-            if not np.array_equal(out, np.round(out)):
-                raise DataError("has non-integer values but dtype int32 was asked",
-                                where=self.where)
-        out = out.astype(self.out_dtype, copy=False)
+        out = self._read(file_rows).reshape(len(rows), *self.shape[1:])
+        if self.out_dtype.kind == "i":
+            out = to_int32(out, "features", self.where)
+        else:   # a value beyond float32 becomes inf, which check_finite reports
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = out.astype(self.out_dtype, copy=False)
         return out if self.transform is None else self.transform(out)
+
+    def raw(self, row: int) -> np.ndarray:
+        """Row `row` (a position in this view) as stored in the file, not converted."""
+        file_row = row if self.index is None else int(self.index[row])
+        return self._read(np.array([file_row], dtype=np.int64))[0]
 
     def read_all(self) -> np.ndarray:
         """Every row in memory (a source found small enough not to stream)."""
@@ -113,6 +119,15 @@ class RowSource:
         out = np.empty((len(file_rows), *row_shape), lay["dtype"])
         row_bytes = out.itemsize * int(np.prod(row_shape, dtype=np.int64))
         fd = self._fd()
+        try:
+            self._pread(fd, out, file_rows, row_bytes, lay["offset"])
+        except OSError as exc:
+            raise DataError(f"cannot read file: {exc.strerror or exc}",
+                            where=self.where) from exc
+        return out
+
+    def _pread(self, fd: int, out: np.ndarray, file_rows: np.ndarray, row_bytes: int,
+               offset: int) -> None:
         if len(file_rows) and np.array_equal(
                 file_rows, np.arange(file_rows[0], file_rows[0] + len(file_rows))):
             spans = [(0, len(file_rows), int(file_rows[0]))]   # one run: one read
@@ -123,23 +138,26 @@ class RowSource:
         flat = out.reshape(len(file_rows), -1).view(np.uint8)
         for first, stop, row in spans:
             want = (stop - first) * row_bytes
-            got = os.preadv(fd, [flat[first:stop].reshape(-1)], lay["offset"] + row * row_bytes)
+            got = os.preadv(fd, [flat[first:stop].reshape(-1)], offset + row * row_bytes)
             if got != want:
                 raise DataError(f"short read at row {row} (file truncated?)", where=self.where)
-        return out
 
     def _fd(self) -> int:
-        return _opened(self._layout, "fd", lambda: os.open(self.path, os.O_RDONLY))
+        try:
+            return _opened(self._layout, "fd", lambda: os.open(self.path, os.O_RDONLY))
+        except OSError as exc:
+            raise DataError(f"cannot open file: {exc.strerror or exc}",
+                            where=self.where) from exc
 
     def _read_h5(self, file_rows: np.ndarray) -> np.ndarray:
-        import h5py
-
         unique, inverse = np.unique(file_rows, return_inverse=True)
-        dset = _opened(self._layout, "h5", lambda: h5py.File(self.path, "r"))[self.dataset]
-        if len(unique) and unique[-1] - unique[0] + 1 == len(unique):   # one run of rows
-            block = dset[int(unique[0]):int(unique[-1]) + 1]
-        else:
-            block = dset[unique]
+        f = _opened(self._layout, "h5", lambda: hdf5.open_file(self.path))
+        with hdf5.reading(self.path, self.dataset):   # a damaged chunk, a missing filter
+            dset = f[self.dataset]
+            if len(unique) and unique[-1] - unique[0] + 1 == len(unique):   # one run
+                block = dset[int(unique[0]):int(unique[-1]) + 1]
+            else:
+                block = dset[unique]
         return block[inverse]
 
 
@@ -177,43 +195,25 @@ def _open_layout(path: pathlib.Path, dataset: str | None) -> dict:
 
 
 def _npy_layout(path: pathlib.Path) -> dict:
-    with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-                else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
-        except ValueError as exc:
-            raise DataError(f"cannot read .npy file: {exc}", where=str(path)) from exc
-        offset = f.tell()
-    _check_array(dtype, shape, str(path))
-    if fortran and len(shape) > 1:
+    header, fortran, offset = npy_header(path)
+    _check_array(header.dtype, header.shape, str(path))
+    if fortran and header.ndim > 1:
         raise DataError("a Fortran-ordered .npy cannot be read by rows; save it C-ordered "
                         "(np.save(path, np.ascontiguousarray(x)))", where=str(path))
-    if offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > os.path.getsize(path):
-        raise DataError("the .npy file is shorter than its header says (truncated?)",
-                        where=str(path))
-    return {"kind": "raw", "shape": tuple(shape), "dtype": dtype, "offset": offset}
+    return {"kind": "raw", "shape": header.shape, "dtype": header.dtype, "offset": offset}
 
 
 def _h5_layout(path: pathlib.Path, dataset: str) -> dict:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        dset = f.get(dataset)
-        if not isinstance(dset, h5py.Dataset):
-            present: list[str] = []
-            f.visititems(lambda name, obj: present.append(name)
-                         if isinstance(obj, h5py.Dataset) else None)
-            raise DataError(f"no dataset {dataset!r} in the file; datasets present: "
-                            f"{', '.join(present) or '(none)'}", where=str(path))
-        where = f"{path} (dataset {dataset!r})"
-        _check_array(dset.dtype, dset.shape, where)
-        offset = dset.id.get_offset()
-        contiguous = dset.chunks is None and dset.compression is None and offset is not None
-        layout = {"kind": "raw" if contiguous else "h5", "shape": tuple(dset.shape),
-                  "dtype": dset.dtype, "offset": offset}
-    return layout
+    with hdf5.open_file(path) as f:
+        dset = hdf5.dataset(f, dataset, path)   # refused when stored in another file
+        shape = hdf5.shape_of(dset, dataset, path)
+        _check_array(dset.dtype, shape, hdf5.where(path, dataset))
+        with hdf5.reading(path, dataset):
+            offset = dset.id.get_offset()
+            contiguous = dset.chunks is None and dset.compression is None and \
+                offset is not None
+        return {"kind": "raw" if contiguous else "h5", "shape": shape,
+                "dtype": dset.dtype, "offset": offset}
 
 
 def _check_array(dtype: np.dtype, shape: tuple, where: str) -> None:
@@ -259,6 +259,10 @@ def check_finite(source: RowSource) -> None:
             bad = np.argwhere(~np.isfinite(block))
             if len(bad):
                 index = (start + int(bad[0][0]), *(int(i) for i in bad[0][1:]))
+                value = np.reshape(source.raw(index[0]), source.shape[1:])[index[1:]]
+                if np.isfinite(value) and abs(value) > F32_MAX:
+                    raise DataError(overflow_message("features", value, index),
+                                    where=source.where)
                 raise DataError(f"contains NaN or inf (first at index {index})",
                                 where=source.where)
 

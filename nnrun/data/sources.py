@@ -18,12 +18,15 @@ from nnrun.config.errors import ConfigError, DataError
 from nnrun.config.registry import unknown_name_message
 from nnrun.data import rowsource
 from nnrun.data.arrays import (
+    ArrayHeader,
     Dataset,
+    array_headers,
     as_features,
     as_targets,
     file_record,
     load_arrays,
     load_npy,
+    npy_header,
     rows,
 )
 from nnrun.data.datasets import DATASETS, check_options, generate
@@ -101,16 +104,13 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None)
         required = x_names + ([v for v in y_names if v] if "y" in spec else [])
         weight_name = spec.get("sample_weight")
         required += [weight_name] if weight_name is not None else []
-        arrays = load_arrays(path, required, [y_name] if "y" not in spec else [])
+        arrays = load_arrays(path, required, [y_name] if "y" not in spec else [],
+                             weight=weight_name)
         if weight_name is not None:
             weights = (arrays[weight_name], f"array {weight_name!r} (sample_weight)", path)
-        if named:
+        if named:   # the same number of rows in each: load_arrays checked the headers
             x = {str(k): as_features(arrays[v], dtype, f"array {v!r}", path)
                  for k, v in x_name.items()}
-            counts = {k: len(v) for k, v in x.items()}
-            if len(set(counts.values())) > 1:
-                raise DataError(f"the inputs' arrays have different row counts: {counts}",
-                                where=str(path))
         else:
             x = as_features(arrays[x_name], dtype, f"array {x_name!r}", path)
         if isinstance(y_name, dict):   # several outputs: {output: array name}
@@ -120,8 +120,7 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None)
                 if y_name in arrays else None
         y_path = path
     else:
-        x = as_features(load_npy(path), dtype, "features", path)
-        y, y_path = None, path
+        y_path = w_path = None
         if spec.get("target") is not None:
             if not isinstance(spec["target"], (str, os.PathLike)):
                 raise ConfigError(
@@ -129,11 +128,14 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None)
                 )
             y_path = (base_dir / pathlib.Path(spec["target"]).expanduser()).resolve()
             files.append(file_record(y_path))
-            y = as_targets(load_npy(y_path), "targets", y_path)
         if spec.get("sample_weight") is not None:
             w_path = (base_dir / pathlib.Path(spec["sample_weight"]).expanduser()).resolve()
             files.append(file_record(w_path))
-            weights = (load_npy(w_path), "sample_weight", w_path)
+        _check_npy_rows(path, y_path)   # from the headers: before either is read
+        x = as_features(load_npy(path), dtype, "features", path)
+        y = as_targets(load_npy(y_path), "targets", y_path) if y_path else None
+        weights = (load_npy(w_path), "sample_weight", w_path) if w_path else None
+        y_path = y_path or path
     if isinstance(weights, tuple):   # an array: one finite weight >= 0 per row
         weights = check_sample_weight(weights[0], rows(x), weights[1], weights[2])
     if y is not None and rows(y) != rows(x):
@@ -146,6 +148,37 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None)
         encoding = None   # a table's encoding applies to tables only
     return Dataset(x=x, y=y, source=str(spec["path"]), files=files, class_names=class_names,
                    sample_weight=weights, encoding=encoding)
+
+
+def _check_npy_rows(path: pathlib.Path, y_path: pathlib.Path | None) -> None:
+    n_x = (npy_header(path)[0].shape or (None,))[0]
+    n_y = (npy_header(y_path)[0].shape or (None,))[0] if y_path else None
+    if None not in (n_x, n_y) and n_x != n_y:
+        raise DataError(f"{n_x} rows of features but {n_y} rows of targets in {y_path}",
+                        where=str(path))
+
+
+def peek_features(source: dict, base_dir: pathlib.Path):
+    """The shape and dtype the features of a `{path: ...}` source will have (an
+    ArrayHeader, or {input: ArrayHeader} for `x:` a mapping), from the file's headers
+    alone — nothing else read or decompressed — to match them to the model before the
+    data is loaded (they have `.shape`, as arrays). None for a builtin or a table."""
+    if "path" not in source:
+        return None
+    path, suffix, dtype = path_source_file(source, base_dir)
+    if suffix in (".csv", ".tsv"):
+        return None
+    file_record(path) if not path.is_file() else None   # "file not found", "not a file"
+    if suffix == ".npy":
+        headers = {None: npy_header(path)[0]}
+    else:
+        x_name = source.get("x", "x")
+        names = x_name if isinstance(x_name, dict) else {None: x_name}
+        found = array_headers(path, list(names.values()))
+        headers = {k: found[v] for k, v in names.items()}
+    out = {k: ArrayHeader((*h.shape[:1], *(h.shape[1:] or (1,))), np.dtype(dtype))
+           for k, h in headers.items()}
+    return out[None] if None in out else {str(k): v for k, v in out.items()}
 
 
 def load_source(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from nnrun.config.errors import DataError
+from nnrun.data.arrays import F32_MAX
 
 MISSING = frozenset({"", "na", "nan", "null", "none", "?"})   # compared lower-cased
 RULES = ("mean", "median", "most_frequent")
@@ -69,6 +70,11 @@ class Cells:
         bad = np.flatnonzero(~missing & ~np.isfinite(out))
         if len(bad):
             raise self.fail(int(bad[0]), f"{str(self.cells[bad[0]])!r}: NaN or inf")
+        huge = np.flatnonzero(~missing & (np.abs(out) > F32_MAX))   # NaN compares False
+        if len(huge):
+            raise self.fail(int(huge[0]), f"{str(self.cells[huge[0]])!r} overflows float32 "
+                                          f"(the largest magnitude it holds is about "
+                                          f"{F32_MAX:.1e}); rescale the column")
         return out
 
     def missing_error(self, r: int) -> DataError:

@@ -179,8 +179,13 @@ def check_sample_weight(arr: np.ndarray, rows: int, what: str, path) -> np.ndarr
     if arr.ndim != 1 or len(arr) != rows:
         raise DataError(f"{what} has shape {arr.shape}; expected ({rows},), one weight per "
                         "row", where=str(path))
-    out = arr.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):   # the error below says it
+        out = arr.astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(out) | (out < 0))
+    if len(bad) and np.isfinite(arr[bad[0]]) and out[bad[0]] > 0:   # finite, now inf
+        raise DataError(f"{what}: weight {float(arr[bad[0]]):.6g} at index {int(bad[0])} "
+                        "overflows float32 (sample weights must be finite and >= 0)",
+                        where=str(path))
     if len(bad):
         raise DataError(f"{what}: weight {out[bad[0]]} at index {int(bad[0])} (sample weights "
                         "must be finite and >= 0)", where=str(path))
