@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,23 @@ class Splits:
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2}
 
 
+@contextlib.contextmanager
+def _located(spec: Spec, key: str):
+    """A source's ConfigError located at data.<key>... in the config."""
+    try:
+        yield
+    except ConfigError as exc:
+        inner = tuple(exc.where.split(".")) if exc.where else ()
+        where = spec.origins.where(("data", key, *inner), key=True)
+        raise ConfigError(exc.message, where=where) from None
+
+
 def _load(spec: Spec, key: str, encoding: dict | None = None) -> data_mod.Dataset | None:
     source = getattr(spec.data, key)
     if source is None:
         return None
     seed = spec.seed + SPLIT_SEED_OFFSET[key]
-    try:
+    with _located(spec, key):
         from nnrun.data.sources import load_streamed
 
         streamed = load_streamed(source, spec.base_dir, spec.data.stream)
@@ -51,10 +63,22 @@ def _load(spec: Spec, key: str, encoding: dict | None = None) -> data_mod.Datase
             return streamed
         return data_mod.load_source(source, seed=seed, base_dir=spec.base_dir,
                                     encoding=encoding)
-    except ConfigError as exc:
-        inner = tuple(exc.where.split(".")) if exc.where else ()
-        where = spec.origins.where(("data", key, *inner), key=True)
-        raise ConfigError(exc.message, where=where) from None
+
+
+def check_file_features(spec: Spec, model) -> None:
+    """Each array file's features matched to the model from the file's headers alone,
+    before any of it is read or decompressed (a small .npz that inflates to gigabytes
+    of the wrong shape is refused at once). Tables and builtins are matched once loaded."""
+    from nnrun.data.sources import peek_features
+
+    for key in SPLIT_SEED_OFFSET:
+        source = getattr(spec.data, key)
+        if source is None or model is None:
+            continue
+        with _located(spec, key):
+            x = peek_features(source, spec.base_dir)
+        if x is not None:
+            check_features(model, x, str(source["path"]))
 
 
 def load_data(spec: Spec, *, need_train: bool = True, preprocessing=None,
@@ -127,6 +151,60 @@ def _metric_name(identifier) -> None:
     from nnrun.nn.metrics import resolve_metric
 
     resolve_metric(identifier, (2, 1), (2, 1))
+
+
+def logged_keys(spec: Spec) -> list[str] | None:
+    """The keys each epoch logs (what callbacks may monitor), as training forms them
+    (nnrun.train.epoch.Objective.keys, `val_` ones with validation data), from the
+    config alone; None where a metric does not resolve (a problem reported already)."""
+    from nnrun.nn.metrics import resolve_metric
+
+    comp, model = spec.compile, spec.model
+    outputs = list(model.outputs) if model.is_graph and len(model.outputs) > 1 else [None]
+    keys = ["loss", *(f"{name}_loss" for name in outputs if name is not None)]
+    for name in outputs:
+        prefix, metrics = ("", comp.metrics) if name is None else \
+            (f"{name}_", comp.for_output(name)[1])
+        try:
+            keys += [prefix + resolve_metric(m, (2, 1), (2, 1))[0] for m in metrics]
+        except ConfigError:
+            return None
+    validation = spec.data.validation is not None or bool(spec.data.validation_split)
+    return keys + ([f"val_{k}" for k in keys] if validation else [])
+
+
+def callback_problems(spec: Spec) -> list[tuple[str | None, str]]:
+    """Callbacks that would fail once training runs: a monitor that is not logged
+    (nnrun.train.callbacks.check_monitors, which training calls again), and a
+    ModelCheckpoint filepath naming a value that is not logged or that cannot format."""
+    from nnrun.config.callback_specs import checkpoint_fields
+    from nnrun.train.callbacks import check_monitors
+
+    keys = logged_keys(spec)
+    if keys is None:
+        return []
+    problems = []
+    try:
+        check_monitors(spec.fit.callbacks, keys, spec.where)
+    except ConfigError as exc:
+        problems += exc.problems
+    for cb in spec.fit.callbacks:
+        filepath = cb.args.get("filepath") if cb.name == "ModelCheckpoint" else None
+        if filepath is None:
+            continue
+        where = spec.where(("fit", "callbacks", cb.index, cb.name, "filepath"))
+        unknown = [f for f in checkpoint_fields(filepath) if f != "epoch" and f not in keys]
+        if unknown:
+            problems.append((where, f"ModelCheckpoint's filepath names {{{unknown[0]}}}, "
+                                    f"which is not logged; it may name {{epoch}} and the "
+                                    f"logged values: {', '.join(keys)}"))
+            continue
+        try:
+            filepath.format(epoch=1, **dict.fromkeys(keys, 0.5))
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append((where, f"ModelCheckpoint's filepath cannot be formatted: {exc} "
+                                    "(the epoch is an integer, logged values are numbers)"))
+    return problems
 
 
 def data_problems(data: DataSpec, origins: Origins) -> list[tuple[str | None, str]]:
@@ -320,6 +398,7 @@ def checked_model(spec: Spec):
     from nnrun.train.callbacks import schedule_problems
 
     problems += schedule_problems(spec.fit.callbacks, spec.where)
+    problems += callback_problems(spec)
     model = None
     if _shape_known(spec) and not layers:
         try:

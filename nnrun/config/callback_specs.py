@@ -8,7 +8,9 @@ nnrun/train/callbacks.py.
 
 from __future__ import annotations
 
+import string as _string
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from nnrun.config.checks import Problems
@@ -49,6 +51,34 @@ def _save_freq(value: Any) -> int:
     return 1 if value == "epoch" else positive_int(value)
 
 
+def _checkpoint_file(value: Any) -> str:
+    """ModelCheckpoint's `filepath`: a file name under the run's checkpoints/ folder (a
+    relative path that stays there), a `str.format` template of `epoch` and the logged
+    values such as `weights-{epoch:02d}.h5`."""
+    text = string(value)
+    parts = PurePosixPath(text).parts
+    if "\0" in text or text.startswith(("/", "~")) or ".." in parts or \
+            not [p for p in parts if p != "."]:
+        raise ArgTypeError(f"expected a file name inside the run's checkpoints/ folder (a "
+                           f"relative path without '..', e.g. weights-{{epoch:02d}}.h5), "
+                           f"{got(value)}")
+    try:
+        fields = [f for _, f, _, _ in _string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise ArgTypeError(f"expected a file name template such as weights-{{epoch:02d}}.h5 "
+                           f"({exc}), {got(value)}") from None
+    for field in fields:
+        if not field.isidentifier():
+            raise ArgTypeError(f"expected {{epoch}} or {{<a logged value>}} in the file name, "
+                               f"got {{{field}}}")
+    return text
+
+
+def checkpoint_fields(filepath: str) -> list[str]:
+    """The names a ModelCheckpoint's filepath template uses (checked by `_checkpoint_file`)."""
+    return [f for _, f, _, _ in _string.Formatter().parse(filepath) if f]
+
+
 def _verbose(value: Any) -> int:
     if value in (0, 1, 2) and not isinstance(value, bool):
         return value
@@ -68,7 +98,7 @@ ARGS: dict[str, dict[str, tuple[Any, Any]]] = {
                           "min_delta": (_non_negative, 1e-4),
                           "cooldown": (non_negative_int, 0), "min_lr": (_non_negative, 0.0),
                           "verbose": (_verbose, 0)},
-    "ModelCheckpoint": {"filepath": (optional(string), None), **_MONITOR,
+    "ModelCheckpoint": {"filepath": (optional(_checkpoint_file), None), **_MONITOR,
                         "save_best_only": (boolean, False), "save_freq": (_save_freq, 1),
                         "save_weights_only": (boolean, False), "verbose": (_verbose, 0)},
     "LearningRateScheduler": {"schedule": (string, None), "verbose": (_verbose, 0)},

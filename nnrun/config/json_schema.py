@@ -99,6 +99,7 @@ _SIMPLE = {
     "_factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
     "_save_freq": {"anyOf": [{"const": "epoch"}, POSITIVE]},
     "_verbose": {"enum": [0, 1, 2]},
+    "_checkpoint_file": {"type": "string", "minLength": 1},   # `nnrun check` says more
 }
 
 

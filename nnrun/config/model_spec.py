@@ -11,6 +11,7 @@ split would either import in a circle or pass the validators around as arguments
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -142,9 +143,9 @@ def _validate_model(model: dict, problems: Problems, path: PathT) -> ModelSpec:
         layers.append(layer)
         if path == ("model",) and len(problems.items) == before:
             problems.clean_layers.append(layer)
-    names = [layer.name for layer in layers]
+    names = Counter(layer.name for layer in layers)
     for layer in layers:
-        if names.count(layer.name) > 1:
+        if names[layer.name] > 1:
             problems.add(layer.path, f"layer name {layer.name!r} is used more than once")
     _check_reuse_targets(layers, broken, problems)
     if "input_dtype" not in model and layers and layers[0].type in INTEGER_INPUT_LAYERS:
@@ -161,9 +162,10 @@ def _validate_model(model: dict, problems: Problems, path: PathT) -> ModelSpec:
 def _check_reuse_targets(layers, broken: _Broken, problems: Problems) -> None:
     """Every Reuse names a layer of the same (sub)model that has weights of its own."""
     owners = [x.name for x in layers if x.type != "Reuse"]
+    known = set(owners)
     for layer in layers:
         target = layer.args.get("layer")
-        if layer.type == "Reuse" and target not in owners and not broken.covers(target):
+        if layer.type == "Reuse" and target not in known and not broken.covers(target):
             problems.add(layer.arg_path("layer"), unknown_name_message(
                 "layer to reuse", target, owners))
 
@@ -198,15 +200,17 @@ def _validate_graph(model: dict, input_shape, layers: tuple[LayerSpec, ...], pat
     (they would only repeat that problem)."""
     inputs_raw = model.get("inputs")
     inputs = _graph_inputs(inputs_raw, path + ("inputs",), problems)
+    input_names = {i.name for i in inputs}
     for name in inputs_raw if isinstance(inputs_raw, dict) else ():
-        if str(name) not in {i.name for i in inputs}:
+        if str(name) not in input_names:
             broken.names.add(str(name))
     if input_shape is not None:
         problems.add(path, "give either model.input_shape (a Sequential stack) or "
                            "model.inputs (a graph), not both")
     nodes = [i.name for i in inputs] + [layer.name for layer in layers]
+    known = set(nodes)
     for layer in layers:
-        if layer.name in {i.name for i in inputs}:
+        if layer.name in input_names:
             problems.add(layer.path, f"layer name {layer.name!r} is also an input's name")
     complete = not broken
     wired: list[LayerSpec] = []
@@ -224,7 +228,7 @@ def _validate_graph(model: dict, input_shape, layers: tuple[LayerSpec, ...], pat
             else:
                 refs = (previous,)
         for ref in refs:
-            if ref not in nodes:
+            if ref not in known:
                 complete = False
                 if not broken.covers(ref):
                     problems.add(layer.arg_path("inputs"),
@@ -241,7 +245,7 @@ def _validate_graph(model: dict, input_shape, layers: tuple[LayerSpec, ...], pat
         complete = False
     else:
         for i, name in enumerate(outputs_raw):
-            if name not in nodes:
+            if not isinstance(name, str) or name not in known:
                 complete = False
                 if not broken.covers(name):
                     problems.add(path + ("outputs", i), unknown_name_message(
@@ -299,28 +303,40 @@ def _check_cycles(layers: list[LayerSpec], problems: Problems) -> None:
     deps = {layer.name: [r for r in layer.inputs if r != layer.name] for layer in layers}
     by_name = {layer.name: layer for layer in layers}
     state: dict[str, int] = {}   # 1: on the current path, 2: done
-
-    def visit(name: str, trail: list[str]) -> bool:
-        if state.get(name) == 2 or name not in deps:
-            return False
-        if state.get(name) == 1:
-            cycle = trail[trail.index(name):] + [name]
-            problems.add(by_name[name].arg_path("inputs"),
-                         "the layers form a cycle (each takes the next one's output): "
-                         + " <- ".join(cycle))
-            return True
-        state[name] = 1
-        for ref in deps[name]:
-            if visit(ref, trail + [name]):
-                return True
-        state[name] = 2
-        return False
-
     for layer in layers:
         if layer.name in layer.inputs:
             problems.add(layer.arg_path("inputs"), f"layer {layer.name!r} takes its own output")
-        if visit(layer.name, []):
+        cycle = _cycle_from(layer.name, deps, state)
+        if cycle:
+            problems.add(by_name[cycle[0]].arg_path("inputs"),
+                         "the layers form a cycle (each takes the next one's output): "
+                         + " <- ".join(cycle))
             return
+
+
+def _cycle_from(start: str, deps: dict[str, list[str]], state: dict[str, int]
+                ) -> list[str] | None:
+    """The first cycle a depth-first walk from `start` meets (its names, the first
+    repeated at the end), or None; without recursion, linear in the layers and their
+    inputs over all the calls of one `state` (a chain of 20,000 layers is no problem)."""
+    if state.get(start) == 2 or start not in deps:
+        return None
+    trail, pending = [start], [iter(deps[start])]
+    state[start] = 1
+    while pending:
+        for ref in pending[-1]:
+            if state.get(ref) == 2 or ref not in deps:
+                continue
+            if state.get(ref) == 1:
+                return trail[trail.index(ref):] + [ref]
+            state[ref] = 1
+            trail.append(ref)
+            pending.append(iter(deps[ref]))
+            break
+        else:
+            state[trail.pop()] = 2
+            pending.pop()
+    return None
 
 
 def _snake(name: str) -> str:

@@ -52,8 +52,8 @@ from nnrun.config.values import (
     integer,
     number,
     positive_int,
+    run_name,
     seed_int,
-    string,
 )
 from nnrun.config.yamlsrc import Origins, PathT, read_yaml_file
 
@@ -200,6 +200,12 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
     if version not in (None, CONFIG_VERSION):
         problems.add(("version",), f"unsupported config version {version}; this nnrun reads 1")
     name = typed_field(raw, "name", run_name, default_name, (), problems)
+    if raw.get("name") is None and name is not None:   # the config file's name
+        try:
+            run_name(name)
+        except ArgTypeError as exc:
+            problems.add((), f"the config's file name cannot name its runs ({exc}): give "
+                             "`name:`")
     seed = typed_field(raw, "seed", seed_int, 0, (), problems)
     data_raw = section(raw, "data", (), problems, required=False)
     fit_raw = section(raw, "fit", (), problems, required=False)
@@ -237,15 +243,6 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
     return Spec(name=name, seed=seed, data=data, model=model, compile=comp, fit=fit,
                 resolved=resolved, origins=origins, base_dir=base_dir, source=source,
                 distributed=distributed)
-
-
-def run_name(value: Any) -> str:
-    """A config's `name:`, the prefix of its run directories' names: one path part."""
-    value = string(value)
-    if any(c in value for c in "/\\\0") or value in (".", ".."):
-        raise ArgTypeError(f"expected a name without '/', '\\' or NUL (it names the run "
-                           f"directory), got {value!r}")
-    return value
 
 
 def _source(value: Any, path: PathT, problems: Problems) -> dict | None:

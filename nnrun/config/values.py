@@ -238,3 +238,26 @@ def nested_layers(value: Any) -> Any:
 def nested_layer(value: Any) -> Any:
     """A wrapped layer, `{LSTM: {units: 8}}`: validated by the spec like any layer."""
     return value
+
+
+# A run directory is `<name>-YYYYmmdd-HHMMSS[-N]` (a sweep's `<name>-sweep-...`), and a
+# file system takes names of at most 255 bytes (NAME_MAX): the rest is the suffix's.
+MAX_NAME_BYTES = 200
+
+
+def run_name(value: Any) -> str:
+    """A config's `name:`, the prefix of its run directories' names: one path part, short
+    enough for the file system to take it with the run's suffix."""
+    value = string(value)
+    if any(c in value for c in "/\\\0") or value in (".", ".."):
+        raise ArgTypeError(f"expected a name without '/', '\\' or NUL (it names the run "
+                           f"directory), got {value!r}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:   # a lone surrogate ("\ud800" in YAML)
+        raise ArgTypeError(f"expected a name a file system can take (it names the run "
+                           f"directory), got {value!r}") from None
+    if size > MAX_NAME_BYTES:
+        raise ArgTypeError(f"expected a name of at most {MAX_NAME_BYTES} bytes (it names "
+                           f"the run directory, with a date after it), got {size} bytes")
+    return value

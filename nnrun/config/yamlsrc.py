@@ -3,6 +3,12 @@
 Only PyYAML's SafeLoader is used (no `yaml.load`): the composed node tree is
 walked once to build plain dicts/lists/scalars and a map from each value's
 path (a tuple of keys and indices) to its `file:line:col`.
+
+Hostile YAML is refused, located, before anything is built (issue 17): a document
+nested more than MAX_DEPTH levels deep (PyYAML's composer recurses), one that
+expands to more than MAX_VALUES values once its aliases are repeated (a "billion
+laughs"), an alias inside its own anchor (a cycle), and a tag on a mapping or a list
+(`!!python/object/apply:...`, `!!set`, `!foo [1]`), as tags on values are.
 """
 
 from __future__ import annotations
@@ -18,8 +24,33 @@ from nnrun.config.errors import ConfigError
 PathT = tuple  # a config path: ("model", "layers", 2, "Dense", "units")
 
 
+# Far above any real config, keys and values counted: a Sequential stack of 20,000
+# layers has 60,000, a graph of 20,000 layers 200,000 (175 MB while it is read). A
+# config past either limit is refused before it is built.
+MAX_VALUES = 500_000
+MAX_DEPTH = 100
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
 class SafeLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader, reading `1e-3` as a float (YAML 1.2) rather than a string."""
+    """PyYAML's SafeLoader, reading `1e-3` as a float (YAML 1.2) rather than a string,
+    and refusing (ConfigError, located) a document nested more than MAX_DEPTH levels
+    deep while it composes it (the composer recurses once per level)."""
+
+    label = "<yaml>"
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"nested more than {MAX_DEPTH} levels deep",
+                              where=f"{self.label}:{mark.line + 1}:{mark.column + 1}")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -113,6 +144,69 @@ def _mark(label: str, node: yaml.Node) -> str:
     return f"{label}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _shown_tag(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") \
+        else tag
+
+
+def _measure(root: yaml.Node, label: str) -> None:
+    """Refuse, located, what `_build` must not walk: a tag on a mapping or a list, an
+    alias inside its own anchor, a tree (aliases expanded) of more than MAX_VALUES
+    values or more than MAX_DEPTH levels. One pass over the distinct nodes (an alias is
+    the node it names), without recursion: a bomb is measured, never expanded."""
+    if isinstance(root, yaml.ScalarNode):
+        return
+    # id(node) -> values / levels under a mapping or list, itself included, aliases
+    # repeated (capped); a scalar is 1 and 1, and is not kept.
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    opened: set[int] = set()
+    stack: list[tuple[yaml.Node, list | None]] = [(root, None)]
+    while stack:
+        node, kids = stack.pop()
+        key = id(node)
+        if kids is not None:   # its mappings and lists are measured
+            size[key] = min(1 + sum(size.get(id(k), 1) for k in kids), MAX_VALUES + 1)
+            height[key] = min(1 + max((height.get(id(k), 1) for k in kids), default=0),
+                              MAX_DEPTH + 1)
+            continue
+        if key in size:
+            continue
+        if key in opened:   # reached again from below itself
+            raise ConfigError("an alias refers to the mapping or list that contains it "
+                              "(a structure that never ends)", where=_mark(label, node))
+        opened.add(key)
+        tag = _MAP_TAG if isinstance(node, yaml.MappingNode) else _SEQ_TAG
+        if node.tag != tag:
+            kind = "mapping" if tag == _MAP_TAG else "list"
+            raise ConfigError(f"invalid YAML: the tag {_shown_tag(node.tag)!r} cannot be "
+                              f"used: a config holds plain mappings, lists and values "
+                              f"(remove the tag of this {kind})", where=_mark(label, node))
+        kids = _children(node)
+        stack.append((node, kids))
+        stack.extend((k, None) for k in reversed(kids) if not isinstance(k, yaml.ScalarNode))
+    if size[id(root)] > MAX_VALUES:
+        node = root   # the smallest mapping or list that alone is too large
+        while (big := [k for k in _children(node) if size.get(id(k), 1) > MAX_VALUES]):
+            node = big[0]
+        raise ConfigError(f"config too large: more than {MAX_VALUES:,} values once its "
+                          "aliases are expanded (an alias repeated too many times?)",
+                          where=_mark(label, node))
+    if height[id(root)] > MAX_DEPTH:
+        node, level = root, 1   # down the deepest branch to its level MAX_DEPTH + 1
+        while level <= MAX_DEPTH:
+            node = max(_children(node), key=lambda k: height.get(id(k), 1))
+            level += 1
+        raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (through aliases)",
+                          where=_mark(label, node))
+
+
 def _build(node: yaml.Node, path: PathT, label: str, origins: Origins,
            constructor: SafeLoader) -> Any:
     origins.values[path] = _mark(label, node)
@@ -142,16 +236,23 @@ def _build(node: yaml.Node, path: PathT, label: str, origins: Origins,
 
 def parse_yaml(text: str, label: str, origins: Origins, root: PathT = ()) -> Any:
     """Parse YAML text; record origins under `root`. Syntax errors become ConfigError."""
+    loader = None
     try:
         loader = SafeLoader(text)
+        loader.label = label
         try:
             node = loader.get_single_node()
             if node is None:  # an empty document
                 origins.values[root] = f"{label}:1:1"
                 return None
+            _measure(node, label)
             return _build(node, root, label, origins, loader)
         finally:
             loader.dispose()
+    except RecursionError:   # MAX_DEPTH keeps it away; a last guard for a deep caller
+        mark = loader.get_mark() if loader is not None else None
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        raise ConfigError("nested too deeply to read", where=where) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label

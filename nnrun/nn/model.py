@@ -57,8 +57,7 @@ class Model:
     functions. Layers run in a topological order; each takes its named inputs."""
 
     def __init__(self, spec: ModelSpec, layers: list[Layer], input_shape: Shape, where):
-        self.spec = spec
-        self.layers = layers
+        self.spec, self.layers = spec, layers
         self._where = where
         self._by_name = {layer.name: layer for layer in layers}
         if spec.is_graph:
@@ -74,16 +73,14 @@ class Model:
             self.output_names = [layers[-1].name] if layers else ["input"]
             self.wiring = [("input",)] + [(layer.name,) for layer in layers[:-1]]
         self.order = self._topological()
-        # The single-input case, which the trainer and the data checks use.
-        self.input_shape = self.input_shapes[self.input_names[0]]
+        self.input_shape = self.input_shapes[self.input_names[0]]   # (trainer, data checks)
         # The layers' shape rules give every node's output shape and the weights' shapes,
         # and locate a layer that cannot take its input; pure Python, no jax.
         self.node_shapes: dict[str, Shape] = {}
         self.weight_shapes = self._walk(self._layer_shapes, self.node_shapes)
         self._deferred = self._deferred_epilogues()
         self._abstract: tuple[Any, Any] | None = None   # param_shapes(), traced when needed
-        self.infos = [LayerInfo(layer.name, self.spec.layers[i].type,
-                                self.node_shapes[layer.name],
+        self.infos = [LayerInfo(layer.name, self.spec.layers[i].type, self.node_shapes[layer.name],
                                 self.wiring[i] if spec.is_graph else ())
                       for i, layer in enumerate(layers)]
         self.output_shapes = [self.node_shapes[n] for n in self.output_names]
@@ -109,19 +106,24 @@ class Model:
         return _dtype(self._dtype_names[self.input_names[0]])
 
     def _topological(self) -> list[int]:
-        """Layer indices so that every layer comes after the ones it takes (the spec
-        rejected cycles); definition order where it is free."""
-        done = set(self.input_names)
-        order: list[int] = []
-        pending = list(range(len(self.layers)))
-        while pending:
-            ready = [i for i in pending if all(r in done for r in self.wiring[i])]
-            if not ready:   # only reachable for specs built without validation
-                raise ConfigError("the layers form a cycle", where=self._where(("model",)))
-            for i in ready:
-                order.append(i)
-                done.add(self.layers[i].name)
-            pending = [i for i in pending if i not in ready]
+        """Layer indices, each layer after the ones it takes (the spec rejected cycles): in
+        rounds of the layers whose inputs earlier rounds gave, in definition order (Kahn's)."""
+        inputs = set(self.input_names)
+        missing = [set(refs) - inputs for refs in self.wiring]   # inputs not yet given
+        takers: dict[str, list[int]] = {}
+        for i, r in ((i, r) for i, refs in enumerate(missing) for r in refs):
+            takers.setdefault(r, []).append(i)
+        order, ready = [], [i for i, refs in enumerate(missing) if not refs]
+        while ready:
+            order += ready
+            given, ready = [self.layers[i].name for i in ready], []
+            for name in given:
+                for j in takers.pop(name, ()):
+                    missing[j].discard(name)
+                    ready += [] if missing[j] else [j]
+            ready.sort()
+        if len(order) < len(self.layers):   # only reachable for specs built without validation
+            raise ConfigError("the layers form a cycle", where=self._where(("model",)))
         return order
 
     def _deferred_epilogues(self) -> dict[int, int]:
@@ -173,8 +175,7 @@ class Model:
         shape), as `init` would give them (nested dicts of tuples)."""
         layer = self.layers[i]
         out = tuple(layer.output_shape(shape))
-        params, state = layer.param_shapes(shape)
-        return params, state, out
+        return (*layer.param_shapes(shape), out)
 
     def _located(self, make, i: int, shape) -> tuple[dict, dict, Shape]:
         """`make(i, shape)` (layer i's init or shape rules); an error in it becomes a
@@ -194,9 +195,8 @@ class Model:
                               where=self._where(lspec.path)) from None
 
     def _walk(self, make, shapes: dict | None = None) -> tuple[dict, dict]:
-        """(params, state) of `make(i, input_shape) -> (params, state, output_shape)` run
-        on the layers in order (their init, or their shape rules); every node's shape
-        goes into `shapes`."""
+        """(params, state) of `make(i, input_shape) -> (params, state, output_shape)` on the
+        layers in order (their init, or shape rules); every node's shape goes into `shapes`."""
         params, state = {}, {}
         known: dict[str, Shape] = dict(self.input_shapes)
         for i in self.order:

@@ -226,8 +226,9 @@ def check_monitors(specs: tuple[CallbackSpec, ...], keys: list[str], where) -> N
     for spec in specs:
         monitor = spec.args.get("monitor")
         if monitor is not None and monitor not in keys:
+            validated = any(k.startswith("val_") for k in keys)
             hint = " (val_* needs validation data: data.validation_split or " \
-                   "data.validation)" if monitor.startswith("val_") else ""
+                   "data.validation)" if monitor.startswith("val_") and not validated else ""
             problems.append((where(("fit", "callbacks", spec.index, spec.name, "monitor")),
                              f"{spec.name} monitors {monitor!r}, which is not logged{hint}; "
                              f"logged: {', '.join(keys)}"))
