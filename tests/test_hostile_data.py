@@ -244,6 +244,14 @@ def test_an_inflating_npz_that_does_not_fit_fails_before_inflating(folder, monke
     assert peak < 16 << 20
 
 
+def test_an_inflating_npz_of_the_wrong_shape_is_refused_from_its_headers(folder, monkeypatch):
+    _inflating_npz(folder / "bomb.npz", (20_000, 1_250), y_rows=20_000)
+    inflated = _Inflated(monkeypatch)
+    _exits_3(_train(folder, "{path: bomb.npz}", "model.input_shape=[2]"), "bomb.npz",
+             "features have shape (None, 1250), the model expects (None, 2)")
+    assert inflated.bytes < 1 << 20   # matched to the model before x is inflated
+
+
 def test_the_features_shape_is_known_from_the_headers_alone(folder, monkeypatch):
     _inflating_npz(folder / "bomb.npz", (20_000, 1_250), y_rows=20_000)
     inflated = _Inflated(monkeypatch)

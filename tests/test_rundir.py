@@ -6,15 +6,18 @@ import subprocess
 
 import pytest
 
-from nnrun.runs.rundir import MetricsLog, create_run_dir, git_info, latest_run_of
+from nnrun.config.files import WriteError
+from nnrun.runs.rundir import MetricsLog, create_run_dir, git_info, latest_run_of, point_latest
 
 
 def test_run_dirs_are_never_reused_and_latest_follows(tmp_path):
     a = create_run_dir(tmp_path, "exp")
     b = create_run_dir(tmp_path, "exp")
     assert a != b and a.name.startswith("exp-") and (a / "checkpoints").is_dir()
-    assert (tmp_path / "latest").resolve() == b.resolve()
+    assert not (tmp_path / "latest").exists()   # not before the run has its config
     (b / "config.yaml").write_text("name: exp\n")
+    point_latest(b)
+    assert (tmp_path / "latest").resolve() == b.resolve()
     assert latest_run_of(tmp_path, "exp") == b
     assert latest_run_of(tmp_path, "other") is None
 
@@ -59,9 +62,27 @@ def test_metrics_log_replaces_its_files_whole(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="metrics.csv: cannot write"):
         log.append(2, {"loss": 0.25}, 0.1, 1.0)
     monkeypatch.undo()
     after = (tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()
     assert after == before and before[0].splitlines() == ["epoch,loss,lr", "1,0.5,0.1"]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_resumed_metrics_log_is_byte_identical(tmp_path):
+    # issue 17, item 3: rows kept from before the stop were read back with LF ends
+    straight, stopped = tmp_path / "a", tmp_path / "b"
+    for run in (straight, stopped):
+        run.mkdir()
+    log = MetricsLog(straight, ["loss"])
+    for epoch in (1, 2, 3):
+        log.append(epoch, {"loss": 1.0 / epoch}, 0.1, 1.0)
+    log = MetricsLog(stopped, ["loss"])
+    for epoch in (1, 2, 3):   # epoch 3 trained, then the process was killed before last.h5
+        log.append(epoch, {"loss": 1.0 / epoch}, 0.1, 1.0)
+    log = MetricsLog(stopped, ["loss"], resume_after=2)
+    assert (stopped / "metrics.csv").read_bytes().count(b"\r\n") == 3   # epoch 3 dropped
+    log.append(3, {"loss": 1.0 / 3}, 0.1, 1.0)
+    assert (stopped / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()
+    assert b"\n" not in (stopped / "metrics.csv").read_bytes().replace(b"\r\n", b"")

@@ -8,12 +8,13 @@ tested from Python (through `nnrun.api`).
 
 from __future__ import annotations
 
-import signal
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 
@@ -22,18 +23,21 @@ from nnrun.api.prepare import (
     _placement,
     build,
     check_features,
+    check_file_features,
     check_targets,
     checked_model,
     load_checked,
     load_data,
     objective_for,
 )
+from nnrun.config import faults
 from nnrun.config.errors import ConfigError
+from nnrun.config.files import remove_temporaries
 from nnrun.config.spec import Spec, dump_yaml, model_to_dict
 from nnrun.data.rowsource import is_lazy
 from nnrun.data.splitting import PREPROCESSING_FILE, output_classes
 from nnrun.data.tables import ENCODING_FILE
-from nnrun.runs import rundir
+from nnrun.runs import interrupts, rundir
 
 # ---------------------------------------------------------------- targets
 
@@ -72,40 +76,29 @@ class TrainResult:
     exit_code: int = 0
 
 
-class StopFlag:
-    """SIGINT/SIGTERM ask training to stop after the current epoch; a second one aborts."""
-
-    def __init__(self, stream: TextIO):
-        self.requested: str | None = None
-        self.stream = stream
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no signal handling
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        print(f"{self.requested} received: saving a checkpoint after this epoch "
-              "(again to abort)", file=self.stream, flush=True)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+@contextlib.contextmanager
+def interrupt_guard(stream: TextIO) -> Iterator[interrupts.Interrupts]:
+    """SIGINT/SIGTERM handling for one training: the command line's (installed before
+    it imported JAX: a second signal aborts at once), or for a Python caller one that
+    stops at the next epoch and raises KeyboardInterrupt on a second signal
+    (nnrun/runs/interrupts.py)."""
+    guard = interrupts.active()
+    if guard is not None:
+        yield guard
+        return
+    with interrupts.Interrupts(stream, hard=False) as guard:
+        yield guard
 
 
 def start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Splits,
                run: Path | None = None) -> tuple:
     from nnrun.runs.report import summary_text
 
-    run = run or rundir.create_run_dir(runs_root, spec.name)   # run: a sweep's variant
+    created = run is None   # else a sweep's variant, in the sweep's directory
+    run = run or rundir.create_run_dir(runs_root, spec.name)
     rundir.write_atomic(run / "config.yaml", dump_yaml(spec.resolved))
+    if created:   # runs/latest only ever points at a run directory with its config
+        rundir.point_latest(run)
     arch = {"model": model_to_dict(spec.model)}
     arch["model"].pop("weights", None)   # architecture only
     if not spec.model.is_graph:
@@ -126,26 +119,55 @@ def start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Split
     return run, info
 
 
-def _resume_run(spec: Spec, run: Path, argv: list[str], allow_config_change: bool
-                ) -> tuple[Path, dict]:
-    """A stopped run's directory and run.json, checked for resuming (status, config)."""
+def _check_resume(spec: Spec, run: Path, allow_config_change: bool
+                  ) -> tuple[Path, dict, str, str]:
+    """A stopped run's directory, run.json, the config to go on with and its diff from
+    the run's, checked for resuming (status, config); nothing is written yet."""
     from nnrun.train.fit_loop import check_resumable
 
     if not rundir.is_run_dir(run):
         raise ConfigError("not a run directory (no config.yaml in it)", where=str(run))
     run = run.resolve()
-    info = rundir.read_run_json(run)
+    # killed while its files were being written, before run.json: it trains from the start
+    started = (run / "run.json").exists() or (run / "checkpoints" / "last.h5").exists()
+    info = rundir.read_run_json(run) if started else {}
     new = dump_yaml(spec.resolved)
     diff = check_resumable(run, info, (run / "config.yaml").read_text(encoding="utf-8"),
                            new, allow_config_change)
-    if diff:
-        rundir.write_atomic(run / "config.yaml", new)
-    info.setdefault("resumed", []).append({
+    return run, info, new, diff
+
+
+def _resumed(before: dict, argv: list[str], diff: str, *, epoch: int) -> list[dict]:
+    """run.json's `resumed` list with this resume added."""
+    return [*before.get("resumed", []), {
         "argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "after_status": info.get("status"), "config_diff": diff or None})
-    info.update(status="running", stop_reason=None)
+        "after_status": before.get("status"), "from_epoch": epoch,
+        "config_diff": diff or None}]
+
+
+def _mark_resumed(run: Path, info: dict, argv: list[str], config: str, diff: str,
+                  epoch: int) -> None:
+    """The run's files once its checkpoint has loaded: what a killed process left
+    half-written removed, the config (if changed), run.json "running" again."""
+    for folder in (run, run / "checkpoints"):
+        remove_temporaries(folder)
+    if diff:
+        rundir.write_atomic(run / "config.yaml", config)
+    info.update(status="running", stop_reason=None, resumed=_resumed(info, argv, diff,
+                                                                     epoch=epoch),
+                **rundir.process_info())
     rundir.write_json(run / "run.json", info)
-    return run, info
+
+
+def _restart(spec: Spec, model, run: Path, before: dict, argv: list[str], diff: str,
+             splits: Splits) -> dict:
+    """A run stopped before its first checkpoint, resumed: trained from the start in its
+    own directory (the same seed: the same numbers as a run never stopped)."""
+    for folder in (run, run / "checkpoints"):
+        remove_temporaries(folder)
+    _, info = start_run(spec, model, run.parent, argv, splits, run=run)
+    info["resumed"] = _resumed(before, argv, diff, epoch=0)
+    return info
 
 
 def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None = None,
@@ -158,19 +180,22 @@ def train(spec: Spec, *, runs_root: Path = Path("runs"), argv: list[str] | None 
     only process 0 writes the run directory and prints."""
     from nnrun.train import distributed
 
+    faults.point("start")
     distributed.initialize(spec.distributed, spec.where(("distributed",)))
-    if spec.distributed is None or distributed.is_writer():
-        return _train(spec, runs_root=runs_root, argv=argv, stream=stream, quiet=quiet,
-                      resume=resume, allow_config_change=allow_config_change)
-    if resume is not None:
-        raise ConfigError("--resume with distributed: is not supported yet (start again)",
-                          where=spec.where(("distributed",)))
-    with distributed.runs_root_for(runs_root) as scratch:
-        return _train(spec, runs_root=scratch, argv=argv, stream=stream, quiet=True)
+    with interrupt_guard(stream) as guard:
+        if spec.distributed is None or distributed.is_writer():
+            return _train(spec, guard, runs_root=runs_root, argv=argv, stream=stream,
+                          quiet=quiet, resume=resume, allow_config_change=allow_config_change)
+        if resume is not None:
+            raise ConfigError("--resume with distributed: is not supported yet (start "
+                              "again)", where=spec.where(("distributed",)))
+        with distributed.runs_root_for(runs_root) as scratch:
+            return _train(spec, guard, runs_root=scratch, argv=argv, stream=stream,
+                          quiet=True)
 
 
-def _train(spec: Spec, *, runs_root: Path, argv: list[str] | None, stream: TextIO,
-           quiet: bool, resume: Path | None = None,
+def _train(spec: Spec, guard: interrupts.Interrupts, *, runs_root: Path,
+           argv: list[str] | None, stream: TextIO, quiet: bool, resume: Path | None = None,
            allow_config_change: bool = False) -> TrainResult:
     from nnrun.runs.report import EpochReporter
     from nnrun.train.callbacks import check_monitors
@@ -182,7 +207,9 @@ def _train(spec: Spec, *, runs_root: Path, argv: list[str] | None, stream: TextI
     # every problem at once, before any data is read: what `nnrun check` does.
     model = checked_model(spec)
     placement = _placement(spec)
+    check_file_features(spec, model)
     splits = load_data(spec, num_classes=output_classes(model))
+    guard.check()   # a signal before the run exists ends it here (or at once: the CLI)
     model = model or build(spec, splits.train.x)
     check_features(model, splits.train.x, splits.train.source)
     obj = objective_for(spec, model, splits.train.y)
@@ -197,46 +224,70 @@ def _train(spec: Spec, *, runs_root: Path, argv: list[str] | None, stream: TextI
                     sample_weight=splits.train.sample_weight, placement=placement)
     keys = [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val else [])]
     check_monitors(spec.fit.callbacks, keys, spec.where)
-    start = start_weights(spec, model) if resume is None else None
     argv = list(argv or sys.argv)
-    if resume is None:
-        run, info = start_run(spec, model, runs_root, argv, splits)
-        info["data_parallel"] = placement.describe()
+    fresh = True   # trained from the start: a new run, or one stopped before last.h5
+    if resume is not None:
+        run, info, config, diff = _check_resume(spec, Path(resume), allow_config_change)
+        fresh = not (run / "checkpoints" / "last.h5").is_file()
+    start = start_weights(spec, model) if fresh else None
+    guard.check()
+    if fresh:
+        with guard.creating_run():
+            if resume is None:
+                run, info = start_run(spec, model, runs_root, argv, splits)
+            else:
+                info = _restart(spec, model, run, info, argv, diff, splits)
+            info["data_parallel"] = placement.describe()
         if start is not None:
             info["initial_weights"] = start.record()
             if start.missing and not quiet:
                 print(start.note(), file=stream)
-    else:
-        run, info = _resume_run(spec, Path(resume), argv, allow_config_change)
     runner = CallbackRunner(spec, run / "checkpoints")
     monitor, mode = runner.best_monitor(val is not None)
     checkpointer = Checkpointer(run / "checkpoints", monitor=monitor, mode=mode,
                                 attrs={"seed": spec.seed, "config": dump_yaml(spec.resolved)})
     checkpointer.on_last = lambda: runner.last_attrs(fitter)
-    if resume is None:
-        ts = fitter.initial_state()
-        if start is not None:
-            ts = start.apply(ts)
-        checkpointer.flush(ts, 0)  # the initial weights: a loadable last.h5 from the start
-    else:
+    if not fresh:   # read before anything of the run is changed
         ts = load_resume_state(run, fitter, checkpointer, runner)
-    log = rundir.MetricsLog(run, keys, resume_after=fitter.epoch if resume else None)
+        with guard.creating_run():
+            _mark_resumed(run, info, argv, config, diff, fitter.epoch)
     result = TrainResult(run)
     reporter = EpochReporter(spec.fit.epochs, stream, quiet=quiet)
+    log = None
+    forget = guard.on_abort(lambda name: _aborted(run, info, fitter, name))
     try:
-        with StopFlag(stream) as stop:
-            ts = fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner)
+        if fresh:
+            ts = fitter.initial_state()
+            if start is not None:
+                ts = start.apply(ts)
+            checkpointer.flush(ts, 0)  # the initial weights: a loadable last.h5 from the start
+        log = rundir.MetricsLog(run, keys, resume_after=None if fresh else fitter.epoch)
+        faults.point("compile")
+        ts = fit_loop(spec, fitter, ts, log, checkpointer, reporter, guard, result, runner)
     except KeyboardInterrupt:
         result.status, result.stop_reason, result.exit_code = "interrupted", "aborted", 130
     except BaseException as exc:
         result.status, result.stop_reason = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        guard.finishing = True
+        forget()
         reporter.close()
-        log.close()
+        if log is not None:
+            log.close()
         finish_run(run, info, fitter, result)
         draw_curves(run, stream)
     return result
+
+
+def _aborted(run: Path, info: dict, fitter, name: str) -> None:
+    """run.json when a second signal aborts mid-epoch: interrupted, resumable from the
+    last checkpoint written."""
+    info.update(status="interrupted", epochs_completed=fitter.epoch,
+                stop_reason=f"aborted by a second {name} during epoch {fitter.epoch + 1} "
+                            "(resume continues from checkpoints/last.h5)",
+                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    rundir.write_json(run / "run.json", info)
 
 
 @dataclass

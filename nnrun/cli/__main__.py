@@ -1,5 +1,5 @@
 """`python -m nnrun.cli ...`: the same as the `nnrun` command."""
 
-from nnrun.cli.main import main
+from nnrun.cli.main import entry
 
-main()
+entry()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -42,21 +43,25 @@ def main() -> None:
 def train(config: Path | None, overrides, runs_dir: Path, as_json: bool, debug: bool,
           quiet: bool, resume: Path | None, allow_config_change: bool) -> None:
     """Train CONFIG (or --resume RUN); the last line printed is the run directory."""
-    from nnrun import api
     from nnrun.config.errors import ConfigError
+    from nnrun.runs.interrupts import Interrupts
 
-    if config is None and resume is None:
-        raise ConfigError("Missing argument 'CONFIG' (or give --resume RUN)",
-                          where="nnrun train")
-    if resume is not None and not (resume / "config.yaml").is_file():
-        raise ConfigError("not a run directory (no config.yaml in it)", where=str(resume))
-    spec = api.load_checked(config if config is not None else resume / "config.yaml",
-                            overrides)
-    configure_jax()
     stream = sys.stderr if as_json else sys.stdout
-    result = api.train(spec, runs_root=runs_dir, argv=["nnrun", *sys.argv[1:]],
-                       stream=stream, quiet=quiet, resume=resume,
-                       allow_config_change=allow_config_change)
+    # Ctrl-C and SIGTERM from the first moment (nnrun/runs/interrupts.py)
+    with Interrupts(stream, hard=True):
+        from nnrun import api
+
+        if config is None and resume is None:
+            raise ConfigError("Missing argument 'CONFIG' (or give --resume RUN)",
+                              where="nnrun train")
+        if resume is not None and not (resume / "config.yaml").is_file():
+            raise ConfigError("not a run directory (no config.yaml in it)", where=str(resume))
+        spec = api.load_checked(config if config is not None else resume / "config.yaml",
+                                overrides)
+        configure_jax()
+        result = api.train(spec, runs_root=runs_dir, argv=["nnrun", *sys.argv[1:]],
+                           stream=stream, quiet=quiet, resume=resume,
+                           allow_config_change=allow_config_change)
     if as_json:
         click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status,
                                "stop_reason": result.stop_reason,
@@ -208,3 +213,24 @@ for command in (config_cmd, check, schema, import_keras, export, runs_cmd, diff_
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def entry() -> None:
+    """The `nnrun` console script: `main`, then the process's exit. A compile still
+    running in a background thread (an error before training used it) is abandoned:
+    waiting for it would delay the exit, and leaving it to the interpreter's shutdown
+    aborts the process (exit 134) when the thread wakes in a finalizing interpreter."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    code = int(code or 0)
+    if any(t.name.startswith("nnrun-compile") and t.is_alive() for t in threading.enumerate()):
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -34,13 +34,16 @@ def sweep_cmd(config: Path, vary: tuple[str, ...], overrides, runs_dir: Path, as
     trained one after another. Writes one run directory per variant and sweep.csv (mean
     ± std across seeds per setting) in runs/<name>-sweep-<stamp>/, the last line
     printed. Callbacks are refused."""
-    from nnrun.sweep.run import run_sweep, settings_table
+    from nnrun.runs.interrupts import Interrupts
 
-    configure_jax()
     stream = sys.stderr if as_json else sys.stdout
-    result = run_sweep(config, vary, overrides, runs_root=runs_dir,
-                       argv=["nnrun", *sys.argv[1:]], stream=stream, quiet=quiet,
-                       curves=curves)
+    with Interrupts(stream, hard=True):   # Ctrl-C and SIGTERM: nnrun/runs/interrupts.py
+        from nnrun.sweep.run import run_sweep, settings_table
+
+        configure_jax()
+        result = run_sweep(config, vary, overrides, runs_root=runs_dir,
+                           argv=["nnrun", *sys.argv[1:]], stream=stream, quiet=quiet,
+                           curves=curves)
     if as_json:
         click.echo(json.dumps({
             "sweep_dir": str(result.sweep_dir), "groups": result.groups,

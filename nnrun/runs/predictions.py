@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
 from nnrun.config.errors import ConfigError
+from nnrun.config.files import atomic_write
 
 OUTPUT_TYPES = (".npy", ".npz", ".h5", ".csv")
 
@@ -89,14 +88,8 @@ def write_output_arrays(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> No
 
 def _write_atomic(path: pathlib.Path, write) -> None:
     """`write(binary file)` into a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def write_predictions(

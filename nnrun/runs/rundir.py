@@ -14,34 +14,32 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from nnrun import __version__
+from nnrun.config import faults
 from nnrun.config.errors import ConfigError
+from nnrun.config.files import write_failed, write_text_atomic
 
 LATEST = "latest"
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write text to a temporary file beside `path`, then rename it into place (a full
+    disk is a WriteError naming the file; nnrun/config/files.py)."""
+    write_text_atomic(path, text)
 
 
 def create_run_dir(runs_root: Path, name: str) -> Path:
-    """Make a fresh run directory and point runs/latest at it."""
+    """Make a fresh run directory (runs/latest points at it once its config.yaml is
+    written: `point_latest`)."""
     runs_root = Path(runs_root)
-    runs_root.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(runs_root, exc) from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{name}-{stamp}"
     for i in range(1000):
@@ -51,13 +49,20 @@ def create_run_dir(runs_root: Path, name: str) -> Path:
             break
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise write_failed(run, exc) from None
+    faults.point("run-dir")
     (run / "checkpoints").mkdir()
-    link = runs_root / LATEST
-    tmp = runs_root / f".{LATEST}.{os.getpid()}"
+    return run
+
+
+def point_latest(run: Path) -> None:
+    """runs/latest -> `run` (a relative symlink, replaced atomically)."""
+    link = run.parent / LATEST
+    tmp = run.parent / f".{LATEST}.{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run.name)
     os.replace(tmp, link)
-    return run
 
 
 def is_run_dir(path: Path) -> bool:
@@ -93,13 +98,9 @@ class MetricsLog:
         after it, of epochs a resumed run trains again, dropped) and appended to."""
         self.keys = ["epoch", *keys, "lr"]
         self._csv_path, self._jsonl_path = run / "metrics.csv", run / "metrics.jsonl"
+        self._csv_text, self._jsonl_text = _csv_line(self.keys), ""
         if resume_after is not None:
-            _truncate_logs(run, resume_after)
-            self._csv_text = self._csv_path.read_text(encoding="utf-8")
-            self._jsonl_text = self._jsonl_path.read_text(encoding="utf-8") \
-                if self._jsonl_path.is_file() else ""
-        else:
-            self._csv_text, self._jsonl_text = _csv_line(self.keys), ""
+            self._csv_text, self._jsonl_text = _kept_logs(run, resume_after, self._csv_text)
         self._flush()
 
     def append(self, epoch: int, logs: dict[str, float], lr: float, seconds: float) -> None:
@@ -123,18 +124,42 @@ def _csv_line(values: list[str]) -> str:
     return out.getvalue()
 
 
-def _truncate_logs(run: Path, epoch: int) -> None:
-    """metrics.csv and metrics.jsonl rewritten (atomically) without rows after `epoch`."""
+def _read_exact(path: Path) -> str:
+    """A file's text with its line ends as written (read_text() would turn the CSV's
+    CRLF into LF, and a resumed run's metrics.csv would differ from an uninterrupted
+    one's)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+def _kept_logs(run: Path, epoch: int, header: str) -> tuple[str, str]:
+    """metrics.csv's and metrics.jsonl's text without the rows after `epoch` (those a
+    resumed run trains again); a log the run never wrote starts with `header`."""
     csv_path, jsonl_path = run / "metrics.csv", run / "metrics.jsonl"
-    lines = csv_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    # A line without its newline is one a crash cut short.
-    kept = lines[:1] + [line for line in lines[1:]
-                        if line.endswith("\n") and int(line.split(",", 1)[0]) <= epoch]
-    write_atomic(csv_path, "".join(kept))
-    records = jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True) \
+    lines = _read_exact(csv_path).splitlines(keepends=True) if csv_path.is_file() else []
+    kept = lines[:1] or [header]
+    for n, line in enumerate(lines[1:], 2):
+        if not line.endswith("\n"):   # cut short by a crash (never, as files are replaced)
+            continue
+        try:
+            row_epoch = int(line.split(",", 1)[0])
+        except ValueError:
+            raise ConfigError("not a row of metrics.csv (a row starts with its epoch); "
+                              "restore the file or start the run again",
+                              where=f"{csv_path}:{n}") from None
+        if row_epoch <= epoch:
+            kept.append(line)
+    records = _read_exact(jsonl_path).splitlines(keepends=True) \
         if jsonl_path.is_file() else []
-    write_atomic(jsonl_path, "".join(r for r in records
-                                     if r.endswith("\n") and json.loads(r)["epoch"] <= epoch))
+    kept_records = []
+    for record in records:
+        try:
+            row_epoch = json.loads(record)["epoch"]
+        except (ValueError, KeyError, TypeError):
+            continue   # metrics.jsonl is the wall-clock side log: a bad line is dropped
+        if record.endswith("\n") and row_epoch <= epoch:
+            kept_records.append(record)
+    return "".join(kept), "".join(kept_records)
 
 
 def _fmt(value: Any) -> str:
@@ -179,8 +204,13 @@ def base_run_info(argv: list[str], seed: int, data_files: list[dict]) -> dict:
         "git": git_info(Path.cwd()), "data_files": data_files,
         "seeds": {"seed": seed, "streams": ["init", "dropout", "shuffle", "split"]},
         "status": "running", "stop_reason": None,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **process_info(),
     }
+
+
+def process_info() -> dict:
+    """The process writing the run (a resume refuses a run whose process still runs)."""
+    return {"pid": os.getpid(), "host": platform.node()}
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -189,6 +219,10 @@ def write_json(path: Path, value: Any) -> None:
 
 def read_run_json(run: Path) -> dict:
     try:
-        return json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        info = json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read run.json: {exc}", where=str(run)) from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"cannot read run.json: expected an object, got "
+                          f"{type(info).__name__}", where=str(run))
+    return info

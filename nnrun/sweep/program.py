@@ -245,6 +245,7 @@ def train_group(group: Group, sweep_dir: Path, *, argv: list[str], stream: TextI
     host = jax.device_get(ts)
     for i, vr in enumerate(runs):   # the initial weights: a loadable last.h5 from the start
         write_checkpoints(vr, host, None, i, last=True, monitor=monitor)
+    forget = stop.on_abort(lambda name: _aborted(runs, fit, name)) if stop else lambda: None
     try:
         ts, best = _epochs(fit, ts, runs, spec.fit.epochs, monitor, stream, quiet, stop)
         host, host_best = jax.device_get((ts, best))
@@ -256,12 +257,22 @@ def train_group(group: Group, sweep_dir: Path, *, argv: list[str], stream: TextI
                 vr.status, vr.stop_reason = "interrupted", "aborted"
         raise
     finally:
+        forget()
         for vr in runs:
             vr.log.flush_now()
             finish(vr, fit)
             if curves:
                 training.draw_curves(vr.run, stream)
     return runs
+
+
+def _aborted(runs: list[VariantRun], fit, name: str) -> None:
+    """The variants' run.json when a second signal aborts the sweep mid-epoch."""
+    for vr in runs:
+        if vr.status == "running":
+            vr.status, vr.stop_reason = "interrupted", f"aborted by a second {name}"
+        vr.log.flush_now()
+        finish(vr, fit)
 
 
 def _apply_start(ts, start, v: int):

@@ -60,7 +60,7 @@ def run_sweep(config: Path, vary: tuple[str, ...] | list[str], overrides: tuple[
     another. Returns the sweep directory, the variants' runs and the settings' table.
     `curves`: draw each variant's plots/learning_curves.png (about 0.5 s each; `nnrun
     plot RUN --curves` draws one later)."""
-    from nnrun.api.training import StopFlag
+    from nnrun.api.training import interrupt_guard
     from nnrun.sweep.program import train_group
     from nnrun.sweep.variants import check_sweepable
 
@@ -69,14 +69,15 @@ def run_sweep(config: Path, vary: tuple[str, ...] | list[str], overrides: tuple[
     for v in variants:
         check_sweepable(v.spec)
     groups = group_variants(variants)
-    sweep_dir = sweep_dir_for(runs_root, variants[0].spec.name)
     argv = list(argv or sys.argv)
     keys = [a.key for a in axes]
     record = {"argv": argv, "vary": {a.key: a.texts for a in axes},
               "groups": [[v.index for v in g.variants] for g in groups], "variants": []}
-    rundir.write_json(sweep_dir / "sweep.json", record)
     runs: list = []
-    with StopFlag(stream) as stop:
+    with interrupt_guard(stream) as stop:
+        with stop.creating_run():
+            sweep_dir = sweep_dir_for(runs_root, variants[0].spec.name)
+            rundir.write_json(sweep_dir / "sweep.json", record)
         for n, group in enumerate(groups, 1):
             if stop.requested:
                 break

@@ -12,7 +12,6 @@ fills a skeleton rebuilt from the config, checking every path, shape and dtype.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnrun import __version__
-from nnrun.config.errors import CheckpointError
+from nnrun.config import faults
+from nnrun.config.errors import CheckpointError, ConfigError
+from nnrun.config.files import atomic_write
 
 FORMAT = "nnrun-checkpoint-1"
 
@@ -56,26 +57,21 @@ def save_checkpoint(path: Path, *, params: dict, state: dict, opt_state: Any = N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     params, state, opt_state = jax.device_get((params, state, opt_state))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["nnrun_version"] = __version__
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-            _write_tree(f.create_group("params"), params)
-            _write_tree(f.create_group("state"), state)
-            if opt_state is not None:
-                group = f.create_group("optimizer")
-                leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
-                for i, (kpath, leaf) in enumerate(leaves):
-                    ds = group.create_dataset(str(i), data=_storable(leaf))
-                    ds.attrs["path"] = jax.tree_util.keystr(kpath)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["nnrun_version"] = __version__
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        _write_tree(f.create_group("params"), params)
+        f.flush()
+        faults.point(f"h5 {path.name}")   # the crash tests: a half-written checkpoint
+        _write_tree(f.create_group("state"), state)
+        if opt_state is not None:
+            group = f.create_group("optimizer")
+            leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+            for i, (kpath, leaf) in enumerate(leaves):
+                ds = group.create_dataset(str(i), data=_storable(leaf))
+                ds.attrs["path"] = jax.tree_util.keystr(kpath)
 
 
 def _check_links(f: h5py.File, name: str, group: h5py.Group) -> None:
@@ -202,8 +198,25 @@ def read_layer_weights(path: Path, *, params: dict, state: dict
 CHECKPOINT_SECONDS = 1.0  # the most training a crash (kill -9) can cost
 
 
+def checkpoint_seconds() -> float:
+    """CHECKPOINT_SECONDS, or the environment's NNRUN_CHECKPOINT_SECONDS (0: last.h5
+    written after every epoch, as the crash tests need)."""
+    text = os.environ.get("NNRUN_CHECKPOINT_SECONDS")
+    if text is None:
+        return CHECKPOINT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"expected a number of seconds >= 0, got {text!r}",
+                          where="environment variable NNRUN_CHECKPOINT_SECONDS")
+    return value
+
+
 class Checkpointer:
-    """Keeps last.h5 and best.h5 of a run current, writing at most every CHECKPOINT_SECONDS.
+    """Keeps last.h5 and best.h5 of a run current, writing at most every CHECKPOINT_SECONDS
+    (or NNRUN_CHECKPOINT_SECONDS).
 
     The best state (lowest `monitor`, or highest with mode "max") is written when found
     if a write is due, else kept as a device copy until the next write: the next epoch
@@ -217,6 +230,7 @@ class Checkpointer:
         self.best_value = np.inf   # sign * the best monitored value
         self.best: tuple | None = None  # (TrainState, epoch, value) not yet written
         self.last_write = time.monotonic()
+        self.every = checkpoint_seconds()
         self.on_last = None
 
     def _write(self, name: str, ts, epoch: int, extra: dict | None = None) -> None:
@@ -227,7 +241,7 @@ class Checkpointer:
     def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
         raw = logs.get(self.monitor)
         value = np.inf if raw is None else self.sign * raw
-        write_now = final or time.monotonic() - self.last_write >= CHECKPOINT_SECONDS
+        write_now = final or time.monotonic() - self.last_write >= self.every
         if np.isfinite(value) and value < self.best_value:
             self.best_value = value
             kept = ts if write_now else jax.tree_util.tree_map(

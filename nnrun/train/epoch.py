@@ -343,8 +343,11 @@ class BackgroundCompile:
         lowered = jitted.lower(*args)
         self._compiled = None
         self._error: BaseException | None = None
+        # Not a daemon: the interpreter's shutdown waits for it (a daemon thread waking
+        # in a finalizing interpreter aborts the process); `nnrun` abandons one still
+        # running with os._exit (nnrun/cli/main.py entry).
         self._thread = threading.Thread(target=self._compile, args=(lowered, compiler_options),
-                                        daemon=True)
+                                        name="nnrun-compile")
         self._thread.start()
 
     def _compile(self, lowered, options: dict | None) -> None:

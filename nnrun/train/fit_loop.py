@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnrun.config import faults
 from nnrun.config.errors import CheckpointError, ConfigError
 from nnrun.train import callbacks as cb
 from nnrun.train.checkpoint import load_checkpoint, save_checkpoint
@@ -121,6 +122,13 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
     """Train from `fitter.epoch` to fit.epochs; returns the final train state and fills
     `result` (status, stop reason, exit code, history)."""
     while fitter.epoch < spec.fit.epochs:
+        if stop.requested:   # a signal during the last epoch, or before the first
+            checkpointer.flush(ts, fitter.epoch)
+            result.status, result.exit_code = "interrupted", 130
+            result.stop_reason = (f"{stop.requested} after epoch {fitter.epoch}"
+                                  if fitter.epoch else f"{stop.requested} before epoch 1")
+            return ts
+        faults.point("epoch")
         runner.begin_epoch(fitter, ts)
         lr = fitter.learning_rate(ts)
         ts, res = fitter.run_epoch(ts)
@@ -148,11 +156,6 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
         if early is not None:
             result.stop_reason = f"{early} (after epoch {res.epoch})"
             return ts
-        if stop.requested and not done:
-            checkpointer.flush(ts, res.epoch)
-            result.status, result.exit_code = "interrupted", 130
-            result.stop_reason = f"{stop.requested} after epoch {res.epoch}"
-            return ts
     result.stop_reason = f"completed {spec.fit.epochs} epochs"
     return ts
 
@@ -178,9 +181,27 @@ def check_resumable(run: Path, info: dict, old_config: str, new_config: str,
     if diff and not allow_config_change:
         raise ConfigError("the config differs from the run's; resume with "
                           f"--allow-config-change to accept:\n{diff}", where=str(run))
-    if not (run / "checkpoints" / "last.h5").is_file():
-        raise ConfigError("no checkpoints/last.h5 to resume from", where=str(run))
+    if info.get("status") == "running" and process_alive(info):
+        raise ConfigError(f"the run is still running (process {info['pid']} on this "
+                          "machine); stop it first", where=str(run))
     return diff
+
+
+def process_alive(info: dict) -> bool:
+    """Whether run.json's process (pid, host) still runs: on this machine, and not us."""
+    import os
+    import platform
+
+    pid = info.get("pid")
+    if not isinstance(pid, int) or info.get("host") != platform.node() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # alive, another user's
+        return True
+    return True
 
 
 def load_resume_state(run: Path, fitter, checkpointer, runner):
