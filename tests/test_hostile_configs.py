@@ -27,6 +27,7 @@ from nnrun.api import prepare
 from nnrun.cli.main import main
 from nnrun.config.spec import spec_from_dict
 from nnrun.nn.model import Model
+from nnrun.train.callbacks import logged_keys
 
 BASE = """\
 name: {name}
@@ -276,7 +277,7 @@ def test_logged_keys_of_several_outputs_are_trainings():
         "compile": {"optimizer": "sgd", "loss": {"a": "mse", "b": "mae"},
                     "metrics": {"b": ["mae", {"name": "mse"}]}}})
     keys = ["loss", "a_loss", "b_loss", "b_mae", "b_mse"]
-    assert prepare.logged_keys(spec) == keys + [f"val_{k}" for k in keys]
+    assert logged_keys(spec) == keys + [f"val_{k}" for k in keys]
 
 
 @pytest.mark.parametrize("filepath, message", [

@@ -153,60 +153,6 @@ def _metric_name(identifier) -> None:
     resolve_metric(identifier, (2, 1), (2, 1))
 
 
-def logged_keys(spec: Spec) -> list[str] | None:
-    """The keys each epoch logs (what callbacks may monitor), as training forms them
-    (nnrun.train.epoch.Objective.keys, `val_` ones with validation data), from the
-    config alone; None where a metric does not resolve (a problem reported already)."""
-    from nnrun.nn.metrics import resolve_metric
-
-    comp, model = spec.compile, spec.model
-    outputs = list(model.outputs) if model.is_graph and len(model.outputs) > 1 else [None]
-    keys = ["loss", *(f"{name}_loss" for name in outputs if name is not None)]
-    for name in outputs:
-        prefix, metrics = ("", comp.metrics) if name is None else \
-            (f"{name}_", comp.for_output(name)[1])
-        try:
-            keys += [prefix + resolve_metric(m, (2, 1), (2, 1))[0] for m in metrics]
-        except ConfigError:
-            return None
-    validation = spec.data.validation is not None or bool(spec.data.validation_split)
-    return keys + ([f"val_{k}" for k in keys] if validation else [])
-
-
-def callback_problems(spec: Spec) -> list[tuple[str | None, str]]:
-    """Callbacks that would fail once training runs: a monitor that is not logged
-    (nnrun.train.callbacks.check_monitors, which training calls again), and a
-    ModelCheckpoint filepath naming a value that is not logged or that cannot format."""
-    from nnrun.config.callback_specs import checkpoint_fields
-    from nnrun.train.callbacks import check_monitors
-
-    keys = logged_keys(spec)
-    if keys is None:
-        return []
-    problems = []
-    try:
-        check_monitors(spec.fit.callbacks, keys, spec.where)
-    except ConfigError as exc:
-        problems += exc.problems
-    for cb in spec.fit.callbacks:
-        filepath = cb.args.get("filepath") if cb.name == "ModelCheckpoint" else None
-        if filepath is None:
-            continue
-        where = spec.where(("fit", "callbacks", cb.index, cb.name, "filepath"))
-        unknown = [f for f in checkpoint_fields(filepath) if f != "epoch" and f not in keys]
-        if unknown:
-            problems.append((where, f"ModelCheckpoint's filepath names {{{unknown[0]}}}, "
-                                    f"which is not logged; it may name {{epoch}} and the "
-                                    f"logged values: {', '.join(keys)}"))
-            continue
-        try:
-            filepath.format(epoch=1, **dict.fromkeys(keys, 0.5))
-        except (KeyError, ValueError, TypeError) as exc:
-            problems.append((where, f"ModelCheckpoint's filepath cannot be formatted: {exc} "
-                                    "(the epoch is an integer, logged values are numbers)"))
-    return problems
-
-
 def data_problems(data: DataSpec, origins: Origins) -> list[tuple[str | None, str]]:
     """The data sources checked without reading them (builtin names and options, file
     types and keys): every problem, located."""
@@ -395,7 +341,7 @@ def checked_model(spec: Spec):
     problems += preprocess_name_problems(spec)
     layers = layer_problems(spec.model.layers, spec.where, spec.fit.batch_size)
     problems += layers
-    from nnrun.train.callbacks import schedule_problems
+    from nnrun.train.callbacks import callback_problems, schedule_problems
 
     problems += schedule_problems(spec.fit.callbacks, spec.where)
     problems += callback_problems(spec)

@@ -3,16 +3,22 @@
 It follows Keras 3 (keras/src/callbacks/): a callback sees 0-based epoch indices and
 the epoch's logs, and acts through a `Control` (the learning rate, stopping, keeping
 the current weights). Every counter is in `state()`, saved in last.h5 for exact resume.
-Their config arguments and validation are in nnrun/config/callback_specs.py.
+Their config arguments and validation are in nnrun/config/callback_specs.py; what only
+the logged keys tell (a monitor not logged, a ModelCheckpoint filepath naming an
+unlogged value) is checked here from the config (`callback_problems`, for `nnrun
+check`) and again once training has its keys (`check_monitors`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nnrun.config.callback_specs import CallbackSpec, monitor_mode
 from nnrun.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nnrun.config.spec import Spec
 
 
 class Control:
@@ -234,3 +240,56 @@ def check_monitors(specs: tuple[CallbackSpec, ...], keys: list[str], where) -> N
                              f"logged: {', '.join(keys)}"))
     if problems:
         raise ConfigError(problems[0][1], where=problems[0][0], problems=problems)
+
+
+def logged_keys(spec: Spec) -> list[str] | None:
+    """The keys each epoch logs (what callbacks may monitor), as training forms them
+    (nnrun.train.epoch.Objective.keys, `val_` ones with validation data), from the
+    config alone; None where a metric does not resolve (a problem reported already)."""
+    from nnrun.nn.metrics import resolve_metric
+
+    comp, model = spec.compile, spec.model
+    outputs = list(model.outputs) if model.is_graph and len(model.outputs) > 1 else [None]
+    keys = ["loss", *(f"{name}_loss" for name in outputs if name is not None)]
+    for name in outputs:
+        prefix, metrics = ("", comp.metrics) if name is None else \
+            (f"{name}_", comp.for_output(name)[1])
+        try:
+            keys += [prefix + resolve_metric(m, (2, 1), (2, 1))[0] for m in metrics]
+        except ConfigError:
+            return None
+    validation = spec.data.validation is not None or bool(spec.data.validation_split)
+    return keys + ([f"val_{k}" for k in keys] if validation else [])
+
+
+def callback_problems(spec: Spec) -> list[tuple[str | None, str]]:
+    """Callbacks that would fail once training runs: a monitor that is not logged
+    (check_monitors, which training calls again), and a
+    ModelCheckpoint filepath naming a value that is not logged or that cannot format."""
+    from nnrun.config.callback_specs import checkpoint_fields
+
+    keys = logged_keys(spec)
+    if keys is None:
+        return []
+    problems = []
+    try:
+        check_monitors(spec.fit.callbacks, keys, spec.where)
+    except ConfigError as exc:
+        problems += exc.problems
+    for cb in spec.fit.callbacks:
+        filepath = cb.args.get("filepath") if cb.name == "ModelCheckpoint" else None
+        if filepath is None:
+            continue
+        where = spec.where(("fit", "callbacks", cb.index, cb.name, "filepath"))
+        unknown = [f for f in checkpoint_fields(filepath) if f != "epoch" and f not in keys]
+        if unknown:
+            problems.append((where, f"ModelCheckpoint's filepath names {{{unknown[0]}}}, "
+                                    f"which is not logged; it may name {{epoch}} and the "
+                                    f"logged values: {', '.join(keys)}"))
+            continue
+        try:
+            filepath.format(epoch=1, **dict.fromkeys(keys, 0.5))
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append((where, f"ModelCheckpoint's filepath cannot be formatted: {exc} "
+                                    "(the epoch is an integer, logged values are numbers)"))
+    return problems
