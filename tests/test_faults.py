@@ -211,6 +211,20 @@ def test_a_kill_at_any_moment_resumes_to_the_same_run(tmp_path, reference, fault
     assert json.loads((run / "run.json").read_text())["resumed"][0]["from_epoch"] >= 0
 
 
+def test_a_kill_while_the_curves_are_drawn_leaves_a_finished_run(tmp_path, reference):
+    code, out = nnrun(tmp_path, fault="write learning_curves.png:1")
+    assert code == -signal.SIGKILL, out
+    run = the_run(tmp_path)
+    assert every_file_opens(run) == [next((run / "plots").glob(".*.tmp")).name]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    for name in ("last.h5", "best.h5"):
+        same_checkpoint(reference / "checkpoints" / name, run / "checkpoints" / name)
+    result = CliRunner().invoke(main, ["plot", str(run), "--curves"])
+    assert result.exit_code == 0, result.output
+    every_file_opens(run)
+    assert (run / "plots" / "learning_curves.png").is_file()
+
+
 @pytest.mark.parametrize("fault", ["start:1", "run-dir:1", "write config.yaml:1"])
 def test_a_kill_before_the_run_has_its_config_leaves_no_run_to_point_at(tmp_path, fault):
     code, out = nnrun(tmp_path, fault=fault)

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from nnrun.config.errors import ConfigError
+from nnrun.config.files import atomic_write
 
 CURVES = "learning_curves.png"
 CONFUSION = "confusion_matrix.png"
@@ -21,6 +22,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    """`fig` into `path` (its format from the suffix) whole or not at all, as every run
+    file: a kill while drawing leaves the previous picture, never half a PNG."""
+    path = Path(path)
+    with atomic_write(path, f"write {path.name}") as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or "png")
 
 
 def read_metrics(path: Path) -> dict[str, list[float]]:
@@ -84,7 +93,7 @@ def plot_learning_curves(run: Path, output: Path | None = None) -> Path:
         ax.axis("off")
     fig.suptitle(f"{run.name}: learning curves", fontsize=13)
     fig.tight_layout()
-    fig.savefig(output, dpi=110)
+    save_figure(fig, output)
     plt.close(fig)
     return output
 
@@ -115,6 +124,6 @@ def plot_confusion_matrix(matrix, labels: list[str], output: Path, *,
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=10,
                         color="white" if peak and matrix[i, j] > peak / 2 else "black")
     fig.tight_layout()
-    fig.savefig(output, dpi=110)
+    save_figure(fig, output)
     plt.close(fig)
     return output

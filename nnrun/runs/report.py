@@ -243,6 +243,8 @@ def draw(nodes: list[Node], path: Path, *, rankdir: str = "TB", show_shapes: boo
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
+    from nnrun.runs.charts import save_figure
+
     depth = levels(nodes)
     by_level: dict[int, list[Node]] = {}
     for node in nodes:
@@ -298,7 +300,7 @@ def draw(nodes: list[Node], path: Path, *, rankdir: str = "TB", show_shapes: boo
                                     "shrinkA": 2, "shrinkB": 2})
     if title:
         fig.suptitle(title, fontsize=9, y=0.995, va="top", color="#44546a")
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
