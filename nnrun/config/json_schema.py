@@ -37,6 +37,7 @@ def _loose(js: dict) -> dict:
 
 IDENTIFIER_KINDS = ("activation", "initializer", "regularizer", "constraint", "loss", "metric",
                     "optimizer")
+LAYER_KINDS = IDENTIFIER_KINDS[:4]   # a layer's arguments (values.named)
 
 
 def identifier(kind: str) -> dict:
@@ -45,7 +46,8 @@ def identifier(kind: str) -> dict:
 
 
 def identifier_definition(kind: str, names: Mapping[str, list[str]]) -> dict:
-    """A name of `kind`, or a mapping with `name:` (or Keras's `class_name:`) and parameters.
+    """A name of `kind`, or a mapping with `name:` (or Keras's `class_name:`) and parameters
+    (a layer's kinds: or one key, the name, as a layer is written).
     Optimizer names are case-insensitive and metrics take loss names too: those list the
     names for completion without refusing others (`nnrun check` refuses them)."""
     enum: dict = {"enum": list(names[kind])}
@@ -55,20 +57,18 @@ def identifier_definition(kind: str, names: Mapping[str, list[str]]) -> dict:
         enum = {"anyOf": [enum, {"type": "string"}]}
     mapping = {"type": "object", "anyOf": [{"required": ["name"]}, {"required": ["class_name"]}],
                "properties": {"name": {"type": "string"}, "class_name": {"type": "string"}}}
-    return {"anyOf": [enum, mapping, INTERPOLATION]}
+    if kind not in LAYER_KINDS:
+        return {"anyOf": [enum, mapping, INTERPOLATION]}
+    # a layer's: also one key, as a layer is written ({l2: 0.01}, {RandomNormal: {...}})
+    one_key = {"type": "object", "minProperties": 1, "maxProperties": 1,
+               "propertyNames": {"enum": list(names[kind])}}
+    return {"anyOf": [enum, mapping, one_key, INTERPOLATION]}
 
 
 def by_type(when: str, then: dict, otherwise: dict) -> dict:
     """`then` for a value of JSON type `when`, else `otherwise` (if/then/else, so that
     validators and editors report the mistake inside the value, not at it)."""
     return {"if": {"type": when}, "then": then, "else": otherwise}
-
-
-def _identifier_kind(arg: str) -> str:
-    for kind in ("initializer", "regularizer", "constraint"):
-        if arg.endswith(kind):
-            return kind
-    return "activation"
 
 
 POSITIVE = {"type": "integer", "minimum": 1}
@@ -79,6 +79,7 @@ _SIMPLE = {
     "non_negative_int": {"type": "integer", "minimum": 0},
     "integer": {"type": "integer"},
     "number": {"type": "number"},
+    "non_negative_number": {"type": "number", "minimum": 0},
     "rate": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
     "boolean": {"type": "boolean"},
     "string": {"type": "string", "minLength": 1},
@@ -108,8 +109,8 @@ def checker_schema(check: Any, arg: str) -> dict:
     name = check.__name__
     if name == "check_optional":
         return {"anyOf": [checker_schema(check.inner, arg), {"type": "null"}]}
-    if name == "identifier":
-        return identifier(_identifier_kind(arg))
+    if name == "check_named":
+        return identifier(check.kind)
     if name == "check_choice":
         js: dict = {"enum": list(check.choices)}
     elif name == "check_sizes":

@@ -18,13 +18,14 @@ from nnrun.config.values import (
     boolean,
     channels_last,
     dot_axes,
-    identifier,
     int_list,
     integer,
+    named,
     nested_graph,
     nested_layer,
     nested_layers,
     noise_shape,
+    non_negative_number,
     number,
     one_of,
     optional,
@@ -34,6 +35,12 @@ from nnrun.config.values import (
     sizes,
     string,
 )
+
+# A layer's named objects: a name, or a mapping: one key as a layer is written
+# (`{l2: 0.01}`, `{RandomNormal: {stddev: 0.05}}`), `{name: l2, l2: 0.01}`, or Keras's
+# `{class_name: L2, config: {l2: 0.01}}` (nnrun/config/values.py: named_parts).
+ACTIVATION, INITIALIZER, REGULARIZER, CONSTRAINT = (
+    named(kind) for kind in ("activation", "initializer", "regularizer", "constraint"))
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,10 @@ class Arg:
 def weight_options(*weights: str) -> tuple[Arg, ...]:
     """`<weight>_regularizer` and `<weight>_constraint` for each named weight, and the
     layer's `activity_regularizer` (on its output)."""
-    return tuple(Arg(f"{w}_{kind}", optional(identifier), None)
-                 for w in weights for kind in ("regularizer", "constraint")) + (
-        Arg("activity_regularizer", optional(identifier), None),)
+    return tuple(Arg(f"{w}_{kind}", optional(check), None) for w in weights
+                 for kind, check in (("regularizer", REGULARIZER),
+                                     ("constraint", CONSTRAINT))) + (
+        Arg("activity_regularizer", optional(REGULARIZER), None),)
 
 
 @dataclass(frozen=True)
@@ -110,22 +118,22 @@ def _conv_args(rank: int, *, causal: bool = False) -> tuple[Arg, ...]:
             Arg("padding", one_of("valid", "same", *(("causal",) if causal else ())), "valid"),
             Arg("data_format", channels_last, "channels_last"),
             Arg("dilation_rate", sizes(rank), (1,) * rank),
-            Arg("activation", optional(identifier), None), Arg("use_bias", boolean, True))
+            Arg("activation", optional(ACTIVATION), None), Arg("use_bias", boolean, True))
 
 LAYERS: dict[str, LayerSchema] = {
     "Dense": LayerSchema(
         args=(
             Arg("units", positive_int, REQUIRED),
-            Arg("activation", optional(identifier), None),
+            Arg("activation", optional(ACTIVATION), None),
             Arg("use_bias", boolean, True),
-            Arg("kernel_initializer", identifier, "glorot_uniform"),
-            Arg("bias_initializer", identifier, "zeros"),
+            Arg("kernel_initializer", INITIALIZER, "glorot_uniform"),
+            Arg("bias_initializer", INITIALIZER, "zeros"),
             *weight_options("kernel", "bias"),
         ),
         doc="Fully connected layer: y = activation(x @ kernel + bias) on the last axis.",
     ),
     "Activation": LayerSchema(
-        args=(Arg("activation", identifier, REQUIRED),),
+        args=(Arg("activation", ACTIVATION, REQUIRED),),
         doc="Applies an activation function by name.",
     ),
     "Dropout": LayerSchema(
@@ -139,10 +147,10 @@ LAYERS: dict[str, LayerSchema] = {
     ),
     "Flatten": LayerSchema(args=(), doc="Flattens all axes but the batch axis."),
     # Advanced activations as layers (Keras 3, and two of Keras 1's).
-    "LeakyReLU": LayerSchema(args=(Arg("negative_slope", number, 0.3),),
+    "LeakyReLU": LayerSchema(args=(Arg("negative_slope", non_negative_number, 0.3),),
                              aliases={"alpha": "negative_slope"},
                              doc="x for x >= 0, negative_slope * x otherwise."),
-    "PReLU": LayerSchema(args=(Arg("alpha_initializer", identifier, "zeros"),
+    "PReLU": LayerSchema(args=(Arg("alpha_initializer", INITIALIZER, "zeros"),
                                *weight_options("alpha"),
                                Arg("shared_axes", optional(int_list), None)),
                          aliases={"init": "alpha_initializer"},
@@ -151,9 +159,9 @@ LAYERS: dict[str, LayerSchema] = {
     "ELU": LayerSchema(args=(Arg("alpha", number, 1.0),), doc="x, or alpha*(exp(x)-1) below 0."),
     "ThresholdedReLU": LayerSchema(args=(Arg("theta", number, 1.0),),
                                    doc="x where x > theta, else 0 (Keras 2)."),
-    "ReLU": LayerSchema(args=(Arg("max_value", optional(number), None),
-                              Arg("negative_slope", number, 0.0),
-                              Arg("threshold", number, 0.0)),
+    "ReLU": LayerSchema(args=(Arg("max_value", optional(non_negative_number), None),
+                              Arg("negative_slope", non_negative_number, 0.0),
+                              Arg("threshold", non_negative_number, 0.0)),
                         doc="Keras 3 ReLU with max_value, negative_slope and threshold."),
     "Softmax": LayerSchema(args=(Arg("axis", integer, -1),), doc="Softmax along `axis`."),
     "ParametricSoftplus": LayerSchema(
@@ -163,7 +171,7 @@ LAYERS: dict[str, LayerSchema] = {
                                      doc="x where |x| >= theta, else 0 (Keras 1)."),
     "Embedding": LayerSchema(
         args=(Arg("input_dim", positive_int, REQUIRED), Arg("output_dim", positive_int, REQUIRED),
-              Arg("embeddings_initializer", identifier, "uniform"),
+              Arg("embeddings_initializer", INITIALIZER, "uniform"),
               *weight_options("embeddings"), Arg("mask_zero", boolean, False)),
         aliases={"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
                  "W_constraint": "embeddings_constraint"},
@@ -177,13 +185,13 @@ LAYERS: dict[str, LayerSchema] = {
     # Recurrent layers (lax.scan over time; batch, steps, features in).
     **{name: LayerSchema(
         args=(Arg("units", positive_int, REQUIRED),
-              Arg("activation", identifier, "tanh"),
-              *((Arg("recurrent_activation", identifier, "sigmoid"),) if name != "SimpleRNN"
+              Arg("activation", ACTIVATION, "tanh"),
+              *((Arg("recurrent_activation", ACTIVATION, "sigmoid"),) if name != "SimpleRNN"
                 else ()),
               Arg("use_bias", boolean, True),
-              Arg("kernel_initializer", identifier, "glorot_uniform"),
-              Arg("recurrent_initializer", identifier, "orthogonal"),
-              Arg("bias_initializer", identifier, "zeros"),
+              Arg("kernel_initializer", INITIALIZER, "glorot_uniform"),
+              Arg("recurrent_initializer", INITIALIZER, "orthogonal"),
+              Arg("bias_initializer", INITIALIZER, "zeros"),
               *((Arg("unit_forget_bias", boolean, True),) if name == "LSTM" else ()),
               *((Arg("reset_after", boolean, True),) if name == "GRU" else ()),
               *weight_options("kernel", "recurrent", "bias"),
@@ -204,8 +212,8 @@ LAYERS: dict[str, LayerSchema] = {
     **{f"Conv{r}D": LayerSchema(
         args=(Arg("filters", positive_int, REQUIRED), Arg("kernel_size", sizes(r), REQUIRED),
               *_conv_args(r, causal=r == 1),
-              Arg("kernel_initializer", identifier, "glorot_uniform"),
-              Arg("bias_initializer", identifier, "zeros"),
+              Arg("kernel_initializer", INITIALIZER, "glorot_uniform"),
+              Arg("bias_initializer", INITIALIZER, "zeros"),
               *weight_options("kernel", "bias")),
         aliases=CONV_ALIASES,
         doc=f"{r}-D convolution, kernel (*kernel_size, in, filters) as Keras (HWIO).")
@@ -216,8 +224,8 @@ LAYERS: dict[str, LayerSchema] = {
               Arg("padding", one_of("valid", "same"), "valid"),
               Arg("output_padding", optional(sizes(r, zero=True)), None),
               *_conv_args(r)[2:],
-              Arg("kernel_initializer", identifier, "glorot_uniform"),
-              Arg("bias_initializer", identifier, "zeros"),
+              Arg("kernel_initializer", INITIALIZER, "glorot_uniform"),
+              Arg("bias_initializer", INITIALIZER, "zeros"),
               *weight_options("kernel", "bias")),
         aliases=CONV_ALIASES,
         doc=f"{r}-D transposed convolution (the gradient of Conv{r}D: upsamples by `strides`), "
@@ -226,8 +234,8 @@ LAYERS: dict[str, LayerSchema] = {
     **{f"DepthwiseConv{r}D": LayerSchema(
         args=(Arg("kernel_size", sizes(r), REQUIRED), *_conv_args(r)[:2],
               Arg("depth_multiplier", positive_int, 1), *_conv_args(r)[2:],
-              Arg("depthwise_initializer", identifier, "glorot_uniform"),
-              Arg("bias_initializer", identifier, "zeros"),
+              Arg("depthwise_initializer", INITIALIZER, "glorot_uniform"),
+              Arg("bias_initializer", INITIALIZER, "zeros"),
               *weight_options("depthwise", "bias")),
         aliases={**CONV_ALIASES, "init": "depthwise_initializer"},
         doc=f"{r}-D depthwise convolution: each input channel convolved with its own "
@@ -237,9 +245,9 @@ LAYERS: dict[str, LayerSchema] = {
         args=(Arg("filters", positive_int, REQUIRED), Arg("kernel_size", sizes(r), REQUIRED),
               *_conv_args(r)[:2], Arg("depth_multiplier", positive_int, 1),
               *_conv_args(r)[2:],
-              Arg("depthwise_initializer", identifier, "glorot_uniform"),
-              Arg("pointwise_initializer", identifier, "glorot_uniform"),
-              Arg("bias_initializer", identifier, "zeros"),
+              Arg("depthwise_initializer", INITIALIZER, "glorot_uniform"),
+              Arg("pointwise_initializer", INITIALIZER, "glorot_uniform"),
+              Arg("bias_initializer", INITIALIZER, "zeros"),
               *weight_options("depthwise", "pointwise", "bias")),
         aliases={**CONV_ALIASES, "init": "depthwise_initializer"},
         doc=f"{r}-D depthwise convolution followed by a pointwise (1x1) one to `filters`.")
@@ -294,18 +302,18 @@ LAYERS: dict[str, LayerSchema] = {
     "BatchNormalization": LayerSchema(
         args=(Arg("axis", integer, -1), Arg("momentum", rate, 0.99),
               Arg("epsilon", number, 1e-3), Arg("center", boolean, True),
-              Arg("scale", boolean, True), Arg("beta_initializer", identifier, "zeros"),
-              Arg("gamma_initializer", identifier, "ones"),
-              Arg("moving_mean_initializer", identifier, "zeros"),
-              Arg("moving_variance_initializer", identifier, "ones"),
+              Arg("scale", boolean, True), Arg("beta_initializer", INITIALIZER, "zeros"),
+              Arg("gamma_initializer", INITIALIZER, "ones"),
+              Arg("moving_mean_initializer", INITIALIZER, "zeros"),
+              Arg("moving_variance_initializer", INITIALIZER, "ones"),
               *weight_options("beta", "gamma")),
         doc="Normalizes with the batch's statistics in training (padded rows excluded) and "
             "the moving ones in inference; the moving statistics are non-trainable state."),
     "LayerNormalization": LayerSchema(
         args=(Arg("axis", axes, (-1,)), Arg("epsilon", number, 1e-3),
               Arg("center", boolean, True), Arg("scale", boolean, True),
-              Arg("beta_initializer", identifier, "zeros"),
-              Arg("gamma_initializer", identifier, "ones"),
+              Arg("beta_initializer", INITIALIZER, "zeros"),
+              Arg("gamma_initializer", INITIALIZER, "ones"),
               *weight_options("beta", "gamma")),
         doc="Normalizes each sample over `axis`, then gamma * x + beta."),
     # Noise and dropout variants: active in training only.

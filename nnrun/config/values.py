@@ -68,6 +68,15 @@ def number(value: Any) -> float:
     return float(value)
 
 
+def non_negative_number(value: Any) -> float:
+    """A finite number >= 0 (Keras 3 refuses a negative ReLU threshold, slope or cap)."""
+    v = number(value)
+    if v < 0:
+        raise ArgTypeError(f"expected a number >= 0 (Keras 3 refuses a negative one), "
+                           f"got {value!r}")
+    return v
+
+
 def rate(value: Any) -> float:
     """A fraction in [0, 1) such as a dropout rate."""
     v = number(value)
@@ -103,6 +112,113 @@ def identifier(value: Any) -> Any:
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         return value
     raise ArgTypeError(f"expected a name or a mapping with 'name:', {got(value)}")
+
+
+# Keras 3's serialized object: {module, class_name, config, registered_name}.
+KERAS_OBJECT_KEYS = ("class_name", "config", "module", "registered_name")
+# The forms of a named object of each kind, for the messages: (a name, one key, name:,
+# Keras's).
+_EXAMPLES = {
+    "initializer": ("he_normal", "{RandomNormal: {stddev: 0.05}}",
+                    "{name: RandomNormal, stddev: 0.05}",
+                    "{class_name: RandomNormal, config: {stddev: 0.05}}"),
+    "regularizer": ("l2", "{l2: 0.01}", "{name: l2, l2: 0.01}",
+                    "{class_name: L2, config: {l2: 0.01}}"),
+    "constraint": ("max_norm", "{max_norm: 3}", "{name: max_norm, max_value: 3}",
+                   "{class_name: MaxNorm, config: {max_value: 3}}"),
+    "activation": ("relu", "{leaky_relu: 0.1}", "{name: leaky_relu, negative_slope: 0.1}",
+                   "{class_name: leaky_relu, config: {negative_slope: 0.1}}"),
+}
+
+
+def _forms(kind: str) -> str:
+    name, one, named, keras = _EXAMPLES.get(kind, _EXAMPLES["regularizer"])
+    return (f"expected a {kind or 'name'} such as {name}, or a mapping: {one} (one key, as "
+            f"a layer is written), {named} or Keras's {keras}")
+
+
+def named_parts(value: dict, kind: str = "") -> tuple[str, Any, str, str]:
+    """A named object written as a mapping -> (name, parameters, the key that holds the
+    name, the key that holds the parameters: '' for the mapping itself). The forms:
+    `{name: l2, l2: 0.01}`; Keras's `{class_name: L2, config: {l2: 0.01}}`; and one key,
+    as a layer is written, `{l2: 0.01}` or `{RandomNormal: {stddev: 0.05}}`, whose value is
+    a mapping of parameters, null (none) or the first parameter's value."""
+    if "class_name" in value:
+        extra = [k for k in value if k not in KERAS_OBJECT_KEYS]
+        if extra:
+            raise ArgTypeError(f"a Keras object {{class_name, config}} has no key "
+                               f"{extra[0]!r}")
+        name, config = value["class_name"], value.get("config")
+        if not isinstance(name, str) or not name:
+            raise ArgTypeError(f"class_name: expected a non-empty string, {got(name)}")
+        if config is not None and not isinstance(config, dict):
+            raise ArgTypeError(f"config: expected a mapping of parameters, {got(config)}")
+        return name, dict(config or {}), "class_name", "config"
+    if "name" in value:
+        name = value["name"]
+        if not isinstance(name, str) or not name:
+            raise ArgTypeError(f"name: expected a non-empty string, {got(name)}")
+        return name, {k: v for k, v in value.items() if k != "name"}, "name", ""
+    if len(value) == 1:
+        (name, params), = value.items()
+        if isinstance(name, str) and name:
+            return name, params, name, name
+    received = (f"got a mapping of {len(value)} keys ({', '.join(map(str, value))}) "
+                "without 'name:'" if value else "got an empty mapping")
+    raise ArgTypeError(f"{_forms(kind)}, {received}")
+
+
+def named(kind: str) -> Checker:
+    """A layer's `kind` (initializer, regularizer, constraint, activation): a name, or a
+    mapping in one of the forms of `named_parts`. The name itself is checked when the
+    layer is made (the registries are in nnrun.nn)."""
+
+    def check_named(value: Any) -> Any:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, dict):
+            named_parts(value, kind)
+            return value
+        raise ArgTypeError(f"{_forms(kind)}, {got(value)}")
+
+    check_named.kind = kind   # for the JSON Schema (nnrun.config.json_schema)
+    return check_named
+
+
+def named_call(registry: Any, value: dict, *, skip: int = 0) -> tuple[Any, dict]:
+    """A named object's mapping (`named_parts`) -> (the registry's entry, its keyword
+    arguments), checked against the entry's signature (`skip` leading parameters are
+    not the config's: an activation's x). A ConfigError's `where` is the dotted key inside
+    the mapping that is wrong (`l3`, `name`, `config.stddev`)."""
+    import inspect
+
+    from nnrun.config.errors import ConfigError
+
+    try:
+        name, params, name_at, params_at = named_parts(value, registry.kind)
+    except ArgTypeError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        registry.canonical(name)
+    except ConfigError as exc:
+        # {minval: 0.0}: parameters without the name (no name is close to "minval")
+        hint = (f"; a mapping names the {registry.kind} as its one key or with 'name:'"
+                if name_at == name and "did you mean" not in exc.message else "")
+        raise ConfigError(exc.message + hint, where=name_at) from None
+    if params is None:
+        params = {}
+    elif not isinstance(params, dict):   # {l2: 0.01}: the first parameter's value
+        first = list(inspect.signature(registry.get(name)).parameters)[skip:][:1]
+        if not first:
+            raise ConfigError(f"{registry.kind} {name!r} takes no parameters, got "
+                              f"{params!r}", where=name_at)
+        params, params_at = {first[0]: params}, None
+    try:
+        return registry.checked(name, params, skip=skip), params
+    except ConfigError as exc:
+        inner = (name_at if params_at is None
+                 else ".".join(p for p in (params_at, exc.where) if p))
+        raise ConfigError(exc.message, where=inner or None) from None
 
 
 def shape(value: Any) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 from nnrun.config.registry import unknown_name_message
+from nnrun.config.values import ArgTypeError, named_parts
 from nnrun.nn import activations as _activations
 from nnrun.nn import initializers as _initializers
 from nnrun.nn import regularizers as _regularizers
@@ -61,6 +62,9 @@ KINDS = {"initializer": ("keras.initializers", INITIALIZERS),
          "constraint": ("keras.constraints", CONSTRAINTS)}
 
 ACTIVATIONS = tuple(_activations.ACTIVATIONS.names(aliases=True))
+_REGISTRIES = {"initializer": _initializers.INITIALIZERS,
+               "regularizer": _regularizers.REGULARIZERS,
+               "constraint": _regularizers.CONSTRAINTS, "activation": _activations.ACTIVATIONS}
 
 # canonical nnrun optimizer -> (Keras class, parameters with Keras 3 defaults), and Keras
 # 3's learning-rate schedule classes -> nnrun's schedule names: read from nnrun's own
@@ -123,12 +127,31 @@ def keras_object(module: str, class_name: str, config: dict,
 
 
 def _split(value: Any, kind: str) -> tuple[str, dict]:
+    """(name, parameters) of an identifier: a name or `{name: l2, l2: 0.01}`; a layer's
+    (initializer, regularizer, constraint, activation) also `{l2: 0.01}` (one key: its
+    value is the parameters, or the first parameter's value) or Keras's
+    `{class_name: L2, config: {l2: 0.01}}`."""
     if isinstance(value, str):
         return value, {}
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         params = dict(value)
         return params.pop("name"), params
-    raise KerasNameError(f"expected a {kind} name or {{name: ..., parameters}}, got {value!r}")
+    if not isinstance(value, dict) or kind not in _REGISTRIES:
+        raise KerasNameError(f"expected a {kind} name or {{name: ..., parameters}}, got "
+                             f"{value!r}")
+    try:
+        name, params, _, _ = named_parts(value, kind)
+    except ArgTypeError as exc:
+        raise KerasNameError(str(exc)) from None
+    if params is None or isinstance(params, dict):
+        return name, dict(params or {})
+    registry = _REGISTRIES[kind]
+    if name not in registry:
+        raise KerasNameError(unknown_name_message(kind, name, registry.names(aliases=True)))
+    first = list(inspect.signature(registry.get(name)).parameters)[kind == "activation":][:1]
+    if not first:
+        raise KerasNameError(f"{kind} {name!r} takes no parameters, got {params!r}")
+    return name, {first[0]: params}
 
 
 def _keras_class(value: dict, kind: str) -> tuple[str, dict]:

@@ -3,7 +3,8 @@
 Each formula is the one Keras 3 uses on its JAX backend (`keras/src/activations/
 activations.py` and `keras/src/backend/jax/nn.py`), so a model built here computes
 what the same Keras model computes. `get(identifier)` accepts a name, None (linear),
-a mapping `{name: leaky_relu, negative_slope: 0.1}` or a callable.
+a mapping (`{leaky_relu: 0.1}`, `{leaky_relu: {negative_slope: 0.1}}` or
+`{name: leaky_relu, negative_slope: 0.1}`) or a callable.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from nnrun.config.errors import ConfigError
-from nnrun.config.registry import Registry, split_identifier
+from nnrun.config.registry import Registry
+from nnrun.config.values import named_call
 from nnrun.nn.lazy import Array, jax, jnp
 
 Activation = Callable[[Array], Array]
@@ -197,7 +199,8 @@ def hard_shrink(x: jax.Array, threshold: float = 0.5) -> jax.Array:
 
 
 def get(identifier: str | Mapping[str, Any] | Callable[..., Any] | None) -> Activation:
-    """Resolve an activation: a name, None (linear), `{name: ..., **kwargs}` or a callable."""
+    """Resolve an activation: a name, None (linear), a mapping (`{name: ..., **kwargs}`,
+    or one key as a layer: `{elu: {alpha: 0.5}}`) or a callable."""
     if identifier is None:
         return linear
     if isinstance(identifier, str):
@@ -210,6 +213,5 @@ def get(identifier: str | Mapping[str, Any] | Callable[..., Any] | None) -> Acti
 
 
 def _from_mapping(spec: Mapping[str, Any]) -> Activation:
-    name, kwargs = split_identifier(spec, "activation")
-    fn = ACTIVATIONS.checked(name, kwargs, skip=1)
+    fn, kwargs = named_call(ACTIVATIONS, dict(spec), skip=1)
     return functools.partial(fn, **kwargs) if kwargs else fn

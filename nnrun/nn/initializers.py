@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from nnrun.config.errors import ConfigError
-from nnrun.config.registry import Registry, did_you_mean, split_identifier
+from nnrun.config.registry import Registry, did_you_mean
+from nnrun.config.values import named_call
 from nnrun.nn.lazy import Array, jax, jnp
 
 Initializer = Callable[..., Array]
@@ -247,13 +248,14 @@ def weight_shape(init: Initializer, shape: Shape) -> tuple[int, ...]:
 
 
 def get(identifier: str | Mapping[str, Any] | Callable[..., Any]) -> Initializer:
-    """Resolve an initializer from a name, `{name: ..., **kwargs}`,
-    Keras's `{class_name: ..., config: {...}}`, or an `init(key, shape, dtype)` callable."""
+    """Resolve an initializer from a name, `{name: ..., **kwargs}`, one key as a layer
+    (`{RandomNormal: {stddev: 0.05}}`), Keras's `{class_name: ..., config: {...}}`, or an
+    `init(key, shape, dtype)` callable."""
     if isinstance(identifier, str):
         return INITIALIZERS.get(identifier)()
     if isinstance(identifier, Mapping):
-        name, kwargs = split_identifier(identifier, "initializer")
-        return INITIALIZERS.checked(name, kwargs)(**kwargs)
+        factory, kwargs = named_call(INITIALIZERS, dict(identifier))
+        return factory(**kwargs)
     if callable(identifier):
         return identifier
     raise ConfigError(f"cannot interpret {identifier!r} as an initializer")

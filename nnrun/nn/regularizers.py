@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from nnrun.config.errors import ConfigError
-from nnrun.config.registry import Registry, split_identifier
+from nnrun.config.registry import Registry
+from nnrun.config.values import named_call
 from nnrun.nn.lazy import jax, jnp
 
 EPSILON = 1e-7  # keras.backend.epsilon()
@@ -87,16 +88,18 @@ def _get(registry: Registry, identifier: Any):
     if isinstance(identifier, str):
         return registry.get(identifier)()
     if isinstance(identifier, Mapping):
-        name, kwargs = split_identifier(identifier, registry.kind)
-        return registry.checked(name, kwargs)(**kwargs)
+        factory, kwargs = named_call(registry, dict(identifier))
+        return factory(**kwargs)
     raise ConfigError(f"cannot interpret {identifier!r} as a {registry.kind}")
 
 
 def get_regularizer(identifier: Any) -> Callable[[jax.Array], jax.Array] | None:
-    """A name or `{name: l2, l2: 1e-4}` -> penalty(w); None stays None."""
+    """A name, `{l2: 1e-4}`, `{name: l2, l2: 1e-4}` or Keras's `{class_name: L2, config:
+    {l2: 1e-4}}` -> penalty(w); None stays None."""
     return _get(REGULARIZERS, identifier)
 
 
 def get_constraint(identifier: Any) -> Callable[[jax.Array], jax.Array] | None:
-    """A name or `{name: max_norm, max_value: 3}` -> project(w); None stays None."""
+    """A name, `{max_norm: 3}`, `{max_norm: {max_value: 3}}`, `{name: max_norm, max_value:
+    3}` or Keras's `{class_name: MaxNorm, config: {...}}` -> project(w); None stays None."""
     return _get(CONSTRAINTS, identifier)

@@ -37,9 +37,15 @@ class _ConvBase(Layer):
         self.bias_init = self.resolve("bias_initializer", initializers.get, "zeros")
         if args.get("padding") == "causal" and self.rank != 1:
             raise ConfigError("padding 'causal' is for Conv1D only", where="padding")
-        if any(d > 1 for d in args["dilation_rate"]) and any(s > 1 for s in args["strides"]):
-            raise ConfigError("strides > 1 and dilation_rate > 1 cannot be combined (as in Keras)",
-                              where="dilation_rate")
+
+    def _no_strided_dilation(self):
+        """Keras 3's convolutions and transposed convolutions (not the depthwise and
+        separable ones, which compute both) refuse strides > 1 with dilation_rate > 1."""
+        strides, dilation = self.args["strides"], self.args["dilation_rate"]
+        if max(strides) > 1 and max(dilation) > 1:
+            raise ConfigError(f"strides > 1 is not supported with dilation_rate > 1, as in "
+                              f"Keras 3 (strides {list(strides)}, dilation_rate "
+                              f"{list(dilation)})", where="dilation_rate")
 
     def _geometry(self, input_shape):
         require_rank(input_shape, SPATIAL[self.rank])
@@ -107,6 +113,10 @@ class _ConvBase(Layer):
 
 
 class _Conv(_ConvBase):
+    def __init__(self, name, **args):
+        super().__init__(name, **args)
+        self._no_strided_dilation()
+
     def kernels(self, channels):
         init = self.resolve("kernel_initializer", initializers.get, "glorot_uniform")
         return {"kernel": ((*self.args["kernel_size"], channels, self.args["filters"]), init)}
@@ -119,6 +129,15 @@ class _Conv(_ConvBase):
 class _ConvTranspose(_ConvBase):
     """The input dilated by `strides` and padded as Keras 3, then a stride-1 correlation
     with the kernel flipped (kernel (*window, filters, in) as Keras)."""
+
+    def __init__(self, name, **args):
+        super().__init__(name, **args)
+        self._no_strided_dilation()
+        for axis, (op, st) in enumerate(zip(args.get("output_padding") or (), args["strides"])):
+            if op >= st:
+                raise ConfigError(f"output_padding must be less than strides on every axis, "
+                                  f"as in Keras 3: on axis {axis} it is {op} with strides {st}",
+                                  where="output_padding")
 
     def _pads(self, input_shape):
         k, st, d, padding = self._geometry(input_shape)
