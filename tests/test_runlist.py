@@ -7,7 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from nnrun.cli.main import main
-from nnrun.runs.runlist import flatten
+from nnrun.runs.config_diff import diff_configs
 
 
 def make_run(root, name, *, lr, epochs, rows, status="finished"):
@@ -95,6 +95,8 @@ def test_diff_of_a_folder_that_is_no_run_is_a_usage_error(runs, tmp_path):
     assert result.exit_code == 2 and "not a run directory" in result.output
 
 
-def test_flatten_gives_dotted_paths_with_list_indices():
-    assert flatten({"model": {"layers": [{"Dense": {"units": 5}}]}, "seed": 0}) == {
-        "model.layers[0].Dense.units": 5, "seed": 0}
+def test_config_diff_gives_dotted_paths_layers_by_name():
+    old = {"model": {"layers": [{"Dense": {"units": 5}}]}, "seed": 0}
+    new = {"model": {"layers": [{"Dense": {"units": 8}}]}, "seed": 0}
+    assert diff_configs(old, new) == [{"path": "model.layers[dense].units", "old": 5,
+                                       "new": 8, "change": "changed"}]

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from nnrun.cli.common import handle_errors
-
-FIXED_COLUMNS = ("name", "status", "epochs", "best_epoch")
 
 
 def _plain(value: Any) -> Any:
@@ -35,94 +34,149 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _wall(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
-
-
-def _console():
-    """The terminal's width on a terminal; elsewhere (a pipe, a file) wide enough that
-    no column is cut."""
+def _width() -> int | None:
+    """The width to fit: the terminal's, or COLUMNS when set; None elsewhere (a pipe,
+    a file), where every chosen column is printed whatever the width."""
     from rich.console import Console
 
+    console = Console()
+    if console.is_terminal or os.environ.get("COLUMNS", "").strip().isdigit():
+        return console.width
+    return None
+
+
+def _console(width: int | None = None):
+    """A console of this width; without one, the terminal's, or on a pipe wide enough
+    that nothing is cut."""
+    from rich.console import Console
+
+    if width is not None:
+        return Console(width=width)
     console = Console()
     return console if console.is_terminal else Console(width=250)
 
 
+def _runs_dir(arg: Path | None, option: Path | None) -> Path:
+    from nnrun.config.errors import ConfigError
+
+    if arg is not None and option is not None and arg != option:
+        raise ConfigError(f"two runs directories ({arg} and --runs-dir {option}); give one",
+                          where="--runs-dir")
+    return arg or option or Path("runs")
+
+
+RUNS_DIR = click.option("--runs-dir", "runs_dir_option", default=None,
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="Where run directories live (default runs).")
+
+
 @click.command("runs")
-@click.argument("runs_dir", metavar="[DIR]", required=False, default="runs",
+@click.argument("runs_dir", metavar="[DIR]", required=False, default=None,
                 type=click.Path(file_okay=False, path_type=Path))
+@RUNS_DIR
 @click.option("--sort", "sort", metavar="KEY",
-              help="Sort by a column (name, status, epochs, val_loss, a metric, "
-                   "wall_seconds, started); -KEY for descending. Default: start time.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+              help="Sort by a column (name, status, epochs, best_epoch, best, a metric such "
+                   "as val_loss or final_loss, time, started); -KEY for descending. "
+                   "Default: start time.")
+@click.option("--columns", metavar="KEYS",
+              help="The columns, comma-separated: KEY,KEY,... exactly these; +KEY,+KEY "
+                   "added to the default ones; all. Keys: those of --json (a metric at the "
+                   "best epoch such as val_accuracy, final_accuracy, monitor, started, "
+                   "...), time, best.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every field).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @handle_errors
-def runs_cmd(runs_dir: Path, sort: str | None, as_json: bool, debug: bool) -> None:
-    """A table of the runs in DIR (default runs/): status, epochs, the best epoch's
-    val_loss and metrics, wall time."""
+def runs_cmd(runs_dir: Path | None, runs_dir_option: Path | None, sort: str | None,
+             columns: str | None, as_json: bool, debug: bool) -> None:
+    """A table of the runs in DIR (default runs/): name, status, epochs, the best epoch
+    and the monitored value there, the final loss, wall time. Columns that do not fit
+    the terminal are left out and named (--columns to choose)."""
     from nnrun.runs.runlist import list_runs
+    from nnrun.runs.runtable import (
+        ALIASES,
+        choose_columns,
+        fit_table,
+        hidden_note,
+        natural_width,
+    )
 
+    runs_dir = _runs_dir(runs_dir, runs_dir_option)
+    if sort:   # --sort time, --sort -best
+        sort = sort[:len(sort) - len(sort.lstrip("-"))] + ALIASES.get(sort.lstrip("-"),
+                                                                       sort.lstrip("-"))
     rows = list_runs(runs_dir, sort)
+    chosen, ordered = choose_columns(rows, columns)
     if as_json:
         click.echo(json.dumps({"runs_dir": str(runs_dir), "runs": _plain(rows)}))
         return
-    from rich import box
-    from rich.table import Table
+    if not rows:
+        click.echo(f"no runs in {runs_dir}")
+        return
+    width = _width()
+    table, hidden = fit_table(rows, chosen, f"runs in {runs_dir}", width, ordered)
+    console = _console(width or max(natural_width(table), 40))
+    console.print(table)
+    if hidden:
+        console.print(hidden_note(hidden), highlight=False)
 
-    metric_keys: list[str] = []
-    for row in rows:
-        metric_keys += [k for k in row if k not in (*FIXED_COLUMNS, "wall_seconds", "started")
-                        and k not in metric_keys]
-    metric_keys.sort(key=lambda k: (not k.startswith("val_"), not k.endswith("loss"), k))
-    table = Table(title=f"runs in {runs_dir}", box=box.SIMPLE_HEAVY)
-    for column in (*FIXED_COLUMNS, *metric_keys, "wall time"):
-        table.add_column(column, justify="left" if column in ("name", "status") else "right",
-                         no_wrap=True, min_width=len(column))
-    for row in rows:
-        table.add_row(*(_cell(row.get(k)) for k in (*FIXED_COLUMNS, *metric_keys)),
-                      _wall(row.get("wall_seconds")))
-    _console().print(table)
+
+def _located(arg: Path, runs_dir: Path | None) -> Path:
+    """RUN as given, else a run of that name in --runs-dir (or runs/)."""
+    from nnrun.config.errors import ConfigError
+
+    if arg.exists():
+        return arg
+    root = runs_dir or Path("runs")
+    if not arg.is_absolute() and (root / arg).exists():
+        return root / arg
+    raise ConfigError(f"no such run directory or config file (nor {root / arg})",
+                      where=str(arg))
 
 
 @click.command("diff")
-@click.argument("run_a", metavar="RUN_A", type=click.Path(exists=True, file_okay=False,
-                                                          path_type=Path))
-@click.argument("run_b", metavar="RUN_B", type=click.Path(exists=True, file_okay=False,
-                                                          path_type=Path))
+@click.argument("run_a", metavar="RUN_A", type=click.Path(path_type=Path))
+@click.argument("run_b", metavar="RUN_B", type=click.Path(path_type=Path))
+@RUNS_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @handle_errors
-def diff_cmd(run_a: Path, run_b: Path, as_json: bool, debug: bool) -> None:
-    """What differs between two runs: config values (dotted paths, old -> new) and the
-    final epoch's loss and metrics."""
+def diff_cmd(run_a: Path, run_b: Path, runs_dir_option: Path | None, as_json: bool,
+             debug: bool) -> None:
+    """What differs between two runs: the config values changed (layers matched by
+    name; arguments at their defaults on both sides left out; an added or removed layer
+    is one row), and the final epoch's loss and metrics. RUN is a run directory, a
+    run's name in --runs-dir (default runs/, e.g. latest), or a config file (its config
+    alone)."""
+    from nnrun.runs.config_diff import show
     from nnrun.runs.runlist import diff_runs
 
-    result = diff_runs(run_a, run_b)
+    result = diff_runs(_located(run_a, runs_dir_option), _located(run_b, runs_dir_option))
     if as_json:
         click.echo(json.dumps(_plain(result)))
         return
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    console = _console()
+    console = _console(_width())
     if result["config"]:
         table = Table(title="config", box=box.SIMPLE_HEAVY)
         for column in ("path", "old", "new"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for item in result["config"]:
-            old = "(absent)" if item["change"] == "added" else json.dumps(item["old"])
-            new = "(absent)" if item["change"] == "removed" else json.dumps(item["new"])
-            table.add_row(item["path"], old, f"→ {new}")
+            layer = item.get("layer", False)
+            old = "(absent)" if item["change"] == "added" else show(item["old"], layer)
+            new = "(absent)" if item["change"] == "removed" else show(item["new"], layer)
+            table.add_row(Text(item["path"]), Text(old), Text(f"→ {new}"))
         console.print(table)
     else:
         console.print("config: identical")
+    if not result["metrics"]:
+        return
     table = Table(title="final metrics", box=box.SIMPLE_HEAVY)
     for column in ("metric", "a", "b", "b - a"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key, m in result["metrics"].items():
         delta = "-" if m["delta"] is None else f"{m['delta']:+.4g}"
-        table.add_row(key, _cell(m["a"]), _cell(m["b"]), delta)
+        table.add_row(Text(key), _cell(m["a"]), _cell(m["b"]), delta)
     console.print(table)
