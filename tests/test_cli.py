@@ -233,8 +233,12 @@ def test_trains_and_predicts_from_files(runner, tmp_path, fmt):
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_example_configs_train(runner, tmp_path, config):
+    from nnrun.config.spec import load_spec
+
+    train = load_spec(ROOT / "configs" / config).data.train
+    fewer = ["--set", "data.train.samples=256"] if "builtin" in train else []  # a file: all
     result = nnrun(runner, tmp_path, "train", str(ROOT / "configs" / config),
-                   "--set", "fit.epochs=1", "--set", "data.train.samples=256")
+                   "--set", "fit.epochs=1", *fewer)
     assert result.exit_code == 0, result.output
     assert nnrun(runner, tmp_path, "summary", str(ROOT / "configs" / config)).exit_code == 0
 

@@ -82,6 +82,8 @@ def _arg_value(draw, arg) -> Any:
         return draw(PLAUSIBLE)
     if getattr(check, "choices", None):
         return draw(st.sampled_from(list(check.choices)))
+    if check.__name__ == "check_named":   # an initializer, regularizer, constraint...
+        return draw(st.sampled_from(NAMED.get(check.kind, NAMED["activation"])))
     if check.__name__ == "identifier":
         kind = next((k for k in NAMED if arg.name.endswith(k)), "activation")
         return draw(st.sampled_from(NAMED[kind]))
@@ -188,8 +190,12 @@ def _dump(config: Any) -> str:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A folder holding copies of the example configs, which configs that `extends:` one
-    of them find there."""
-    folder = tmp_path_factory.mktemp("fuzz")
+    of them find there; beside it a copy of data/ (configs/fruit.yaml's table)."""
+    folder = tmp_path_factory.mktemp("fuzz") / "configs"
+    folder.mkdir()
+    for path in (ROOT / "data").glob("*.csv"):
+        (folder.parent / "data").mkdir(exist_ok=True)
+        (folder.parent / "data" / path.name).write_bytes(path.read_bytes())
     for path in (ROOT / "configs").glob("*.yaml"):
         (folder / path.name).write_bytes(path.read_bytes())
     return folder

@@ -426,3 +426,20 @@ def test_run_files_follow_the_umask(tmp_path, umask):
     for path, mode in modes.items():
         wanted = (0o777 if (tmp_path / path).is_dir() else 0o666) & ~umask
         assert mode == wanted, (path, oct(mode))
+
+
+# ---------------------------------------------------------------- a reader that goes away
+
+def test_a_closed_pipe_drops_the_output_and_training_finishes(tmp_path):
+    # `nnrun train c.yaml | head -1`: was "unexpected BrokenPipeError", exit 1, run failed
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    proc = subprocess.Popen([sys.executable, "-m", "nnrun.cli", "train", "c.yaml",
+                             "--runs-dir", "runs", "--set", "fit.epochs=1500"],
+                            cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("Epoch 1/")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and err == "", err
+    info = json.loads((the_run(tmp_path) / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_completed"] == 1500

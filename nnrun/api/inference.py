@@ -23,7 +23,7 @@ from nnrun.data import sources as data_mod
 from nnrun.data.arrays import rows as count_rows
 from nnrun.data.rowsource import is_lazy
 from nnrun.data.splitting import preprocess_input, run_preprocessing
-from nnrun.data.tables import read_encoding
+from nnrun.data.tables import input_header, read_encoding
 from nnrun.runs import predictions, rundir
 
 # ---------------------------------------------------------------- loading a run
@@ -41,6 +41,18 @@ def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x=None):
     params, state = model.param_shapes()
     params, state, _, _ = load_checkpoint(path, params=params, state=state)
     return model, jax.device_put(params), jax.device_put(state)
+
+
+def checkpoint_epoch(run: Path, checkpoint: str) -> int | None:
+    """A checkpoint's `epoch` attribute: for best.h5 the epoch of its weights, the run's
+    best epoch as run.json's `best` and `nnrun runs` show it; for last.h5 the epochs
+    trained (the weights of another epoch with EarlyStopping's restore_best_weights)."""
+    from nnrun.train.checkpoint import best_record
+
+    path = run / "checkpoints" / f"{checkpoint}.h5" if checkpoint in ("best", "last") \
+        else Path(checkpoint)
+    record = best_record(path)
+    return None if record is None else record["epoch"]
 
 
 def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, Any]:
@@ -67,7 +79,8 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
         evaluate_fn = jax.jit(make_eval(model, obj, len(ds), spec.fit.batch_size))
         sums = evaluate_fn(params, state, ds.x, ds.y)
     result = {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
-              "checkpoint": checkpoint, **finalize(obj, sums)}
+              "checkpoint": checkpoint, "checkpoint_epoch": checkpoint_epoch(run, checkpoint),
+              **finalize(obj, sums)}
     report = _classification(spec, model, params, state, ds)
     if report is not None:
         result["classification"] = report
@@ -118,11 +131,13 @@ def task_kind(spec: Spec, out_dim: int) -> str:
 
 def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
             checkpoint: str = "best", layers: tuple[str, ...] = (),
-            top_k: int | None = None) -> dict[str, Any]:
+            top_k: int | None = None, header: bool | None = None) -> dict[str, Any]:
     """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes, or
     with `layers` the outputs of those named layers / nested models / inputs (one array
     to .npy or .csv, several to .npz by name). A CSV input is encoded as the run's
-    training table was (data_encoding.json); `top_k`: the k most probable classes too."""
+    training table was (data_encoding.json); `top_k`: the k most probable classes too;
+    `header`: whether a CSV/TSV input's line 1 is its header (None: as the run's training
+    table, else yes; a line 1 of numbers is then an error). One prediction per row in."""
     from nnrun.train.epoch import make_predict
 
     predictions.check_output_path(Path(output_path), top_k)
@@ -135,18 +150,24 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     if top_k is not None and _shape_known(spec):
         _check_top_k(spec, build(spec), top_k)   # before any data is read
     encoding = read_encoding(run)
+    table = Path(input_path).suffix.lower() in (".csv", ".tsv")
+    if header is not None and not table:
+        raise ConfigError("--header/--no-header is for a .csv or .tsv input",
+                          where="--header")
     names = [i.name for i in spec.model.inputs] if spec.model.is_graph else []
     if len(names) > 1:   # several inputs: a .npz with one array per input name
         x = data_mod.load_named_features(Path(input_path), names)
     else:
         x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec),
-                                   encoding=encoding)
+                                   encoding=encoding, header=header)
     x = preprocess_input(run, x, str(input_path))
     model, params, state = load_trained(spec, run, checkpoint, x)
     if top_k is not None:
         _check_top_k(spec, model, top_k)
     check_features(model, x, str(input_path))
     n = count_rows(x)
+    rows_in = {"input": str(input_path),
+               **({"header": input_header(header, encoding)} if table else {})}
     if layers:
         known = model.node_names()
         for name in layers:
@@ -167,7 +188,7 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
         else:
             predictions.write_output_arrays(Path(output_path), arrays)
         return {"run": str(run), "rows": n, "output": str(output_path),
-                "task": "layers " + ", ".join(layers)}
+                "task": "layers " + ", ".join(layers), **rows_in}
     if is_lazy(x):   # a large .npy / HDF5 input, read in chunks
         from nnrun.train.streaming import predict_rows
 
@@ -176,7 +197,8 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
         out = make_predict(model, n, spec.fit.batch_size)(params, state, x)
     if len(model.output_names) > 1:
         predictions.write_output_arrays(Path(output_path), dict(zip(model.output_names, out)))
-        return {"run": str(run), "rows": n, "output": str(output_path), "task": "outputs"}
+        return {"run": str(run), "rows": n, "output": str(output_path), "task": "outputs",
+                **rows_in}
     probs = np.asarray(out)
     kind = task_kind(spec, int(np.prod(model.output_shape)))
     classes = None
@@ -188,7 +210,7 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     if names and len(names) != _class_count(kind, model):
         names = None   # targets one-hot over other columns: no names for these classes
     predictions.write_predictions(Path(output_path), probs, classes, names, top_k)
-    return {"run": str(run), "rows": n, "output": str(output_path), "task": kind}
+    return {"run": str(run), "rows": n, "output": str(output_path), "task": kind, **rows_in}
 
 
 def _class_count(kind: str, model) -> int | None:

@@ -68,9 +68,13 @@ def _load(spec: Spec, key: str, encoding: dict | None = None) -> data_mod.Datase
 def check_file_features(spec: Spec, model) -> None:
     """Each array file's features matched to the model from the file's headers alone,
     before any of it is read or decompressed (a small .npz that inflates to gigabytes
-    of the wrong shape is refused at once). Tables and builtins are matched once loaded."""
+    of the wrong shape is refused at once). Tables and builtins are matched once loaded.
+    First, every data file there and naming its columns (`data_file_problems`)."""
     from nnrun.data.sources import peek_features
 
+    problems = data_file_problems(spec)
+    if problems:
+        raise DataError(problems[0][1], where=problems[0][0], problems=problems)
     for key in SPLIT_SEED_OFFSET:
         source = getattr(spec.data, key)
         if source is None or model is None:
@@ -79,6 +83,14 @@ def check_file_features(spec: Spec, model) -> None:
             x = peek_features(source, spec.base_dir)
         if x is not None:
             check_features(model, x, str(source["path"]))
+
+
+def data_file_problems(spec: Spec) -> list[tuple[str | None, str]]:
+    """The data files the config names, each there, and a table's header (its first line,
+    nothing more) holding the columns the config names: every problem, located."""
+    return [(spec.origins.where(("data", key, *inner)), message) for key in SPLIT_SEED_OFFSET
+            for inner, message in data_mod.file_problems(getattr(spec.data, key),
+                                                         spec.base_dir)]
 
 
 def load_data(spec: Spec, *, need_train: bool = True, preprocessing=None,
@@ -245,49 +257,46 @@ def _objective_for(spec: Spec, model, y: np.ndarray, loss_id, metric_ids, output
     fake_y = jax.ShapeDtypeStruct(y_shape, y.dtype)
     fake_p = jax.ShapeDtypeStruct(out_shape, np.float32)
 
-    def hint(detail: str) -> str:
-        return _shape_hint(y, output_shape, loss_id, detail, output)
+    def mismatch() -> DataError:
+        return DataError(_shape_hint(y, output_shape, loss_id, obj.loss.name, output))
 
     try:
         got = jax.eval_shape(obj.loss.per_sample, fake_y, fake_p)
         for metric in obj.metrics.values():
             jax.eval_shape(metric.per_sample, fake_y, fake_p)
-    except (TypeError, ValueError) as exc:
-        raise DataError(hint(str(exc).splitlines()[0])) from None
-    if tuple(got.shape) != (2,):
-        raise DataError(hint(f"per-sample loss has shape {got.shape}"))
-    _check_target_shape(obj, y, output_shape, hint)
+    except (TypeError, ValueError):
+        raise mismatch() from None
+    if tuple(got.shape) != (2,) or not _target_shape_fits(obj, y, output_shape):
+        raise mismatch()
     return obj
 
 
-def _check_target_shape(obj, y: np.ndarray, output_shape, hint) -> None:
+def _target_shape_fits(obj, y: np.ndarray, output_shape) -> bool:
     """Targets must match the output (Keras would broadcast silently); sparse losses take ids."""
     y_dims, out = tuple(y.shape[1:]), tuple(output_shape)
     if obj.loss.name.startswith("sparse"):
-        ok = y_dims in (out[:-1], (*out[:-1], 1))
-        need = f"integer class ids of shape {_dims(out[:-1])}"
-    else:
-        ok = y_dims == out or (out[-1:] == (1,) and y_dims == out[:-1])
-        need = f"shape {_dims(out)}"
-    if not ok:
-        extra = " (integer labels? use sparse_categorical_crossentropy)" \
-            if len(y_dims) <= 1 and out[-1] > 1 else ""
-        raise DataError(hint(f"expected targets of {need}{extra}"))
+        return y_dims in (out[:-1], (*out[:-1], 1))
+    return y_dims == out or (out[-1:] == (1,) and y_dims == out[:-1])
 
 
 def _dims(shape: tuple) -> str:
+    """`(None, 3)`; `(None,)` for one value per row."""
     from nnrun.nn.model import format_shape
 
-    return format_shape(shape)
+    return format_shape(shape) if shape else "(None,)"
 
 
-def _shape_hint(y: np.ndarray, output_shape, loss_id, detail: str,
+def _shape_hint(y: np.ndarray, output_shape, loss_id, loss: str,
                 output: str | None = None) -> str:
-    from nnrun.nn.model import format_shape
+    """Targets that do not fit the output and loss: the shapes as the person knows them
+    (never the probe shapes the check traced) and the fix."""
+    from nnrun.data.mistakes import shape_advice
 
     which = f"output {output!r}" if output else "the model output"
-    return (f"targets of shape {format_shape(y.shape[1:])} do not fit {which} "
-            f"{format_shape(output_shape)} with loss {loss_id!r}: {detail}")
+    name = loss_id if isinstance(loss_id, str) else loss
+    return (f"targets of shape {_dims(tuple(y.shape[1:]))} do not fit {which} "
+            f"{_dims(tuple(output_shape))} with loss {name!r}: "
+            f"{shape_advice(tuple(y.shape[1:]), tuple(output_shape), loss)}")
 
 
 def check_features(model, x, source: str) -> None:
@@ -323,7 +332,7 @@ def check_targets(model, obj, ds, split: str) -> None:
 
     shapes = dict(zip(model.output_names, model.output_shapes)) \
         if len(model.output_names) > 1 else {None: model.output_shape}
-    check_target_values(obj, ds.y, shapes, ds.source, split)
+    check_target_values(obj, ds.y, shapes, ds.source, split, ds.row_label)
 
 
 def summary_model(spec: Spec):
@@ -387,9 +396,12 @@ def check(config: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     layer's functions resolved and the model built (every layer's shapes and weights,
     by the layers' pure-Python shape rules) — no data read, nothing compiled, jax not
     imported. A ConfigError holds every problem found, those of the sections
-    validation passed included."""
+    validation passed included; with none, a DataError holds the data files' problems."""
     spec = load_checked(config, overrides)
     model = checked_model(spec)
+    files = data_file_problems(spec)   # a missing file, a column not in the header: exit 3
+    if files:
+        raise DataError(files[0][1], where=files[0][0], problems=files)
     if model is None:
         return {"detail": f"{len(spec.model.layers)} layers; the input shape comes from the "
                           "data, so shapes are checked when training starts", "params": None}

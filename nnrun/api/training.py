@@ -37,7 +37,7 @@ from nnrun.config.spec import Spec, dump_yaml, model_to_dict
 from nnrun.data.rowsource import is_lazy
 from nnrun.data.splitting import PREPROCESSING_FILE, output_classes
 from nnrun.data.tables import ENCODING_FILE
-from nnrun.runs import interrupts, rundir
+from nnrun.runs import finish, interrupts, rundir
 
 # ---------------------------------------------------------------- targets
 
@@ -74,6 +74,31 @@ class TrainResult:
     status: str = "finished"
     stop_reason: str | None = None
     exit_code: int = 0
+    epochs: int = 0                   # fit.epochs
+    epochs_completed: int = 0
+    stopped_by: str | None = None     # the callback that stopped training early
+    best: dict | None = None          # run.json's best: checkpoints/best.h5's epoch
+    best_metrics: dict[str, float] = field(default_factory=dict)   # of that epoch
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """completed, stopped_early, interrupted, diverged or failed."""
+        if self.status == "finished":
+            return "stopped_early" if self.stopped_by else "completed"
+        return self.status
+
+    def to_json(self) -> dict:
+        """What `nnrun train --json` prints: the finish lines as fields."""
+        return {"run_dir": str(self.run_dir), "status": self.status,
+                "outcome": self.outcome, "stop_reason": self.stop_reason,
+                "stopped_by": self.stopped_by, "epochs": self.epochs,
+                "epochs_completed": self.epochs_completed,
+                "best": None if self.best is None else {**self.best,
+                                                        "metrics": self.best_metrics},
+                "final": {k: v[-1] for k, v in self.history.items()},
+                "warnings": self.warnings,
+                "next": finish.next_commands(self.run_dir, self.status, self.best)}
 
 
 @contextlib.contextmanager
@@ -108,7 +133,7 @@ def start_run(spec: Spec, model, runs_root: Path, argv: list[str], splits: Split
     rundir.write_atomic(run / "summary.txt", summary_text(model, spec.name))
     if splits.preprocessing is not None:
         rundir.write_json(run / PREPROCESSING_FILE, splits.preprocessing.to_json())
-    info = rundir.base_run_info(argv, spec.seed, splits.files())
+    info = rundir.base_run_info(argv, spec.seed, splits.files(), name=spec.name)
     info["samples"] = {"train": len(splits.train.x),
                        "validation": len(splits.validation.x) if splits.validation else 0}
     # features read from disk in chunks during training (data.stream, or over 1 GiB)
@@ -218,6 +243,9 @@ def _train(spec: Spec, guard: interrupts.Interrupts, *, runs_root: Path,
     if val is not None:
         check_features(model, val[0], splits.validation.source)
         check_targets(model, obj, splits.validation, "validation")
+    notes = likely_mistakes(spec, model, obj, splits)
+    for note in notes if not quiet else ():
+        print(note, file=stream, flush=True)
     fitter = Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
                     batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle,
                     x=splits.train.x, y=splits.train.y, val=val,
@@ -238,6 +266,7 @@ def _train(spec: Spec, guard: interrupts.Interrupts, *, runs_root: Path,
             else:
                 info = _restart(spec, model, run, info, argv, diff, splits)
             info["data_parallel"] = placement.describe()
+            info["warnings"] = notes
         if start is not None:
             info["initial_weights"] = start.record()
             if start.missing and not quiet:
@@ -251,7 +280,7 @@ def _train(spec: Spec, guard: interrupts.Interrupts, *, runs_root: Path,
         ts = load_resume_state(run, fitter, checkpointer, runner)
         with guard.creating_run():
             _mark_resumed(run, info, argv, config, diff, fitter.epoch)
-    result = TrainResult(run)
+    result = TrainResult(run, epochs=spec.fit.epochs, warnings=notes)
     reporter = EpochReporter(spec.fit.epochs, stream, quiet=quiet)
     log = None
     forget = guard.on_abort(lambda name: _aborted(run, info, fitter, name))
@@ -272,12 +301,29 @@ def _train(spec: Spec, guard: interrupts.Interrupts, *, runs_root: Path,
     finally:
         guard.finishing = True
         forget()
-        reporter.close()
+        reporter.close(result.outcome, fitter.epoch)
         if log is not None:
             log.close()
         finish_run(run, info, fitter, result)
         draw_curves(run, stream)
+    result.best_metrics = finish.epoch_metrics(run, result.best)
     return result
+
+
+def likely_mistakes(spec: Spec, model, obj, splits: Splits) -> list[str]:
+    """The `warning:` lines of nnrun/data/mistakes.py for this config and its data."""
+    from nnrun.data.mistakes import likely_mistakes as find
+
+    single = len(model.output_names) == 1 and obj.heads is None
+    data = spec.data
+    split = None
+    if data.validation_split:
+        split = "stratified" if data.stratify else "shuffled" if data.shuffle_split \
+            else "last"
+    x_method = (data.preprocess or {}).get("x")
+    return find(splits.train, splits.validation, loss=obj.loss.name if single else None,
+                width=int(model.output_shape[-1]) if single and model.output_shape else None,
+                split=split, preprocess_x=x_method not in (None, "none"))
 
 
 def _aborted(run: Path, info: dict, fitter, name: str) -> None:
@@ -286,7 +332,7 @@ def _aborted(run: Path, info: dict, fitter, name: str) -> None:
     info.update(status="interrupted", epochs_completed=fitter.epoch,
                 stop_reason=f"aborted by a second {name} during epoch {fitter.epoch + 1} "
                             "(resume continues from checkpoints/last.h5)",
-                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), best=best_of(run))
     rundir.write_json(run / "run.json", info)
 
 
@@ -357,9 +403,18 @@ def draw_curves(run: Path, stream: TextIO) -> None:
         print(f"warning: learning curves not drawn: {exc}", file=stream)
 
 
+def best_of(run: Path) -> dict | None:
+    """The run's best epoch, its monitor and value: what checkpoints/best.h5 holds (the
+    one definition run.json, `nnrun runs`, `evaluate` and the finish lines show)."""
+    from nnrun.train.checkpoint import best_record
+
+    return best_record(run / "checkpoints" / "best.h5")
+
+
 def finish_run(run: Path, info: dict, fitter, result: TrainResult) -> None:
+    result.best, result.epochs_completed = best_of(run), fitter.epoch
     info.update(status=result.status, stop_reason=result.stop_reason,
-                epochs_completed=fitter.epoch,
+                epochs_completed=fitter.epoch, best=result.best,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 timing={"first_epoch_seconds": fitter.first_epoch_seconds,
                         "mean_epoch_seconds": (float(np.mean(fitter.epoch_seconds))

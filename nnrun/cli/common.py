@@ -85,3 +85,41 @@ def write_text(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write: {exc.strerror}", where=str(path)) from None
+
+
+class PipeSafe:
+    """stdout or stderr that outlives its reader: once the reader has gone (`nnrun train
+    ... | head -3`), what follows is dropped instead of failing the command with a
+    BrokenPipeError, so training goes on to its end and its run directory is whole. The
+    file descriptor is pointed at /dev/null, so the interpreter's last flush is quiet."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):   # no descriptor (a test's captured stream)
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)

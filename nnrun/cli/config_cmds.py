@@ -71,17 +71,19 @@ def schema(output_path: Path | None, debug: bool) -> None:
 def check(configs: tuple[Path, ...], overrides, as_json: bool, debug: bool) -> None:
     """Validate configs without loading data or compiling: every problem at once,
     each as file:line:col: path: message (with the YAML line on a terminal), the
-    optimizer and loss resolved, and every layer's shapes checked. Exit 2 if any fails."""
+    optimizer and loss resolved, every layer's shapes checked, and the data files there
+    with the columns the config names (their header line read). Exit 2 if any config
+    fails, else 3 if a data file is missing or lacks a column."""
     from nnrun import api
-    from nnrun.config.errors import ConfigError
+    from nnrun.config.errors import ConfigError, DataError
 
-    results, failed = [], False
+    results, failed = [], 0
     snippets = sys.stdout.isatty() and not as_json
     for config in configs:
         try:
             results.append({"config": str(config), "ok": True, **api.check(config, overrides)})
-        except ConfigError as exc:
-            failed = True
+        except (ConfigError, DataError) as exc:
+            failed = min(failed or exc.exit_code, exc.exit_code)
             results.append({"config": str(config), "ok": False,
                             "problems": [{"where": w, "message": m} for w, m in exc.problems],
                             "text": describe(exc, snippets=snippets)})
@@ -94,7 +96,7 @@ def check(configs: tuple[Path, ...], overrides, as_json: bool, debug: bool) -> N
             else:
                 click.echo(f"{r['config']}: {len(r['problems'])} problem(s)\n{r['text']}")
     if failed:
-        sys.exit(2)
+        sys.exit(failed)
 
 
 @click.command("import-keras")

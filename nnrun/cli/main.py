@@ -16,7 +16,14 @@ from pathlib import Path
 import click
 
 from nnrun import __version__
-from nnrun.cli.common import CHECKPOINT, TARGET, common_options, configure_jax, handle_errors
+from nnrun.cli.common import (
+    CHECKPOINT,
+    TARGET,
+    PipeSafe,
+    common_options,
+    configure_jax,
+    handle_errors,
+)
 from nnrun.cli.config_cmds import check, config_cmd, export, import_keras, schema
 from nnrun.cli.runs_cmds import diff_cmd, runs_cmd
 from nnrun.cli.sweep_cmd import sweep_cmd
@@ -63,12 +70,15 @@ def train(config: Path | None, overrides, runs_dir: Path, as_json: bool, debug: 
                            stream=stream, quiet=quiet, resume=resume,
                            allow_config_change=allow_config_change)
     if as_json:
-        click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status,
-                               "stop_reason": result.stop_reason,
-                               "final": {k: v[-1] for k, v in result.history.items()}}))
+        click.echo(json.dumps(result.to_json()))
     else:
-        if result.status != "finished":
+        if quiet and result.status != "finished":
             click.echo(f"training {result.status}: {result.stop_reason}", err=True)
+        elif not quiet:   # how it ended, the best epoch, what to run next
+            from nnrun.runs.finish import finish_lines
+
+            for line in finish_lines(result.to_json()):
+                click.echo(line, file=stream)
         click.echo(str(result.run_dir))
     if result.exit_code:
         sys.exit(result.exit_code)
@@ -92,12 +102,16 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
         return
     from rich.console import Console
 
-    from nnrun.runs.report import metrics_table
+    from nnrun.runs.report import data_line, metrics_table
 
     values = {k: v for k, v in result.items()
-              if k not in ("run", "source", "data", "classification")}
+              if k not in ("run", "source", "data", "classification", "checkpoint_epoch")}
+    if result.get("checkpoint_epoch") is not None:   # which epoch's weights were evaluated
+        after = "after " if result["checkpoint"] == "last" else ""
+        values["checkpoint"] = f"{result['checkpoint']} ({after}epoch {result['checkpoint_epoch']})"
     console = Console()
-    console.print(metrics_table(values, f"{result['data']} data: {result['source']}"))
+    console.print(data_line(result, console.width), no_wrap=True, overflow="ignore")
+    console.print(metrics_table(values))
     if "classification" in result:
         from nnrun.runs.report import classification_tables
 
@@ -109,8 +123,12 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
 @TARGET
 @click.option("--input", "-i", "input_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Features: .csv/.tsv (encoded as the run's training table was: "
-                   "categories, fills, column order), .npy or .npz.")
+              help="Features, one row per sample: .csv/.tsv (encoded as the run's "
+                   "training table was: categories, fills, column order), .npy or .npz.")
+@click.option("--header/--no-header", "header", default=None,
+              help="Whether the .csv/.tsv input's line 1 is a header of column names "
+                   "[default: as the run's training table; a header for a run trained on "
+                   "other data].")
 @click.option("--output", "-o", "outputs", required=True, multiple=True,
               help="Where to write predictions: a .csv, .npy, .npz or .h5 file. Given again with a "
                    "layer's (or nested model's) name (no file extension), writes that "
@@ -123,8 +141,9 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
 @common_options
 @CHECKPOINT
 @handle_errors
-def predict(target: Path, input_path: Path, outputs: tuple[str, ...], top_k: int | None,
-            overrides, runs_dir: Path, as_json: bool, debug: bool, checkpoint: str) -> None:
+def predict(target: Path, input_path: Path, header: bool | None, outputs: tuple[str, ...],
+            top_k: int | None, overrides, runs_dir: Path, as_json: bool, debug: bool,
+            checkpoint: str) -> None:
     """Predict with a trained run; writes probabilities and, for classifiers, the class."""
     from nnrun import api
 
@@ -139,12 +158,15 @@ def predict(target: Path, input_path: Path, outputs: tuple[str, ...], top_k: int
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
     configure_jax()
     result = api.predict(spec, run, input_path, Path(files[0]), checkpoint=checkpoint,
-                         layers=layers, top_k=top_k)
+                         layers=layers, top_k=top_k, header=header)
     if as_json:
         click.echo(json.dumps(result))
     else:
+        rows = {True: f", one per row of {input_path} below its header line",
+                False: f", one per row of {input_path} (no header line)"
+                }.get(result.get("header"), "")
         click.echo(f"wrote {result['rows']} predictions ({result['task']}) to "
-                   f"{result['output']}")
+                   f"{result['output']}{rows}")
 
 
 @main.command()
@@ -181,9 +203,10 @@ def summary(target: Path, expand_nested: bool, overrides, runs_dir: Path, as_jso
 @handle_errors
 def plot(target: Path, output_path: Path | None, curves: bool, rankdir: str,
          show_shapes: bool, overrides, runs_dir: Path, as_json: bool, debug: bool) -> None:
-    """Draw the model (boxes: layer name, type, shapes; arrows: connections), as the
-    founding notes' plot(model, to_file='model.png'); with --curves, a run's learning
-    curves."""
+    """Draw the model (boxes: layer name, type, activation, parameters, shapes; arrows:
+    connections; a long model wraps into columns), as the founding notes'
+    plot(model, to_file='model.png'); with --curves, a run's learning curves (a log axis
+    for a quantity spanning decades, the best epoch and an early stop marked)."""
     from nnrun import api
     from nnrun.config.errors import ConfigError
 
@@ -196,7 +219,7 @@ def plot(target: Path, output_path: Path | None, curves: bool, rankdir: str,
         raise ConfigError("give the diagram's file: --output model.png (or --curves for a "
                           "run's learning curves)", where="--output")
     else:
-        from nnrun.runs.report import plot_model
+        from nnrun.runs.diagram import plot_model
 
         spec, _ = api.resolve_target(target, overrides, runs_root=runs_dir)
         path = plot_model(api.summary_model(spec), output_path, rankdir=rankdir,
@@ -219,7 +242,9 @@ def entry() -> None:
     """The `nnrun` console script: `main`, then the process's exit. A compile still
     running in a background thread (an error before training used it) is abandoned:
     waiting for it would delay the exit, and leaving it to the interpreter's shutdown
-    aborts the process (exit 134) when the thread wakes in a finalizing interpreter."""
+    aborts the process (exit 134) when the thread wakes in a finalizing interpreter.
+    Output to a reader that has gone is dropped (common.PipeSafe)."""
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
     try:
         main()
         code = 0

@@ -11,6 +11,7 @@ from nnrun.config.values import REQUIRED, ArgTypeError, got
 from nnrun.config.yamlsrc import Origins, PathT
 
 TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit", "distributed")
+COMPOSE_KEYS = ("extends", "vars")   # read (and removed) by compose.py before validation
 DISTRIBUTED_KEYS = ("coordinator_address", "num_processes", "process_id", "local_device_ids")
 DATA_KEYS = ("train", "validation", "validation_split", "test", "shuffle_split", "stratify",
              "preprocess", "class_weight", "stream")
@@ -47,15 +48,16 @@ class Problems:
 
 
 def check_keys(section: dict, allowed: tuple[str, ...], path: PathT, problems: Problems,
-                what: str) -> None:
+                what: str, also: tuple[str, ...] = ()) -> None:
     """Unknown keys are errors (nothing would read them), with close matches, or the
-    section a key belongs in when it is written in another (`epochs:` at the top)."""
+    section a key belongs in when it is written in another (`epochs:` at the top).
+    `also`: keys read before validation (`extends`, `vars`), named among the allowed."""
     for key in section:
         if key not in allowed:
             homes = [f"{name}:" for name, keys in SECTION_KEYS.items()
                      if key in keys and path != (name,)]
             hint = f" (it belongs in {' or '.join(homes)})" if homes else ""
-            message = unknown_name_message(f"key in {what}", key, list(allowed), hint)
+            message = unknown_name_message(f"key in {what}", key, [*allowed, *also], hint)
             problems.add(path + (key,), message, key=True)
 
 

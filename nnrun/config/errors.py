@@ -43,9 +43,16 @@ class ConfigError(NnrunError):
 
 
 class DataError(NnrunError):
-    """Data that cannot be read or does not fit the model (exit 3)."""
+    """Data that cannot be read or does not fit the model (exit 3). `problems`, as a
+    ConfigError's: every (where, message) found at once (data files a config names,
+    checked before reading them)."""
 
     exit_code = EXIT_DATA
+
+    def __init__(self, message: str, *, where: str | None = None,
+                 problems: list[tuple[str | None, str]] | None = None):
+        super().__init__(message, where=where)
+        self.problems = problems or [(where, message)]
 
 
 class CheckpointError(NnrunError):

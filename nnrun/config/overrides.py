@@ -47,6 +47,8 @@ def apply_override(raw: dict, assignment: str, origins: Origins) -> None:
         elif not isinstance(node, dict):
             raise ConfigError(f"{format_path(path[:i])} is not a mapping", where=label)
         elif part not in node or node[part] is None:
+            if part not in node:   # a key the --set makes: a problem with it is the --set's
+                origins.set_subtree(path[:i + 1], label)
             node[part] = [] if isinstance(nxt, int) else {}
         node = node[part]
     last = path[-1]

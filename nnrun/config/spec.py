@@ -17,6 +17,7 @@ import yaml
 from nnrun.config.callback_specs import CallbackSpec, validate_callbacks
 from nnrun.config.checks import (
     COMPILE_KEYS,
+    COMPOSE_KEYS,
     DATA_KEYS,
     FIT_KEYS,
     PRECISIONS,
@@ -195,7 +196,7 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
              default_name: str) -> Spec:
     """Check every field, collect all problems, and build the Spec."""
     problems = Problems(origins)
-    check_keys(raw, TOP_KEYS, (), problems, "the config")
+    check_keys(raw, TOP_KEYS, (), problems, "the config", also=COMPOSE_KEYS)
     version = typed_field(raw, "version", integer, CONFIG_VERSION, (), problems)
     if version not in (None, CONFIG_VERSION):
         problems.add(("version",), f"unsupported config version {version}; this nnrun reads 1")

@@ -311,7 +311,7 @@ def snippet(where: str | None) -> list[str]:
 def describe(exc, *, snippets: bool = False) -> str:
     """The error as printed: one line per problem, each followed (with `snippets`) by
     the YAML line it points at."""
-    problems = exc.problems if isinstance(exc, ConfigError) else [(exc.where, exc.message)]
+    problems = getattr(exc, "problems", None) or [(exc.where, exc.message)]
     out = []
     for where, message in problems:
         out.append(f"{where}: {message}" if where else message)

@@ -39,9 +39,42 @@ class Dataset:
     # What a table source fitted (column order, vocabularies, fill values, class names),
     # JSON-able: the training source's encodes validation, test and predict input.
     encoding: dict | None = None
+    # Which row of the source each row is, once a split took rows out of it (a slice of
+    # them, or their indices when shuffled); None: row i is the source's row i.
+    source_rows: np.ndarray | slice | None = None
+    # A table source's file line of each of its rows (the source's, before any split).
+    lines: list[int] | None = None
 
     def __len__(self) -> int:
         return rows(self.x)
+
+    def row_label(self, i: int) -> str:
+        """Row `i` as the user finds it in the source: in a table "row R (line L)", R
+        counted from 1 below the header and L the file's line (as the table's other
+        messages); else the 0-based row of the source's arrays."""
+        src = _source_row(self.source_rows, i)
+        return f"row {src + 1} (line {self.lines[src]})" if self.lines else f"row {src}"
+
+
+def _source_row(source_rows: np.ndarray | slice | None, i: int) -> int:
+    if source_rows is None:
+        return i
+    if isinstance(source_rows, slice):
+        return (source_rows.start or 0) + i
+    return int(source_rows[i])
+
+
+def source_rows_of(ds: Dataset, index: np.ndarray | slice) -> np.ndarray | slice:
+    """`Dataset.source_rows` of rows `index` of `ds` (a split of a split keeps pointing
+    into the source)."""
+    outer = ds.source_rows
+    if outer is None:
+        return index
+    if isinstance(outer, slice) and isinstance(index, slice):
+        start = outer.start or 0
+        return slice(start + (index.start or 0), start + (index.stop or 0))
+    base = np.arange(outer.start or 0, outer.stop) if isinstance(outer, slice) else outer
+    return base[index]
 
 
 def rows(x: np.ndarray | dict[str, np.ndarray]) -> int:

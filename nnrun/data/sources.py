@@ -34,7 +34,13 @@ from nnrun.data.rowsource import (
     check_finite,
     open_features,
 )
-from nnrun.data.tables import TABLE_KEYS, check_sample_weight, load_table, parse_options
+from nnrun.data.tables import (
+    TABLE_KEYS,
+    check_sample_weight,
+    column_problems,
+    load_table,
+    parse_options,
+)
 
 _SOURCE_KEYS = {
     ".npz": ("path", "x", "y", "dtype", "sample_weight"),
@@ -85,13 +91,13 @@ def _unnamed(groups):
 def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None) -> Dataset:
     path, suffix, dtype = path_source_file(spec, base_dir)
     files = [file_record(path)]
-    weights, class_names = None, None
+    weights, class_names, lines = None, None, None
     if suffix in (".csv", ".tsv"):
         table = load_table(path, spec, dtype, encoding)
         x = _unnamed({k: as_features(v, dtype, f"features {k!r}" if k else "features", path)
                       for k, v in table.x.items()})
         y, weights, class_names = _unnamed(table.y), table.sample_weight, table.class_names
-        encoding, y_path = table.encoding, path
+        encoding, y_path, lines = table.encoding, path, table.lines
     elif suffix in (".npz", ".h5", ".hdf5"):
         x_name, y_name = spec.get("x", "x"), spec.get("y", "y")
         named = isinstance(x_name, dict)   # a graph model's inputs: {input: array name}
@@ -147,7 +153,7 @@ def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None)
     if suffix not in (".csv", ".tsv"):
         encoding = None   # a table's encoding applies to tables only
     return Dataset(x=x, y=y, source=str(spec["path"]), files=files, class_names=class_names,
-                   sample_weight=weights, encoding=encoding)
+                   sample_weight=weights, encoding=encoding, lines=lines)
 
 
 def _check_npy_rows(path: pathlib.Path, y_path: pathlib.Path | None) -> None:
@@ -242,6 +248,29 @@ def check_source(source: Any) -> None:
                               where="sample_weight")
 
 
+def file_problems(source: Any, base_dir: pathlib.Path) -> list[tuple[tuple, str]]:
+    """A `{path: ...}` source's files checked without reading their data (`nnrun
+    check`): each one there, and a table's header naming the columns the source uses
+    (tables.column_problems): [(key path in the source, message)]. A builtin, or keys
+    check_source refuses: []."""
+    if not isinstance(source, dict) or "path" not in source:
+        return []
+    try:
+        base_dir = pathlib.Path(base_dir)
+        path, suffix, _ = path_source_file(source, base_dir)
+    except ConfigError:
+        return []
+    files = [(("path",), path)]
+    if suffix == ".npy":
+        files += [((key,), (base_dir / pathlib.Path(source[key]).expanduser()).resolve())
+                  for key in ("target", "sample_weight") if isinstance(source.get(key), str)]
+    problems = [(key, f"file not found: {f}" if not f.exists() else f"not a file: {f}")
+                for key, f in files if not f.is_file()]
+    if not problems and suffix in (".csv", ".tsv"):
+        problems += column_problems(path, source)
+    return problems
+
+
 def _check_source_kind(source: Any) -> None:
     if not isinstance(source, dict) or ("builtin" in source) == ("path" in source):
         raise ConfigError(f"expected a mapping with 'builtin' or 'path', got {source!r}")
@@ -275,13 +304,15 @@ def _rename_inputs(x, rename: Any, name: str) -> dict[str, np.ndarray]:
 
 def load_features(
     path: pathlib.Path, *, drop_columns: list[str] | None = None, dtype: str = "float32",
-    encoding: dict | None = None,
+    encoding: dict | None = None, header: bool | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Features for `nnrun predict --input FILE`: a CSV/TSV (columns in `drop_columns`,
     e.g. targets, are dropped when present), a .npy, or a .npz / HDF5 (array "x"); a
     .npy / HDF5 over rowsource.STREAM_THRESHOLD_BYTES is left on disk (a RowSource). With
     `encoding` (the run's training table's), a CSV/TSV is encoded as the training data
-    was (its target and sample_weight columns may be left out)."""
+    was (its target and sample_weight columns may be left out). `header`: whether a
+    CSV/TSV's line 1 is its header (None: `tables.input_header`; a line 1 of numbers
+    read as a header is then a DataError)."""
     path = pathlib.Path(path).expanduser().resolve()
     suffix = path.suffix.lower()
     if suffix not in _SOURCE_KEYS:
@@ -293,7 +324,8 @@ def load_features(
     file_record(path)
     if suffix in (".csv", ".tsv"):
         dtype = encoding["dtype"] if encoding else dtype
-        table = load_table(path, {"path": str(path)}, dtype, encoding, predict=True,
+        spec = {"path": str(path), **({} if header is None else {"header": header})}
+        table = load_table(path, spec, dtype, encoding, predict=True,
                            drop=list(drop_columns or []))
         x = {k: as_features(v, dtype, f"features {k!r}" if k else "features", path)
              for k, v in table.x.items()}

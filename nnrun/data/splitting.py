@@ -14,7 +14,7 @@ import numpy as np
 
 from nnrun.config.errors import ConfigError, DataError
 from nnrun.config.registry import unknown_name_message
-from nnrun.data.arrays import Dataset, take_rows
+from nnrun.data.arrays import Dataset, source_rows_of, take_rows
 
 SPLIT_STREAM = 3   # trainer.KEY_STREAMS["split"] (not imported: trainer imports jax)
 
@@ -112,7 +112,8 @@ def validation_split(ds: Dataset, fraction: float, *, seed: int = 0, shuffle: bo
 def _part(ds: Dataset, index: np.ndarray | slice) -> Dataset:
     y = None if ds.y is None else take_rows(ds.y, index)
     sw = None if ds.sample_weight is None else ds.sample_weight[index]
-    return dataclasses.replace(ds, x=take_rows(ds.x, index), y=y, sample_weight=sw)
+    return dataclasses.replace(ds, x=take_rows(ds.x, index), y=y, sample_weight=sw,
+                               source_rows=source_rows_of(ds, index))
 
 
 # ---------------------------------------------------------------- class weights

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nnrun.config.errors import ConfigError, DataError
+from nnrun.config.registry import did_you_mean
 from nnrun.data.table_encoding import (
     RULES,
     Cells,
@@ -46,6 +47,7 @@ class Table:
     sample_weight: np.ndarray | None
     class_names: list[str] | None
     encoding: dict
+    lines: list[int] = dataclasses.field(default_factory=list)   # each row's file line
 
 
 # ---------------------------------------------------------------- options
@@ -128,6 +130,49 @@ def parse_options(spec: dict, suffix: str) -> TableOptions:
         delimiter, header, _groups(spec.get("target"), "target", header),
         _groups(spec.get("features"), "features", header), categorical, fill, fill_all,
         None if weight is None else _column(weight, "sample_weight", header))
+
+
+# ---------------------------------------------------------------- the header line
+
+
+def _named(key: str, value: Any) -> list[tuple[tuple, Any]]:
+    """The columns a source key names, each with its place under the key."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        if key == "categorical":   # {column: encoding}
+            return [((c,), c) for c in value]
+        return [((k, *inner), c) for k, v in value.items() for inner, c in _named(key, v)]
+    if isinstance(value, list):
+        return [((i,), c) for i, c in enumerate(value)]
+    return [((), value)]
+
+
+def column_problems(path: pathlib.Path, spec: dict) -> list[tuple[tuple, str]]:
+    """The columns a table source names (target, features, sample_weight, categorical)
+    checked against its header line, or with `header: false` against the number of cells
+    of its first line, reading nothing more (`nnrun check`): [(key path in the source,
+    message)]. Options check_source refuses, an unreadable file: [] (said elsewhere)."""
+    try:
+        opts = parse_options(spec, path.suffix.lower())
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            first = next((row for row in csv.reader(f, delimiter=opts.delimiter) if row), [])
+    except (ConfigError, OSError, UnicodeDecodeError, csv.Error):
+        return []
+    names = [c.strip() for c in first] if opts.header else [str(i) for i in range(len(first))]
+    problems = []
+    for key in ("target", "features", "sample_weight", "categorical"):
+        for inner, col in _named(key, spec.get(key)):
+            if str(col) in names or not names:
+                continue
+            if opts.header:
+                message = (f"no column {col!r} in the header of {path.name}"
+                           f"{did_you_mean(str(col), names)}; its columns: {', '.join(names)}")
+            else:
+                message = (f"no column {col} in {path.name}: its first line has {len(names)} "
+                           f"cells (columns 0..{len(names) - 1}; header: false)")
+            problems.append(((key, *inner), message))
+    return problems
 
 
 # ---------------------------------------------------------------- reading
@@ -217,6 +262,37 @@ def _predict_names(names: list[str], encoding: dict, path) -> list[str]:
     return rest
 
 
+def input_header(header: bool | None, encoding: dict | None) -> bool:
+    """Whether `nnrun predict --input` reads a table's line 1 as its header: as
+    --header/--no-header says, else as the run's training table did (a header unless it
+    had `header: false`), else (a run trained on other data) yes."""
+    if header is not None:
+        return header
+    return bool(encoding["header"]) if encoding is not None else True
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_header_line(names: list[str], encoding: dict | None, path) -> None:
+    """A predict input's header line (read as one by default) made only of numbers is
+    almost surely a row of data: a DataError asking for --no-header or --header, rather
+    than a row silently lost. Numeric names the training table had are a header."""
+    if encoding is not None and encoding["header"] and \
+            {c for cols in unpairs(encoding["features"]).values() for c in cols} <= set(names):
+        return
+    if any(_is_number(n) for n in names) and all(_is_number(n) or not n for n in names):
+        shown = ",".join(names) if len(names) <= 8 else ",".join(names[:8]) + ",..."
+        raise DataError(f"line 1 ({shown}) holds only numbers: a row of data, not a header "
+                        "line? Give --no-header if every line is a row (or --header if line "
+                        "1 is the header)", where=str(path))
+
+
 def load_table(path: pathlib.Path, spec: dict, dtype: str, encoding: dict | None = None, *,
                predict: bool = False, drop: list[str] = ()) -> Table:
     """A CSV/TSV source read and encoded: with `encoding` (the training source's) as it
@@ -225,11 +301,13 @@ def load_table(path: pathlib.Path, spec: dict, dtype: str, encoding: dict | None
     opts = parse_options(spec, path.suffix.lower())
     header = opts.header if encoding is None or "header" in spec else encoding["header"]
     names, cells, lines = read_table(path, opts.delimiter, header)
+    if predict and header and "header" not in spec:
+        _check_header_line(names, encoding, path)
     if encoding is None:
         encoding = fit_encoding(opts, names, cells, lines, path, dtype, drop)
     else:
         _check_rules(spec, opts, encoding)
-        if predict and not header:
+        if predict and not (header and encoding["header"]):   # columns by position
             names = _predict_names(names, encoding, path)
     col = {n: Cells(n, cells[:, i], path, lines) for i, n in enumerate(names)}
     features = opts.features or unpairs(encoding["features"])
@@ -244,7 +322,7 @@ def load_table(path: pathlib.Path, spec: dict, dtype: str, encoding: dict | None
     y = {k: encode_target(cols, col, encoding) for k, cols in target.items()} \
         if target else None
     sw = encode_sample_weight(col[weight], encoding) if weight is not None else None
-    return Table(x, y, sw, encoding.get("class_names"), encoding)
+    return Table(x, y, sw, encoding.get("class_names"), encoding, lines)
 
 
 def read_encoding(run: pathlib.Path) -> dict | None:

@@ -5,7 +5,12 @@ stay fast). Written to the run directory's plots/ folder."""
 from __future__ import annotations
 
 import csv
+import json
 import math
+import re
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from nnrun.config.errors import ConfigError
@@ -58,44 +63,183 @@ def curve_quantities(columns: dict[str, list[float]]) -> list[str]:
     return sorted(names, key=lambda k: (k != "loss", not k.endswith("loss")))
 
 
-def plot_learning_curves(run: Path, output: Path | None = None) -> Path:
-    """Draw loss and each metric per epoch (train and validation) from the run's
-    metrics.csv into `output` (default RUN/plots/learning_curves.png)."""
-    run = Path(run)
-    columns = read_metrics(run / "metrics.csv")
-    epochs = columns.get("epoch", [])
-    if not epochs:
-        raise ConfigError("no epochs in metrics.csv yet: nothing to draw",
-                          where=str(run / "metrics.csv"))
-    output = Path(output) if output is not None else run / "plots" / CURVES
-    output.parent.mkdir(parents=True, exist_ok=True)
-    quantities = curve_quantities(columns)
+# ---------------------------------------------------------------- learning curves
+
+LOG_SPAN = 30.0   # values spanning more than ~1.5 decades are drawn on a log axis
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A vertical line across every panel at `epoch` (the best epoch, an early stop)."""
+
+    epoch: int
+    label: str
+    colour: str
+    dashes: tuple[float, float]
+
+
+def log_scale(values: Iterable[float]) -> bool:
+    """Whether a panel's values want a log axis: all finite ones positive and the largest
+    more than LOG_SPAN times the smallest (NaN and inf are left out; a zero or a negative
+    value keeps the axis linear)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > LOG_SPAN
+
+
+def read_run_info(run: Path) -> dict:
+    """run.json as a dict; {} when it is missing or unreadable (a picture never fails on
+    it)."""
+    try:
+        info = json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def best_epoch(run: Path, info: dict, columns: dict[str, list[float]]
+               ) -> tuple[int, str, float | None] | None:
+    """(epoch, monitor, value) of checkpoints/best.h5: run.json's `best`, else best.h5's
+    attributes, else the lowest val_loss (else loss) in metrics.csv; None if none."""
+    best = info.get("best")
+    if isinstance(best, dict) and isinstance(best.get("epoch"), int):
+        return best["epoch"], str(best.get("monitor") or "val_loss"), best.get("value")
+    try:
+        import h5py
+
+        with h5py.File(Path(run) / "checkpoints" / "best.h5", "r") as f:
+            attrs = {k: f.attrs[k] for k in ("epoch", "monitor", "value") if k in f.attrs}
+        monitor = attrs.get("monitor", b"val_loss")
+        return (int(attrs["epoch"]), monitor.decode() if isinstance(monitor, bytes)
+                else str(monitor), float(attrs["value"]) if "value" in attrs else None)
+    except (OSError, KeyError, ValueError, TypeError, ImportError):
+        pass
+    monitor = "val_loss" if "val_loss" in columns else "loss"
+    pairs = [(v, e) for v, e in zip(columns.get(monitor, []), columns.get("epoch", []))
+             if math.isfinite(v)]
+    return (int(min(pairs)[1]), monitor, min(pairs)[0]) if pairs else None
+
+
+def stop_epoch(info: dict, last_epoch: int) -> tuple[int, str] | None:
+    """(epoch, what) when training ended before fit.epochs: an EarlyStopping stop, an
+    interrupt, a divergence or a failure (run.json's status and stop_reason); None for a
+    run that completed, or is still running."""
+    reason, status = str(info.get("stop_reason") or ""), info.get("status")
+    if "EarlyStopping" in reason:
+        what = "early stop"
+    elif status in ("interrupted", "diverged", "failed"):
+        what = status
+    else:
+        return None
+    found = re.findall(r"(?:after|at|during) epoch (\d+)", reason)   # the last one: an
+    # EarlyStopping reason names its best epoch first, "(after epoch N)" at the end
+    epoch = int(found[-1]) if found else info.get("epochs_completed") or last_epoch
+    return (min(int(epoch), last_epoch), what) if epoch else None
+
+
+def curve_marks(run: Path, columns: dict[str, list[float]]) -> list[Mark]:
+    """The best epoch (best.h5's) and, when training ended early, the stop epoch."""
+    info = read_run_info(run)
+    last = int(max((e for e in columns.get("epoch", []) if math.isfinite(e)), default=0))
+    marks = []
+    best = best_epoch(run, info, columns)
+    if best is not None:
+        epoch, monitor, value = best
+        shown = f", {monitor} {value:.4g}" if isinstance(value, (int, float)) else ""
+        marks.append(Mark(epoch, f"best: epoch {epoch}{shown}", "#2ca02c", (5, 3)))
+    stop = stop_epoch(info, last)
+    if stop is not None:
+        epoch, what = stop
+        marks.append(Mark(epoch, f"{what}: epoch {epoch}", "#7f7f7f", (2, 2)))
+    return marks
+
+
+def curves_figure(columns: dict[str, list[float]], title: str, marks: Sequence[Mark] = ()):
+    """The learning curves as a matplotlib figure: a panel per quantity (train and
+    validation), on a log axis where the values span more than two decades, with a
+    dashed vertical line per mark."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
+    epochs = columns["epoch"]
+    quantities = curve_quantities(columns)
     cols = min(len(quantities), 3)
     nrows = math.ceil(len(quantities) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
     marker = "o" if len(epochs) <= 30 else None
     for ax, name in zip(axes.flat, quantities):
+        keys = [k for k in (name, f"val_{name}") if k in columns]
         for key, label, colour in ((name, "train", "#1f77b4"),
                                    (f"val_{name}", "validation", "#d62728")):
             if key in columns:
                 ax.plot(epochs, columns[key], label=label, color=colour, linewidth=1.8,
                         marker=marker, markersize=3)
+        log = log_scale(v for k in keys for v in columns[k])
+        if log:
+            ax.set_yscale("log", nonpositive="mask")
+        for mark in marks:
+            ax.axvline(mark.epoch, color=mark.colour, linestyle=(0, mark.dashes),
+                       linewidth=1.3, label=mark.label)
         ax.set_title(name, fontsize=12)
         ax.set_xlabel("epoch", fontsize=11)
-        ax.set_ylabel(name, fontsize=11)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=10)
+        ax.set_ylabel(f"{name} (log scale)" if log else name, fontsize=11)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+        ax.grid(True, alpha=0.3, which="major")
+        ax.legend(fontsize=9)
         ax.tick_params(labelsize=10)
         if len(epochs) == 1:
             ax.set_xlim(0.5, 1.5)
     for ax in list(axes.flat)[len(quantities):]:
         ax.axis("off")
-    fig.suptitle(f"{run.name}: learning curves", fontsize=13)
+    fig.suptitle(wrap_title(title, int(5.2 * cols * 8)), fontsize=13)
     fig.tight_layout()
-    save_figure(fig, output)
-    plt.close(fig)
+    return fig
+
+
+def plot_learning_curves(run: Path, output: Path | None = None) -> Path:
+    """Draw loss and each metric per epoch (train and validation) from the run's
+    metrics.csv into `output` (default RUN/plots/learning_curves.png), with the best
+    epoch and an early stop marked (curve_marks)."""
+    run = Path(run)
+    columns = read_metrics(run / "metrics.csv")
+    if not columns.get("epoch"):
+        raise ConfigError("no epochs in metrics.csv yet: nothing to draw",
+                          where=str(run / "metrics.csv"))
+    output = Path(output) if output is not None else run / "plots" / CURVES
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig = curves_figure(columns, f"{run.name}: learning curves", curve_marks(run, columns))
+    try:
+        save_figure(fig, output)
+    finally:
+        _pyplot().close(fig)
     return output
+
+
+# ---------------------------------------------------------------- titles
+
+
+def shorten_path(text: str, width: int) -> str:
+    """`text` when it fits in `width` characters, else a path's last parts that fit
+    after "…/" (a last part alone too long keeps its end: "…name.csv")."""
+    if len(text) <= width:
+        return text
+    parts = text.split("/")
+    kept = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + len(kept) + 3 > width:
+            break
+        kept = f"{part}/{kept}"
+    if len(kept) + 2 <= width and len(parts) > 1:
+        return f"…/{kept}"
+    return "…" + text[len(text) - max(width - 1, 1):]
+
+
+def wrap_title(text: str, width: int) -> str:
+    """`text` in lines of at most `width` characters, broken between words only (never
+    at a hyphen or inside a path); a word (a path) longer than a line is shortened to
+    its last parts (shorten_path)."""
+    words = [shorten_path(w, width) for w in text.split(" ")]
+    return textwrap.fill(" ".join(words), width, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def plot_confusion_matrix(matrix, labels: list[str], output: Path, *,
@@ -116,7 +260,7 @@ def plot_confusion_matrix(matrix, labels: list[str], output: Path, *,
     ax.set_yticks(range(n), labels=labels)
     ax.set_xlabel("predicted class", fontsize=11)
     ax.set_ylabel("true class", fontsize=11)
-    ax.set_title(title, fontsize=12)
+    ax.set_title(wrap_title(title, int((size + 1) * 9)), fontsize=12)
     if n <= 30:
         peak = matrix.max() if matrix.size else 0
         for i in range(n):

@@ -1,7 +1,5 @@
-"""What a person reads: the Keras-style summary table, per-epoch progress lines, and
-model diagrams (`nnrun plot`, the founding notes' `plot(model, to_file=...)`: boxes
-with layer name, type and shapes, arrows for connections; drawn with matplotlib, no
-graphviz binary needed, or written as Graphviz `.dot` text).
+"""What a person reads: the Keras-style summary table, per-epoch progress lines and
+what `nnrun evaluate` prints (model diagrams are in `nnrun.runs.diagram`).
 
 Tables are rendered with rich; on a terminal training shows a progress bar,
 elsewhere one plain line per epoch.
@@ -10,8 +8,6 @@ elsewhere one plain line per epoch.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from rich import box
@@ -25,8 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from nnrun.config.errors import ConfigError
 from nnrun.nn.model import Model, format_shape
 
 
@@ -116,9 +112,8 @@ class EpochReporter:
         if not quiet and self.console.is_terminal:
             self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(),
                                      BarColumn(bar_width=30), TimeElapsedColumn(),
-                                     TextColumn("eta"), TimeRemainingColumn(),
-                                     console=self.console, transient=False)
-            self.task = self.progress.add_task("train", total=epochs)
+                                     _EtaOrEnd(), console=self.console, transient=False)
+            self.task = self.progress.add_task("train", total=epochs, end=None)
             self.progress.start()
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
@@ -131,13 +126,32 @@ class EpochReporter:
         else:
             print(line, file=self.stream, flush=True)
 
-    def close(self) -> None:
+    def close(self, outcome: str = "completed", epoch: int | None = None) -> None:
+        """Stop the bar where training stopped (`epoch` completed), the time left
+        replaced by how it ended (api.training.TrainResult.outcome)."""
         if self.progress is not None:
+            if epoch is not None:
+                self.progress.update(self.task, completed=epoch)
+            self.progress.update(self.task, end=ENDINGS.get(outcome, outcome))
+            self.progress.stop_task(self.task)
             self.progress.stop()
             self.progress = None
 
 
-def metrics_table(values: dict[str, Any], title: str) -> Table:
+ENDINGS = {"completed": "done", "stopped_early": "stopped early"}
+
+
+class _EtaOrEnd(TimeRemainingColumn):
+    """`eta 0:00:02` while training runs; how it ended once it has."""
+
+    def render(self, task) -> Text:
+        end = task.fields.get("end")
+        if end:
+            return Text(end, style="progress.remaining")
+        return Text.assemble("eta ", super().render(task))
+
+
+def metrics_table(values: dict[str, Any], title: str | None = None) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAVY)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -146,9 +160,10 @@ def metrics_table(values: dict[str, Any], title: str) -> Table:
     return table
 
 
-def classification_tables(report: dict[str, Any]) -> list[Table]:
+def classification_tables(report: dict[str, Any]) -> list[Table | Text]:
     """A classifier's per-class precision/recall/F1 (with macro and weighted averages)
-    and its confusion matrix (rows: true class, columns: predicted)."""
+    and its confusion matrix (rows: true class, columns: predicted), that note a line
+    of its own after it (a table's caption wraps at the table's width)."""
     scores = Table(title="per class", box=box.SIMPLE_HEAVY)
     for column in ("class", "precision", "recall", "f1", "support"):
         scores.add_column(column, justify="left" if column == "class" else "right")
@@ -159,167 +174,20 @@ def classification_tables(report: dict[str, Any]) -> list[Table]:
     for name, avg in report["averages"].items():
         scores.add_row(f"{name} avg", *(f"{avg[k]:.4f}" for k in ("precision", "recall", "f1")),
                        str(total), style="dim" if name == "weighted" else None)
-    matrix = Table(title="confusion matrix", caption="rows: true class, columns: predicted",
-                   box=box.SIMPLE_HEAVY)
+    matrix = Table(title="confusion matrix", box=box.SIMPLE_HEAVY)
     matrix.add_column("true \\ pred")
     for label in report["classes"]:
         matrix.add_column(label, justify="right")
     for label, counts in zip(report["classes"], report["confusion_matrix"]):
         matrix.add_row(label, *(str(c) for c in counts))
-    return [scores, matrix]
+    return [scores, matrix, Text("rows: true class, columns: predicted class", style="dim")]
 
 
-# ---------------------------------------------------------------- diagrams
+def data_line(result: dict[str, Any], width: int) -> Text:
+    """`nnrun evaluate`'s first line: which data, as `test data: PATH`, a path too long
+    for `width` cut to its last parts ("…/own/fruit_test.csv"), never broken inside."""
+    from nnrun.runs.charts import shorten_path
 
-FORMATS = (".png", ".svg", ".pdf", ".dot")
-
-
-@dataclass
-class Node:
-    name: str
-    type: str
-    inbound: tuple[str, ...]
-    input_shapes: list[tuple]
-    output_shape: tuple
-
-    def label(self, show_shapes: bool) -> list[str]:
-        lines = [f"{self.name}: {self.type}"]
-        if show_shapes:
-            if self.input_shapes:
-                shown = ", ".join(format_shape(s) for s in self.input_shapes)
-                lines.append(f"input: {shown}")
-            lines.append(f"output: {format_shape(self.output_shape)}")
-        return lines
-
-
-def graph_nodes(model: Model) -> list[Node]:
-    """The model's inputs and layers as diagram nodes, inputs first, then layers in
-    definition order, each with the names it takes."""
-    shapes = dict(model.input_shapes)
-    shapes.update({i.name: i.output_shape for i in model.infos})
-    nodes = [Node(n, "InputLayer", (), [], model.input_shapes[n]) for n in model.input_names]
-    for info, refs in zip(model.infos, model.wiring):
-        nodes.append(Node(info.name, info.type, tuple(refs), [shapes[r] for r in refs],
-                          info.output_shape))
-    return nodes
-
-
-def levels(nodes: list[Node]) -> dict[str, int]:
-    """Each node's depth: 0 for inputs, else one more than its deepest input."""
-    depth: dict[str, int] = {}
-    pending = list(nodes)
-    while pending:
-        for node in list(pending):
-            if all(r in depth for r in node.inbound):
-                depth[node.name] = 1 + max((depth[r] for r in node.inbound), default=-1)
-                pending.remove(node)
-    return depth
-
-
-def to_dot(nodes: list[Node], *, rankdir: str = "TB", show_shapes: bool = True,
-           name: str = "model") -> str:
-    def quote(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = [f"digraph {quote(name)} {{", f"  rankdir={rankdir};",
-             '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", '
-             'fontname="Helvetica"];']
-    for node in nodes:
-        label = "\\n".join(node.label(show_shapes)).replace('"', '\\"')
-        lines.append(f'  {quote(node.name)} [label="{label}"];')
-    for node in nodes:
-        for ref in node.inbound:
-            lines.append(f"  {quote(ref)} -> {quote(node.name)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def draw(nodes: list[Node], path: Path, *, rankdir: str = "TB", show_shapes: bool = True,
-         title: str | None = None) -> None:
-    """Render the diagram with matplotlib (Agg) to `path` (.png, .svg or .pdf)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    from nnrun.runs.charts import save_figure
-
-    depth = levels(nodes)
-    by_level: dict[int, list[Node]] = {}
-    for node in nodes:
-        by_level.setdefault(depth[node.name], []).append(node)
-    n_levels, width = max(by_level) + 1, max(len(v) for v in by_level.values())
-    lines = max(len(n.label(show_shapes)) for n in nodes)
-    chars = max(len(line) for n in nodes for line in n.label(show_shapes))
-    box_w, box_h = 0.095 * chars + 0.4, 0.28 * lines + 0.25   # inches
-    gap_main, gap_side = 0.6, 0.4
-    if rankdir == "TB":
-        fig_w = width * (box_w + gap_side) + gap_side
-        fig_h = n_levels * (box_h + gap_main) + gap_main
-    else:
-        fig_w = n_levels * (box_w + gap_main) + gap_main
-        fig_h = width * (box_h + gap_side) + gap_side
-    fig = plt.figure(figsize=(max(fig_w, 3), max(fig_h, 2)))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_xlim(0, max(fig_w, 3))
-    ax.set_ylim(0, max(fig_h, 2))
-    ax.axis("off")
-    centre: dict[str, tuple[float, float]] = {}
-    for level, row in by_level.items():
-        for j, node in enumerate(row):
-            if rankdir == "TB":
-                span = len(row) * (box_w + gap_side) - gap_side
-                x = (max(fig_w, 3) - span) / 2 + j * (box_w + gap_side) + box_w / 2
-                y = max(fig_h, 2) - gap_main - level * (box_h + gap_main) - box_h / 2
-            else:
-                span = len(row) * (box_h + gap_side) - gap_side
-                x = gap_main + level * (box_w + gap_main) + box_w / 2
-                y = max(fig_h, 2) - (max(fig_h, 2) - span) / 2 - j * (box_h + gap_side) \
-                    - box_h / 2
-            centre[node.name] = (x, y)
-            colour = "#fdf1dc" if node.type == "InputLayer" else "#eef3fb"
-            ax.add_patch(FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h,
-                                        boxstyle="round,pad=0.02,rounding_size=0.08",
-                                        facecolor=colour, edgecolor="#44546a", linewidth=1.2))
-            text = node.label(show_shapes)
-            ax.text(x, y + (0.14 if len(text) > 1 else 0) * (len(text) - 1), text[0],
-                    ha="center", va="center", fontsize=10, fontweight="bold")
-            for k, line in enumerate(text[1:], start=1):
-                ax.text(x, y + 0.14 * (len(text) - 1) - 0.28 * k, line, ha="center",
-                        va="center", fontsize=9, family="monospace")
-    for node in nodes:
-        for ref in node.inbound:
-            (x0, y0), (x1, y1) = centre[ref], centre[node.name]
-            if rankdir == "TB":
-                start, end = (x0, y0 - box_h / 2), (x1, y1 + box_h / 2)
-            else:
-                start, end = (x0 + box_w / 2, y0), (x1 - box_w / 2, y1)
-            ax.annotate("", xy=end, xytext=start,
-                        arrowprops={"arrowstyle": "-|>", "color": "#44546a", "lw": 1.2,
-                                    "shrinkA": 2, "shrinkB": 2})
-    if title:
-        fig.suptitle(title, fontsize=9, y=0.995, va="top", color="#44546a")
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-def plot_model(model: Model, output: Path, *, rankdir: str = "TB", show_shapes: bool = True,
-               name: str = "model") -> Path:
-    """Write the diagram of `model` to `output`; the format is the file's extension."""
-    output = Path(output)
-    suffix = output.suffix.lower()
-    if suffix not in FORMATS:
-        raise ConfigError(f"unsupported diagram format {suffix or '(none)'!r}; use one of "
-                          f"{', '.join(FORMATS)}", where=str(output))
-    if rankdir not in ("TB", "LR"):
-        raise ConfigError(f"expected TB or LR, got {rankdir!r}", where="--rankdir")
-    nodes = graph_nodes(model)
-    if suffix == ".dot":
-        from nnrun.runs.rundir import write_atomic
-
-        write_atomic(output, to_dot(nodes, rankdir=rankdir, show_shapes=show_shapes,
-                                    name=name))
-    else:
-        draw(nodes, output, rankdir=rankdir, show_shapes=show_shapes)
-    return output
+    head = f"{result['data']} data: "
+    source = shorten_path(str(result["source"]), max(width - len(head) - 1, 12))
+    return Text(head, style="bold") + Text(source)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -69,13 +70,31 @@ def is_run_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.yaml").is_file()
 
 
+_STAMPED = re.compile(r"(?P<name>.+)-\d{8}-\d{6}(?:-\d+)?")
+
+
+def run_name(run: Path) -> str | None:
+    """The config name a run directory was trained under: run.json's `name`, else (a
+    run from before it was recorded, or without run.json yet) its directory name
+    without the `-YYYYmmdd-HHMMSS[-N]` stamp; None for a directory named otherwise."""
+    try:
+        name = json.loads((Path(run) / "run.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        name = None
+    if isinstance(name, str):
+        return name
+    match = _STAMPED.fullmatch(Path(run).name)
+    return match["name"] if match else None
+
+
 def latest_run_of(runs_root: Path, name: str) -> Path | None:
-    """The newest run directory whose name is `<name>-<stamp>`."""
+    """The newest run directory of the config named `name`: exactly that name
+    (`run_name`), never a longer name it begins (xor-mlp's runs are not xor-mlp-16's)."""
     root = Path(runs_root)
     if not root.is_dir():
         return None
     runs = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
-            and p.name.startswith(f"{name}-") and is_run_dir(p)]
+            and p.name.startswith(f"{name}-") and is_run_dir(p) and run_name(p) == name]
     return max(runs, key=lambda p: (p.stat().st_mtime, p.name)) if runs else None
 
 
@@ -195,11 +214,13 @@ def versions() -> dict:
             "optax": optax.__version__, "python": platform.python_version()}
 
 
-def base_run_info(argv: list[str], seed: int, data_files: list[dict]) -> dict:
+def base_run_info(argv: list[str], seed: int, data_files: list[dict], *,
+                  name: str | None = None) -> dict:
+    """run.json's start: `name` is the config's (`latest_run_of` matches it exactly)."""
     import jax
 
     return {
-        "argv": argv, "versions": versions(),
+        **({"name": name} if name is not None else {}), "argv": argv, "versions": versions(),
         "devices": [str(d) for d in jax.devices()], "platform": sys.platform,
         "git": git_info(Path.cwd()), "data_files": data_files,
         "seeds": {"seed": seed, "streams": ["init", "dropout", "shuffle", "split"]},

@@ -98,9 +98,18 @@ class EarlyStopping(_Monitored):
             return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
-            control.stop(f"EarlyStopping: {self.monitor} did not improve for "
-                         f"{self.wait} epochs (best {self.best:.6g} at epoch "
-                         f"{self.best_epoch + 1})")
+            control.stop(self._reason())
+
+    def _reason(self) -> str:
+        """Why it stopped, in its own terms: its reference epoch is the last improvement
+        by more than min_delta, which is not the run's best epoch (best.h5's) when
+        min_delta > 0, so it is not called "best"."""
+        by = f" by more than min_delta={self.min_delta:g}" if self.min_delta else ""
+        if self.baseline is not None:
+            return (f"EarlyStopping: {self.monitor} did not both improve{by} and beat "
+                    f"baseline {self.baseline:g} for {self.wait} epochs")
+        return (f"EarlyStopping: {self.monitor} did not improve{by} for the {self.wait} "
+                f"epochs after epoch {self.best_epoch + 1} ({self.best:.6g})")
 
     def state(self):
         return {"wait": self.wait, "stopped_epoch": self.stopped_epoch, "best": self.best,

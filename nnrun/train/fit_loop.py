@@ -96,6 +96,11 @@ class CallbackRunner:
         params, state = self.best_weights
         return ts._replace(params=params, state=state)
 
+    def restored_epoch(self) -> int | None:
+        """The epoch (1-based) whose weights restore_best_weights restores."""
+        return next((c.best_epoch + 1 for c in self.callbacks
+                     if isinstance(c, cb.EarlyStopping) and c.has_best_weights), None)
+
     def last_attrs(self, fitter) -> dict[str, Any]:
         """Attributes of last.h5 for resuming (and early_stopping.h5 written if due)."""
         if self.best_dirty and self.best_weights is not None:
@@ -154,7 +159,11 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
             ts = runner.restore(ts)
             checkpointer.flush(ts, res.epoch)
         if early is not None:
-            result.stop_reason = f"{early} (after epoch {res.epoch})"
+            result.stop_reason = f"{early}; stopped after epoch {res.epoch}"
+            if restore and runner.best_weights is not None:
+                result.stop_reason += (f"; restore_best_weights put epoch "
+                                       f"{runner.restored_epoch()}'s weights in last.h5")
+            result.stopped_by = early.split(":")[0]   # the callback's name
             return ts
     result.stop_reason = f"completed {spec.fit.epochs} epochs"
     return ts
