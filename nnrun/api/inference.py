@@ -47,7 +47,7 @@ def checkpoint_epoch(run: Path, checkpoint: str) -> int | None:
     """A checkpoint's `epoch` attribute: for best.h5 the epoch of its weights, the run's
     best epoch as run.json's `best` and `nnrun runs` show it; for last.h5 the epochs
     trained (the weights of another epoch with EarlyStopping's restore_best_weights)."""
-    from nnrun.train.checkpoint import best_record
+    from nnrun.runs.rundir import best_record
 
     path = run / "checkpoints" / f"{checkpoint}.h5" if checkpoint in ("best", "last") \
         else Path(checkpoint)

@@ -406,7 +406,7 @@ def draw_curves(run: Path, stream: TextIO) -> None:
 def best_of(run: Path) -> dict | None:
     """The run's best epoch, its monitor and value: what checkpoints/best.h5 holds (the
     one definition run.json, `nnrun runs`, `evaluate` and the finish lines show)."""
-    from nnrun.train.checkpoint import best_record
+    from nnrun.runs.rundir import best_record
 
     return best_record(run / "checkpoints" / "best.h5")
 

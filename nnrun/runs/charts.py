@@ -103,16 +103,11 @@ def best_epoch(run: Path, info: dict, columns: dict[str, list[float]]
     best = info.get("best")
     if isinstance(best, dict) and isinstance(best.get("epoch"), int):
         return best["epoch"], str(best.get("monitor") or "val_loss"), best.get("value")
-    try:
-        import h5py
+    from nnrun.runs.rundir import best_record
 
-        with h5py.File(Path(run) / "checkpoints" / "best.h5", "r") as f:
-            attrs = {k: f.attrs[k] for k in ("epoch", "monitor", "value") if k in f.attrs}
-        monitor = attrs.get("monitor", b"val_loss")
-        return (int(attrs["epoch"]), monitor.decode() if isinstance(monitor, bytes)
-                else str(monitor), float(attrs["value"]) if "value" in attrs else None)
-    except (OSError, KeyError, ValueError, TypeError, ImportError):
-        pass
+    record = best_record(Path(run) / "checkpoints" / "best.h5")
+    if record is not None:
+        return record["epoch"], record["monitor"] or "val_loss", record["value"]
     monitor = "val_loss" if "val_loss" in columns else "loss"
     pairs = [(v, e) for v, e in zip(columns.get(monitor, []), columns.get("epoch", []))
              if math.isfinite(v)]

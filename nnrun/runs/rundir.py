@@ -247,3 +247,24 @@ def read_run_json(run: Path) -> dict:
         raise ConfigError(f"cannot read run.json: expected an object, got "
                           f"{type(info).__name__}", where=str(run))
     return info
+
+
+def best_record(path: Path) -> dict | None:
+    """What a checkpoint says of itself, {"epoch", "monitor", "value"} from its HDF5
+    attributes: for best.h5 the run's best epoch (the one definition run.json's `best`,
+    `nnrun runs`, `evaluate`, the curves and the finish lines show). None when there is
+    no readable checkpoint there."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "epoch" not in f.attrs:
+                return None
+            attrs = {k: f.attrs.get(k) for k in ("epoch", "monitor", "value")}
+    except (OSError, KeyError, ValueError):
+        return None
+    monitor, value = attrs["monitor"], attrs["value"]
+    if isinstance(monitor, bytes):
+        monitor = monitor.decode("utf-8", "replace")
+    return {"epoch": int(attrs["epoch"]), "monitor": None if monitor is None else str(monitor),
+            "value": None if value is None else float(value)}

@@ -37,25 +37,6 @@ def _finite(value: float) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _h5_best(path: Path) -> dict[str, Any] | None:
-    """best.h5's own record of its epoch, monitor and value (its HDF5 attributes)."""
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            attrs = {k: f.attrs[k] for k in ("epoch", "monitor", "value") if k in f.attrs}
-    except (OSError, ValueError, ImportError):
-        return None
-    if "epoch" not in attrs:
-        return None
-    monitor = attrs.get("monitor")
-    if isinstance(monitor, bytes):
-        monitor = monitor.decode("utf-8", "replace")
-    value = attrs.get("value")
-    return {"epoch": int(attrs["epoch"]), "monitor": str(monitor) if monitor else None,
-            "value": float(value) if value is not None else None}
-
-
 def best_of(run: Path, info: dict | None = None,
             columns: dict[str, list[float]] | None = None) -> dict[str, Any] | None:
     """The run's best epoch as {"epoch", "monitor", "value"}: run.json's `best` (the
@@ -70,7 +51,7 @@ def best_of(run: Path, info: dict | None = None,
     if not (isinstance(record, dict) and isinstance(record.get("epoch"), int)):
         record = None
         if (run / "checkpoints" / "best.h5").is_file():
-            record = _h5_best(run / "checkpoints" / "best.h5")
+            record = rundir.best_record(run / "checkpoints" / "best.h5")
     if record is None:
         monitor = "val_loss" if "val_loss" in columns else "loss"
         values, epochs = columns.get(monitor, []), columns.get("epoch", [])

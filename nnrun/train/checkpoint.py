@@ -195,22 +195,6 @@ def read_layer_weights(path: Path, *, params: dict, state: dict
     return p_out, s_out, loaded, missing
 
 
-def best_record(path: Path) -> dict | None:
-    """What a best.h5 holds: {"epoch", "monitor", "value"} from its attributes (the
-    one definition of a run's best epoch); None when there is no such readable file."""
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT or "epoch" not in f.attrs:
-                return None
-            attrs = {k: f.attrs.get(k) for k in ("epoch", "monitor", "value")}
-    except (OSError, KeyError):
-        return None
-    value = attrs["value"]
-    return {"epoch": int(attrs["epoch"]),
-            "monitor": None if attrs["monitor"] is None else str(attrs["monitor"]),
-            "value": None if value is None else float(value)}
-
-
 CHECKPOINT_SECONDS = 1.0  # the most training a crash (kill -9) can cost
 
 
