@@ -88,6 +88,16 @@ def test_predict_refuses_a_header_line_of_numbers(xor_run, tmp_path):
     assert result.exit_code == 0 and "wrote 3 predictions" in result.output   # asked for
 
 
+def test_a_numeric_first_line_with_repeated_values_says_it_is_data(xor_run, tmp_path):
+    folder, run = xor_run
+    data = tmp_path / "corners.csv"
+    data.write_text("0,0\n0,1\n1,0\n1,1\n")   # line 1's "names" repeat: no header at all
+    result = nnrun(folder, "predict", str(run), "-i", str(data), "-o", str(tmp_path / "p.csv"))
+    assert result.exit_code == 3, result.output
+    assert "line 1 holds only numbers: a row of data" in result.output
+    assert "--no-header" in result.output
+
+
 def test_predict_with_a_header_line_says_so(xor_run, tmp_path):
     folder, run = xor_run
     data = tmp_path / "h.csv"

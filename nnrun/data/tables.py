@@ -205,7 +205,12 @@ def read_table(path: pathlib.Path, delimiter: str, header: bool = True
         raise DataError("empty file (no header row)" if header else "empty file (no rows)",
                         where=str(path))
     if len(set(names)) != len(names):
-        raise DataError(f"duplicate column names in the header: {names}", where=str(path))
+        hint = ""
+        if all(_is_number(n) or not n for n in names):
+            hint = ("; line 1 holds only numbers: a row of data, not a header line? "
+                    "(`header: false` in the config; `--no-header` for nnrun predict)")
+        raise DataError(f"duplicate column names in the header: {names}{hint}",
+                        where=str(path))
     if not rows:
         raise DataError("no data rows after the header", where=str(path))
     return names, np.array(rows, dtype=str), lines
