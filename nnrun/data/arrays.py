@@ -312,7 +312,7 @@ def array_headers(path: pathlib.Path, names: list[str]) -> dict[str, ArrayHeader
     """The shapes and dtypes of the named arrays of an .npz (from their members' .npy
     headers: nothing else is decompressed) or HDF5 file, checked by check_headers."""
     if path.suffix.lower() in (".h5", ".hdf5"):
-        with hdf5.open_file(path) as f:
+        with hdf5.open_file(path, names) as f:
             headers = {n: ArrayHeader(hdf5.shape_of(d, n, path), d.dtype)
                        for n in dict.fromkeys(names) for d in [hdf5.dataset(f, n, path)]}
         check_headers(headers, "dataset", path)
@@ -372,7 +372,7 @@ def _read_member(archive: zipfile.ZipFile, info, header: ArrayHeader, name: str,
 
 def _load_hdf5(path: pathlib.Path, required: list[str], optional: list[str] = (),
                weight: str | None = None) -> dict:
-    f = hdf5.open_file(path)
+    f = hdf5.open_file(path, [*required, *optional])
     with f:
         dsets = {n: hdf5.dataset(f, n, path) for n in dict.fromkeys(required)}
         dsets.update({n: d for n in optional if n not in dsets

@@ -4,6 +4,7 @@ external link, in a virtual dataset that maps other files, or in external raw st
 because run.json's `data_files` records (and hashes) only the file the config names.
 Anything h5py raises on a damaged file (a bad signature or object header, an unreadable
 chunk, a missing compression filter) becomes a DataError naming the file and dataset.
+The whole file then passes the reading gate (nnrun.config.h5gate) before a byte is read.
 
 h5py and numpy only (no jax).
 """
@@ -16,6 +17,7 @@ import pathlib
 
 import numpy as np
 
+from nnrun.config import h5gate
 from nnrun.config.errors import DataError
 
 # What h5py raises on a damaged or unusual file (HDF5's errors map to these).
@@ -39,12 +41,23 @@ def reading(path, dataset: str | None = None):
         raise DataError(f"cannot read HDF5 file: {exc}", where=where(path, dataset)) from exc
 
 
-def open_file(path):
-    """The file opened for reading: a DataError when it is not HDF5 or is damaged."""
+def open_file(path, names=()):
+    """The file opened for reading through the reading gate (nnrun.config.h5gate): a
+    DataError when it is not HDF5, is damaged, reaches another file anywhere (a link,
+    external storage, a virtual dataset) or declares more than it can hold. The datasets
+    `names` are checked first, so that a refusal on their way names them."""
     import h5py
 
     with reading(path):
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
+    try:
+        for name in names:
+            find(f, name, path)
+        h5gate.check(f, str(path), DataError, advice=_ONE_FILE)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def datasets_present(f) -> list[str]:

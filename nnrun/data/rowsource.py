@@ -151,7 +151,8 @@ class RowSource:
 
     def _read_h5(self, file_rows: np.ndarray) -> np.ndarray:
         unique, inverse = np.unique(file_rows, return_inverse=True)
-        f = _opened(self._layout, "h5", lambda: hdf5.open_file(self.path))
+        f = _opened(self._layout, "h5", lambda: hdf5.open_file(self.path,
+                                                                  [self.dataset]))
         with hdf5.reading(self.path, self.dataset):   # a damaged chunk, a missing filter
             dset = f[self.dataset]
             if len(unique) and unique[-1] - unique[0] + 1 == len(unique):   # one run
@@ -204,7 +205,7 @@ def _npy_layout(path: pathlib.Path) -> dict:
 
 
 def _h5_layout(path: pathlib.Path, dataset: str) -> dict:
-    with hdf5.open_file(path) as f:
+    with hdf5.open_file(path, [dataset]) as f:
         dset = hdf5.dataset(f, dataset, path)   # refused when stored in another file
         shape = hdf5.shape_of(dset, dataset, path)
         _check_array(dset.dtype, shape, hdf5.where(path, dataset))

@@ -254,14 +254,15 @@ def best_record(path: Path) -> dict | None:
     attributes: for best.h5 the run's best epoch (the one definition run.json's `best`,
     `nnrun runs`, `evaluate`, the curves and the finish lines show). None when there is
     no readable checkpoint there."""
-    import h5py
+    from nnrun.config import h5gate
+    from nnrun.config.errors import CheckpointError
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5gate.open_untrusted(path, str(path), CheckpointError) as f:
             if "epoch" not in f.attrs:
                 return None
             attrs = {k: f.attrs.get(k) for k in ("epoch", "monitor", "value")}
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, CheckpointError):   # refused or unreadable
         return None
     monitor, value = attrs["monitor"], attrs["value"]
     if isinstance(monitor, bytes):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnrun import __version__
-from nnrun.config import faults
+from nnrun.config import faults, h5gate
 from nnrun.config.errors import CheckpointError, ConfigError
 from nnrun.config.files import atomic_write
 
@@ -95,7 +95,12 @@ def _read_into(f: h5py.File, group_name: str, skeleton: dict) -> dict:
         if path not in f or not isinstance(f[path], h5py.Dataset):
             raise CheckpointError(f"{path}: missing (the checkpoint does not match the model)",
                                   where=f.filename)
-        data = _restored(f[path][()], value.dtype)
+        ds = f[path]
+        if ds.shape != tuple(value.shape):   # checked before a byte is read
+            raise CheckpointError(
+                f"{path}: the checkpoint has shape {ds.shape} {ds.dtype}, the model "
+                f"expects {tuple(value.shape)} {np.dtype(value.dtype)}", where=f.filename)
+        data = _restored(ds[()], value.dtype)
         if data.shape != tuple(value.shape) or data.dtype != np.dtype(value.dtype):
             raise CheckpointError(
                 f"{path}: the checkpoint has shape {data.shape} {data.dtype}, the model "
@@ -120,6 +125,13 @@ def _read_optimizer(f: h5py.File, skeleton: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
+def _open(path: Path) -> h5py.File:
+    """A checkpoint opened through the reading gate (nnrun.config.h5gate): a file that
+    reaches other files or declares more than it can hold is a located CheckpointError."""
+    return h5gate.open_untrusted(path, str(path), CheckpointError,
+                                 unreadable="cannot read checkpoint")
+
+
 def load_checkpoint(path: Path, *, params: dict, state: dict,
                     opt_state: Any = None) -> tuple[dict, dict, Any, dict]:
     """Load into skeletons (arrays or ShapeDtypeStructs); returns (params, state, opt, attrs)."""
@@ -127,7 +139,7 @@ def load_checkpoint(path: Path, *, params: dict, state: dict,
     if not path.is_file():
         raise CheckpointError("checkpoint not found", where=str(path))
     try:
-        with h5py.File(path, "r") as f:
+        with _open(path) as f:
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError("not an nnrun checkpoint", where=str(path))
             _check_links(f, "", f)
@@ -162,7 +174,7 @@ def read_layer_weights(path: Path, *, params: dict, state: dict
         raise CheckpointError("checkpoint not found", where=str(path))
     p_out, s_out, loaded, missing, differ = {}, {}, [], [], []
     try:
-        with h5py.File(path, "r") as f:
+        with _open(path) as f:
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError("not an nnrun checkpoint", where=str(path))
             _check_links(f, "", f)
