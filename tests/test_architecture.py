@@ -39,6 +39,9 @@ ALLOWED = {
 MAX_LINES = 450
 NO_JAX = {"config", "data"}   # wings that must not import jax or optax, even lazily
 JAX_ROOTS = {"jax", "jaxlib", "optax"}
+# `from nnrun import __version__` reads the version alone: not an edge to the package,
+# whose `__getattr__` imports nnrun.api.model (nnrun.load, nnrun.train) when asked.
+VERSION = "nnrun.__version__"
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -64,7 +67,7 @@ def imports_of(path: pathlib.Path, known: set[str]) -> set[str]:
                 prefix = node.module
             for alias in node.names:
                 full = f"{prefix}.{alias.name}"
-                out.add(full if full in known else prefix)
+                out.add(full if full in known or full == VERSION else prefix)
     return {m if m.split(".")[0] == "nnrun" else m.split(".")[0] for m in out}
 
 
@@ -75,6 +78,8 @@ def import_graph() -> dict[str, set[str]]:
     for path in paths:
         deps = set()
         for dep in imports_of(path, known):
+            if dep == VERSION:   # a string set before nnrun/__init__.py imports anything
+                continue
             while dep.startswith("nnrun.") and dep not in known:   # a name in a module
                 dep = dep.rpartition(".")[0]
             deps.add(dep)

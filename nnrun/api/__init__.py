@@ -7,6 +7,8 @@ and match its data).
 - `nnrun.api.inference`: `evaluate` and `predict` a trained run.
 - `nnrun.api.prepare`: `load_checked` / `check` (what `nnrun check` runs), `build`,
   `load_data`, `objective_for`, `summary`.
+- `nnrun.api.model`: the Python API (`nnrun.load`, `nnrun.train`; docs/python-api.md),
+  imported on first use, not here.
 
 May import every wing below it (config, nn, data, train, runs, keras); imported by
 sweep/ and cli/ only. The CLI prints what these functions return; nothing here parses

@@ -57,30 +57,14 @@ def checkpoint_epoch(run: Path, checkpoint: str) -> int | None:
 
 def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, Any]:
     """Loss and metrics of a trained run on the test data (else validation, else train)."""
-    import jax
-
-    from nnrun.train.epoch import finalize, make_eval
-
-    splits = load_data(spec, need_train=spec.data.test is None,
-                       preprocessing=run_preprocessing(run), encoding=read_encoding(run))
-    name, ds = next((n, d) for n, d in (("test", splits.test), ("validation", splits.validation),
-                                        ("train", splits.train)) if d is not None)
-    if ds.y is None:
-        raise DataError(f"{ds.source}: evaluation data has no targets")
+    name, ds = evaluation_data(spec, run)
     model, params, state = load_trained(spec, run, checkpoint, ds.x)
     check_features(model, ds.x, ds.source)
     obj = objective_for(spec, model, ds.y)
     check_targets(model, obj, ds, name)
-    if is_lazy(ds.x):   # features left on disk (data.stream): read in chunks
-        from nnrun.train.streaming import ChunkedEval
-
-        sums = ChunkedEval(model, obj, ds.x, ds.y, spec.fit.batch_size)(params, state)
-    else:
-        evaluate_fn = jax.jit(make_eval(model, obj, len(ds), spec.fit.batch_size))
-        sums = evaluate_fn(params, state, ds.x, ds.y)
     result = {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
               "checkpoint": checkpoint, "checkpoint_epoch": checkpoint_epoch(run, checkpoint),
-              **finalize(obj, sums)}
+              **evaluation_logs(model, obj, params, state, ds, spec.fit.batch_size)}
     report = _classification(spec, model, params, state, ds)
     if report is not None:
         result["classification"] = report
@@ -94,24 +78,57 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
     return result
 
 
+def evaluation_data(spec: Spec, run: Path) -> tuple[str, Any]:
+    """The split evaluate reads: test, else validation, else train (name, Dataset),
+    through the run's saved preprocessing and table encoding."""
+    splits = load_data(spec, need_train=spec.data.test is None,
+                       preprocessing=run_preprocessing(run), encoding=read_encoding(run))
+    name, ds = next((n, d) for n, d in (("test", splits.test), ("validation", splits.validation),
+                                        ("train", splits.train)) if d is not None)
+    if ds.y is None:
+        raise DataError(f"{ds.source}: evaluation data has no targets")
+    return name, ds
+
+
+def evaluation_logs(model, obj, params, state, ds, batch_size: int) -> dict[str, float]:
+    """Loss and metrics (Keras's names) of weights on a dataset, batch by batch; features
+    left on disk (data.stream) are read in chunks."""
+    import jax
+
+    from nnrun.train.epoch import finalize, make_eval
+
+    if is_lazy(ds.x):
+        from nnrun.train.streaming import ChunkedEval
+
+        sums = ChunkedEval(model, obj, ds.x, ds.y, batch_size)(params, state)
+    else:
+        sums = jax.jit(make_eval(model, obj, len(ds), batch_size))(params, state, ds.x, ds.y)
+    return finalize(obj, sums)
+
+
+def run_predict(model, params, state, x, batch_size: int, names: tuple[str, ...] = ()):
+    """The model's outputs (a tuple of them for several outputs, or with `names` those
+    layers' outputs) for every row of `x`, batch by batch; a large file in chunks."""
+    from nnrun.train.epoch import make_predict
+
+    if is_lazy(x):
+        from nnrun.train.streaming import predict_rows
+
+        return predict_rows(model, params, state, x, batch_size, names)
+    return make_predict(model, count_rows(x), batch_size, names)(params, state, x)
+
+
 def _classification(spec: Spec, model, params, state, ds) -> dict[str, Any] | None:
     """For a classifier of one output (a class per sample), the per-class report and
     confusion matrix (`nnrun.runs.classify`); None for anything else."""
     from nnrun.runs.classify import classification_report
-    from nnrun.train.epoch import make_predict
 
     if len(model.output_names) > 1 or len(model.output_shape) != 1:
         return None
     kind = task_kind(spec, int(model.output_shape[0]))
     if kind == "regression":
         return None
-    if is_lazy(ds.x):
-        from nnrun.train.streaming import predict_rows
-
-        probs = predict_rows(model, params, state, ds.x, spec.fit.batch_size)
-    else:
-        probs = np.asarray(make_predict(model, len(ds), spec.fit.batch_size)(
-            params, state, ds.x))
+    probs = np.asarray(run_predict(model, params, state, ds.x, spec.fit.batch_size))
     return classification_report(np.asarray(ds.y), probs, kind, ds.class_names)
 
 
@@ -138,8 +155,6 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     training table was (data_encoding.json); `top_k`: the k most probable classes too;
     `header`: whether a CSV/TSV input's line 1 is its header (None: as the run's training
     table, else yes; a line 1 of numbers is then an error). One prediction per row in."""
-    from nnrun.train.epoch import make_predict
-
     predictions.check_output_path(Path(output_path), top_k)
     if top_k is not None and layers:
         raise ConfigError("--top-k is for the model's predictions, not a layer's output",
@@ -151,16 +166,7 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
         _check_top_k(spec, build(spec), top_k)   # before any data is read
     encoding = read_encoding(run)
     table = Path(input_path).suffix.lower() in (".csv", ".tsv")
-    if header is not None and not table:
-        raise ConfigError("--header/--no-header is for a .csv or .tsv input",
-                          where="--header")
-    names = [i.name for i in spec.model.inputs] if spec.model.is_graph else []
-    if len(names) > 1:   # several inputs: a .npz with one array per input name
-        x = data_mod.load_named_features(Path(input_path), names)
-    else:
-        x = data_mod.load_features(Path(input_path), drop_columns=_target_columns(spec),
-                                   encoding=encoding, header=header)
-    x = preprocess_input(run, x, str(input_path))
+    x = read_input(spec, run, Path(input_path), encoding, header)
     model, params, state = load_trained(spec, run, checkpoint, x)
     if top_k is not None:
         _check_top_k(spec, model, top_k)
@@ -173,12 +179,7 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
         for name in layers:
             if name not in known:
                 raise ConfigError(unknown_name_message("layer", name, known), where="--output")
-        if is_lazy(x):
-            from nnrun.train.streaming import predict_rows
-
-            out = predict_rows(model, params, state, x, spec.fit.batch_size, tuple(layers))
-        else:
-            out = make_predict(model, n, spec.fit.batch_size, tuple(layers))(params, state, x)
+        out = run_predict(model, params, state, x, spec.fit.batch_size, tuple(layers))
         arrays = {name: np.asarray(a) for name, a in zip(layers, out)}
         if len(arrays) == 1 and Path(output_path).suffix.lower() != ".npz":
             (only,) = arrays.values()
@@ -189,12 +190,7 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
             predictions.write_output_arrays(Path(output_path), arrays)
         return {"run": str(run), "rows": n, "output": str(output_path),
                 "task": "layers " + ", ".join(layers), **rows_in}
-    if is_lazy(x):   # a large .npy / HDF5 input, read in chunks
-        from nnrun.train.streaming import predict_rows
-
-        out = predict_rows(model, params, state, x, spec.fit.batch_size)
-    else:
-        out = make_predict(model, n, spec.fit.batch_size)(params, state, x)
+    out = run_predict(model, params, state, x, spec.fit.batch_size)
     if len(model.output_names) > 1:
         predictions.write_output_arrays(Path(output_path), dict(zip(model.output_names, out)))
         return {"run": str(run), "rows": n, "output": str(output_path), "task": "outputs",
@@ -211,6 +207,23 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
         names = None   # targets one-hot over other columns: no names for these classes
     predictions.write_predictions(Path(output_path), probs, classes, names, top_k)
     return {"run": str(run), "rows": n, "output": str(output_path), "task": kind, **rows_in}
+
+
+def read_input(spec: Spec, run: Path, path: Path, encoding: dict | None,
+               header: bool | None = None):
+    """Features from a file as `nnrun predict --input` reads them: a table encoded as the
+    run's training table was, several inputs from a .npz by input name; then the run's
+    preprocessing."""
+    if header is not None and path.suffix.lower() not in (".csv", ".tsv"):
+        raise ConfigError("--header/--no-header is for a .csv or .tsv input",
+                          where="--header")
+    names = [i.name for i in spec.model.inputs] if spec.model.is_graph else []
+    if len(names) > 1:   # several inputs: a .npz with one array per input name
+        x = data_mod.load_named_features(path, names)
+    else:
+        x = data_mod.load_features(path, drop_columns=_target_columns(spec),
+                                   encoding=encoding, header=header)
+    return preprocess_input(run, x, str(path))
 
 
 def _class_count(kind: str, model) -> int | None:

@@ -107,20 +107,35 @@ def check(configs: tuple[Path, ...], overrides, as_json: bool, debug: bool) -> N
 @click.option("--model-only", is_flag=True,
               help="Only the model: section (a file a config can name: `model: FILE`).")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+@click.option("--no-weights", is_flag=True,
+              help="Leave the weights of a .keras / .h5 file out (the architecture only).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @handle_errors
 def import_keras(model_file: Path, output_path: Path | None, model_only: bool, as_json: bool,
-                 debug: bool) -> None:
+                 no_weights: bool, debug: bool) -> None:
     """An nnrun config from a Keras model: a model.to_json() file (Keras 1, 2 or 3), a
-    .keras file (its config.json; weights are ignored) or a Keras 2 .h5 file. The file
-    is read as data: nothing in it is run, and Lambda or custom layers are refused."""
+    .keras file or a Keras 2 .h5 file. With -o, the weights of a .keras / .h5 file become
+    an nnrun checkpoint beside the config (-o model.yaml: model.h5) that model.weights
+    names, so training starts from them (evaluate and predict then use that run). The
+    file is read as data: nothing in it is run, and Lambda or custom layers are refused."""
     from nnrun.config.spec import dump_yaml
+    from nnrun.keras.archive import has_weights
     from nnrun.keras.model_json import config_text, imported_config
 
     obj, training_config = _read_keras_file(model_file)
     config, notes = imported_config(obj, source=str(model_file), name=model_file.stem,
                                     training_config=training_config,
                                     known_metric=_known_metric, check_compile=_check_compile)
+    if not no_weights and has_weights(model_file):
+        if output_path is None or model_only:
+            notes.append("The weights were not imported: give -o FILE.yaml (a whole config) "
+                         "to write them beside it")
+        else:
+            from nnrun.api.keras_files import import_keras_weights
+
+            weights = import_keras_weights(model_file, config, output_path)
+            config["model"]["weights"] = weights.name
+            notes.insert(1, f"model.weights: {weights.name} holds the Keras model's weights")
     if model_only:
         text = json.dumps({"model": config["model"]}, indent=2) + "\n" if as_json else \
             dump_yaml({"model": config["model"]})
@@ -164,9 +179,10 @@ def _read_keras_file(path: Path) -> tuple[Any, dict | None]:
                 raise ConfigError("config.json is over 64 MiB", where=str(path))
             return parse(archive.read(info), f"{path}:config.json"), None
     if head == b"\x89HDF\r\n\x1a\n":   # Keras 2 .h5: the config is an attribute
-        import h5py
+        from nnrun.config import h5gate
 
-        with h5py.File(path, "r") as f:
+        with h5gate.open_untrusted(path, str(path), ConfigError,
+                                   unreadable="not a readable HDF5 file") as f:
             model_config, training = f.attrs.get("model_config"), f.attrs.get("training_config")
         if model_config is None:
             raise ConfigError("an HDF5 file without a model_config attribute: not a Keras "
@@ -194,20 +210,36 @@ def _check_compile(config: dict) -> None:
 
 @click.command()
 @TARGET
-@click.option("--format", "fmt", type=click.Choice(["keras-json"]), default="keras-json",
+@click.option("--format", "fmt", type=click.Choice(["keras-json", "keras", "onnx"]),
+              default="keras-json",
               show_default=True, help="keras-json: the Keras 3 model config that "
-                                      "keras.models.model_from_json builds (and compiles).")
+                                      "keras.models.model_from_json builds (and compiles); "
+                                      "keras: a trained run as a .keras file with its "
+                                      "weights, for keras.saving.load_model; "
+                                      "onnx: a trained run's model with its weights, the "
+                                      "batch dimension dynamic (pip install 'nnrun[onnx]').")
 @click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write it to this file (default: print it).")
+@click.option("--checkpoint", default="best", show_default=True,
+              help="The weights a weighted format (keras, onnx) takes: best, last or a "
+                   "checkpoint file.")
 @common_options
 @handle_errors
-def export(target: Path, fmt: str, output_path: Path | None, overrides, runs_dir: Path,
-           as_json: bool, debug: bool) -> None:
-    """The architecture of a config or run in another framework's format: for Keras, the
-    JSON of model.to_json() with the compile settings (weights are not exported)."""
+def export(target: Path, fmt: str, output_path: Path | None, checkpoint: str, overrides,
+           runs_dir: Path, as_json: bool, debug: bool) -> None:
+    """A config or run in another framework's format: keras-json, the JSON of Keras's
+    model.to_json() with the compile settings (the architecture only); keras, a trained
+    run as a .keras file with its weights; ONNX, a trained run's model with its weights
+    (keras and onnx: the newest run of a config)."""
     from nnrun import api
     from nnrun.keras.model_json import to_keras_json
 
+    if fmt == "onnx":
+        _export_onnx(target, output_path, checkpoint, overrides, runs_dir, as_json)
+        return
+    if fmt == "keras":
+        _export_keras(target, output_path, checkpoint, overrides, runs_dir, as_json)
+        return
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir)
     input_shape = None
     if run is not None and (run / "model.json").is_file():   # the shape the data gave
@@ -224,6 +256,60 @@ def export(target: Path, fmt: str, output_path: Path | None, overrides, runs_dir
         click.echo(json.dumps({"output": str(output_path), "format": fmt}))
     else:
         click.echo(f"wrote {output_path}")
+
+
+def _export_keras(target: Path, output_path: Path | None, checkpoint: str, overrides,
+                  runs_dir: Path, as_json: bool) -> None:
+    """`export --format keras`: a run (a config: its newest run) as a .keras archive with
+    its trained weights."""
+    from nnrun import api
+    from nnrun.api.keras_files import export_keras
+    from nnrun.config.errors import ConfigError
+
+    if output_path is None:
+        raise ConfigError("a .keras file is a zip archive: name it with -o FILE.keras",
+                          where="--output")
+    spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
+    input_shape = None
+    if (run / "model.json").is_file():   # the shape the data gave
+        input_shape = json.loads((run / "model.json").read_text())["model"].get("input_shape")
+    export_keras(spec, run, output_path, checkpoint=checkpoint, input_shape=input_shape)
+    if as_json:
+        click.echo(json.dumps({"output": str(output_path), "format": "keras"}))
+    else:
+        click.echo(f"wrote {output_path}")
+
+
+def _export_onnx(target: Path, output_path: Path | None, checkpoint: str, overrides,
+                 runs_dir: Path, as_json: bool) -> None:
+    """`export --format onnx`: the run's model and weights as ONNX (nnrun/api/onnx_export)."""
+    from nnrun import api
+    from nnrun.api.onnx_export import export_onnx, require_onnx
+    from nnrun.config.errors import ConfigError
+
+    if output_path is None:
+        raise ConfigError("ONNX is a binary file: name it with -o FILE.onnx", where="--output")
+    require_onnx()
+    spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
+    result = export_onnx(spec, run, output_path, checkpoint=checkpoint)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+
+    def shown(v: dict) -> str:
+        dims = ", ".join("batch" if d is None else str(d) for d in v["shape"])
+        return f"{v['name']} ({dims}) {v['dtype']}"
+    click.echo(f"inputs: {'; '.join(shown(v) for v in result['inputs'])}")
+    click.echo(f"outputs: {'; '.join(shown(v) for v in result['outputs'])}")
+    if result["trained_precision"] != "float32":
+        click.echo(f"note: trained with compile.precision {result['trained_precision']}; the "
+                   "ONNX model computes in float32 (ONNX Runtime has no bfloat16 kernels on "
+                   "CPU), so its outputs differ from nnrun's by bfloat16 rounding", err=True)
+    if result["not_in_graph"]:
+        files = result["not_in_graph"]
+        click.echo(f"note: the run's preprocessing ({' and '.join(files)}) is not in the "
+                   "ONNX graph: apply it to the inputs first, as nnrun predict does", err=True)
+    click.echo(f"wrote {output_path}")
 
 
 def registry_names() -> dict[str, list[str]]:

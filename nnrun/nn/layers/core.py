@@ -158,8 +158,9 @@ class Embedding(Layer):
         return x != 0 if self.args.get("mask_zero") else None
 
     def apply(self, params, state, x, *, training, key):
-        return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0, mode="fill",
-                        fill_value=0.0), state
+        # .at[].get: the same gather as jnp.take(mode="fill"), and one jax2onnx converts
+        return params["embeddings"].at[x.astype(jnp.int32)].get(mode="fill",
+                                                                 fill_value=0.0), state
 
 
 @LAYER_TYPES.register("Masking")

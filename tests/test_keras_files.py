@@ -1,0 +1,278 @@
+"""Keras model files with weights, both ways: `nnrun export --format keras` opens in
+`keras.saving.load_model` with the trained weights, and `nnrun import-keras -o` makes a
+config and a checkpoint from which nnrun predicts what Keras predicts."""
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import jax
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nnrun.api.inference import load_trained
+from nnrun.api.training import resolve_target
+from nnrun.cli.main import main
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# Each example config, trained briefly: a few rows, one epoch.
+SMALL = {
+    "mlp": ["data.train.samples=40", "data.test.samples=20"],
+    "two_inputs": ["data.train.samples=40", "data.test.samples=20"],
+    "autoencoder": ["data.train.samples=40"],
+    "gru": ["data.train.samples=40", "data.test.samples=20"],
+    "cnn": ["data.train.samples=40", "data.test.samples=20"],
+    "embedding_lstm": ["data.train.samples=40", "data.test.samples=20"],
+    "masked_lstm": ["data.train.samples=40", "data.test.samples=20"],
+    "multiclass": ["data.train.samples=40", "data.test.samples=20"],
+    "regression": ["data.train.samples=40", "data.test.samples=20"],
+    "early_stopping": ["data.train.samples=40"],
+    "two_outputs": ["data.train.samples=40"],
+    "iris": [], "fruit": [], "preprocess": [], "mlp_wide": [],
+}
+FAST = ("mlp", "two_inputs", "autoencoder", "gru")
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def _rows(model, rng):
+    """Rows for each of the model's inputs: token ids for an integer input, else normal."""
+    def one(shape, dtype):
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            return rng.integers(0, 10, size=(5, *shape)).astype(dtype)
+        return rng.normal(size=(5, *shape)).astype(np.float32)
+    dtypes = model.input_dtypes
+    return {n: one(model.input_shapes[n], dtypes[n]) for n in model.input_names}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow)
+                                  for n in SMALL])
+def test_exported_run_predicts_as_nnrun_in_keras(runner, tmp_path, name):
+    runs = tmp_path / "runs"
+    sets = [x for s in ["fit.epochs=1", *SMALL[name]] for x in ("--set", s)]
+    result = invoke(runner, "train", CONFIGS / f"{name}.yaml", *sets, "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    run = next(p for p in runs.iterdir() if p.is_dir() and (p / "run.json").is_file())
+    out = tmp_path / "model.keras"
+    result = invoke(runner, "export", run, "--format", "keras", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(zipfile.ZipFile(out).namelist()) == ["config.json", "metadata.json",
+                                                       "model.weights.h5"]
+    spec, _ = resolve_target(run)
+    input_shape = json.loads((run / "model.json").read_text())["model"].get("input_shape")
+    x0 = None if input_shape is None else np.zeros((1, *input_shape), np.float32)
+    model, params, state = load_trained(spec, run, "best", x0)
+    x = _rows(model, np.random.default_rng(0))
+    ours, _ = model.apply(params, state, x)
+    k = keras.saving.load_model(out)
+    assert k.compiled and k.loss is not None
+    xs = [x[n] for n in model.input_names]
+    theirs = k.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+    if isinstance(ours, dict):
+        ours = [ours[n] for n in model.output_names]
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def _fit(k, x, y):
+    k.compile(optimizer="adam", loss="mse")
+    k.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    return k
+
+
+def _keras_models():
+    """Keras models as users make them, fitted briefly: (name, model, rows)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(24, 4)).astype(np.float32)
+    mlp = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="relu"),
+                            keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    _fit(mlp, x, rng.normal(size=(24, 2)))
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    shared = keras.layers.Dense(3, activation="tanh", name="shared")
+    merged = keras.layers.Concatenate()([shared(a), shared(b)])
+    graph = keras.Model([a, b], keras.layers.Dense(1)(merged))
+    _fit(graph, [x, x[::-1]], rng.normal(size=(24, 1)))
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu"),
+                              keras.layers.Dense(3)], name="inner")
+    i = keras.Input((4,))
+    nested = keras.Model(i, keras.layers.Dense(2)(inner(i)))
+    _fit(nested, x, rng.normal(size=(24, 2)))
+    s = rng.normal(size=(24, 5, 3)).astype(np.float32)
+    bilstm = keras.Sequential([keras.Input((5, 3)),
+                               keras.layers.Bidirectional(keras.layers.LSTM(4)),
+                               keras.layers.Dense(1)])
+    _fit(bilstm, s, rng.normal(size=(24, 1)))
+    return [("mlp_bn", mlp, x), ("shared", graph, [x, x[::-1]]), ("nested", nested, x),
+            ("bilstm", bilstm, s)]
+
+
+@pytest.fixture(scope="module")
+def keras_models():
+    return _keras_models()
+
+
+def _predict_imported(runner, tmp_path, keras_file, rows):
+    config = tmp_path / "imported.yaml"
+    result = invoke(runner, "import-keras", keras_file, "-o", config)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "imported.h5").is_file()
+    assert "weights: imported.h5" in config.read_text()
+    from nnrun.api.prepare import build
+    from nnrun.api.training import start_weights
+    from nnrun.config.spec import load_spec
+
+    spec = load_spec(config)
+    model = build(spec)
+    start = start_weights(spec, model)
+    assert not start.missing
+    x = dict(zip(model.input_names, rows, strict=True)) if isinstance(rows, list) else rows
+    y, _ = model.apply(start.params, start.state, x)
+    return np.asarray(y)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_imported_keras_file_predicts_as_keras(runner, tmp_path, keras_models, index):
+    name, k, rows = keras_models[index]
+    path = tmp_path / f"{name}.keras"
+    k.save(path)
+    ours = _predict_imported(runner, tmp_path, path, rows)
+    np.testing.assert_allclose(ours, k.predict(rows, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_imported_keras2_h5_predicts_as_keras(runner, tmp_path, keras_models):
+    name, k, rows = keras_models[0]   # Keras 3 still writes the legacy .h5 format
+    path = tmp_path / f"{name}.h5"
+    k.save(path)
+    ours = _predict_imported(runner, tmp_path, path, rows)
+    np.testing.assert_allclose(ours, k.predict(rows, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_weights_that_do_not_fit_are_a_located_error(runner, tmp_path, keras_models):
+    _, k, _ = keras_models[0]
+    path = tmp_path / "m.keras"
+    k.save(path)
+    data = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(data, "w") as dst:
+        for info in src.infolist():
+            body = src.read(info)
+            if info.filename == "config.json":
+                body = body.replace(b'"units": 6', b'"units": 7')
+            dst.writestr(info, body)
+    path.write_bytes(data.getvalue())
+    result = invoke(runner, "import-keras", path, "-o", tmp_path / "c.yaml")
+    assert result.exit_code == 2
+    assert "m.keras" in result.output and "expects" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_export_keras_needs_a_run_and_a_file(runner, tmp_path):
+    result = invoke(runner, "export", CONFIGS / "mlp.yaml", "--format", "keras", "-o",
+                    tmp_path / "m.keras", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code in (2, 3) and "Traceback" not in result.output
+    assert not (tmp_path / "m.keras").exists()
+    result = invoke(runner, "export", CONFIGS / "mlp.yaml", "--format", "keras")
+    assert result.exit_code == 2 and "-o FILE.keras" in result.output
+
+
+def test_layers_without_a_keras_class_are_a_located_error(runner, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\nseed: 0\ndata: {train: {builtin: xor, samples: 20}}\n"
+                      "model:\n  input_shape: [2]\n  layers:\n"
+                      "    - ParametricSoftplus: {}\n    - Dense: 1\n"
+                      "compile: {optimizer: sgd, loss: mse}\nfit: {epochs: 1, batch_size: 10}\n")
+    runs = tmp_path / "runs"
+    assert invoke(runner, "train", config, "--runs-dir", runs).exit_code == 0
+    result = invoke(runner, "export", config, "--format", "keras", "-o", tmp_path / "m.keras",
+                    "--runs-dir", runs)
+    assert result.exit_code == 2 and "ParametricSoftplus has no Keras 3 class" in result.output
+    assert "c.yaml:" in result.output and not (tmp_path / "m.keras").exists()
+
+
+def test_training_an_imported_model_starts_from_the_keras_weights(runner, tmp_path):
+    rng = np.random.default_rng(2)
+    k = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="relu"),
+                          keras.layers.Dense(1, activation="sigmoid")])
+    _fit(k, rng.normal(size=(16, 2)), rng.normal(size=(16, 1)))
+    k.save(tmp_path / "k.keras")
+    x = rng.normal(size=(5, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    config = tmp_path / "k.yaml"
+    assert invoke(runner, "import-keras", tmp_path / "k.keras", "-o", config).exit_code == 0
+    runs = tmp_path / "runs"
+    result = invoke(runner, "train", config, "--runs-dir", runs,
+                    "--set", "data={train: {builtin: xor, samples: 20}}",
+                    "--set", "compile.optimizer={name: sgd, learning_rate: 0.0}")
+    assert result.exit_code == 0, result.output
+    result = invoke(runner, "predict", config, "--runs-dir", runs, "-i", tmp_path / "x.npy",
+                    "-o", tmp_path / "p.npy")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy").reshape(-1),
+                               k.predict(x, verbose=0).reshape(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_import_without_output_leaves_the_weights_out_and_says_so(runner, tmp_path,
+                                                                   keras_models):
+    _, k, _ = keras_models[0]
+    k.save(tmp_path / "m.keras")
+    result = runner.invoke(main, ["import-keras", str(tmp_path / "m.keras")])
+    assert result.exit_code == 0
+    assert "weights were not imported: give -o" in result.output
+    assert "weights:" not in result.output.split("model:")[1]
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.keras"]
+
+
+SHARED_GRAPH = """\
+name: shared
+seed: 0
+data: {train: {builtin: pairs, samples: 40, x: {left: first, right: second}}}
+model:
+  inputs: {left: [8], right: [8]}
+  layers:
+    - Dense: {name: tower, units: 4, activation: tanh, inputs: left}
+    - Reuse: {layer: tower, name: tower_b, inputs: right}
+    - Dense: {name: extra, units: 4, inputs: tower_b}
+    - BatchNormalization: {name: norm, inputs: extra}
+    - Concatenate: {name: merged, inputs: [tower, norm]}
+    - Dense: {name: out, units: 1, activation: sigmoid}
+  outputs: [out]
+compile: {optimizer: adam, loss: binary_crossentropy}
+fit: {epochs: 1, batch_size: 8}
+"""
+
+
+def test_exported_graph_with_a_shared_layer_round_trips(runner, tmp_path):
+    """Keras names the weight groups by class and graph order (dense, dense_1, ...): a
+    shared layer and layers at different depths land where Keras looks, and the file
+    imports back to the same predictions."""
+    config = tmp_path / "shared.yaml"
+    config.write_text(SHARED_GRAPH)
+    runs = tmp_path / "runs"
+    assert invoke(runner, "train", config, "--runs-dir", runs).exit_code == 0
+    out = tmp_path / "model.keras"
+    result = invoke(runner, "export", config, "--format", "keras", "--checkpoint", "last",
+                    "-o", out, "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    k = keras.saving.load_model(out)
+    rng = np.random.default_rng(3)
+    rows = [rng.normal(size=(5, 8)).astype(np.float32) for _ in range(2)]
+    spec, run = resolve_target(config, runs_root=runs, need_run=True)
+    model, params, state = load_trained(spec, run, "last")
+    ours, _ = model.apply(params, state, dict(zip(model.input_names, rows, strict=True)))
+    np.testing.assert_allclose(np.asarray(ours), k.predict(rows, verbose=0), rtol=1e-5,
+                               atol=1e-6)
+    back = tmp_path / "back"
+    back.mkdir()
+    again = _predict_imported(runner, back, out, rows)
+    np.testing.assert_allclose(again, np.asarray(ours), rtol=1e-5, atol=1e-6)
