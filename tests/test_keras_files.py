@@ -124,22 +124,29 @@ def keras_models():
 
 
 def _predict_imported(runner, tmp_path, keras_file, rows):
+    """`nnrun import-keras`, then `nnrun predict` on the imported config straight away:
+    no run, the weights model.weights names."""
+    from nnrun.config.spec import load_spec
+
     config = tmp_path / "imported.yaml"
     result = invoke(runner, "import-keras", keras_file, "-o", config)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "imported.h5").is_file()
     assert "weights: imported.h5" in config.read_text()
-    from nnrun.api.prepare import build
-    from nnrun.api.training import start_weights
-    from nnrun.config.spec import load_spec
-
-    spec = load_spec(config)
-    model = build(spec)
-    start = start_weights(spec, model)
-    assert not start.missing
-    x = dict(zip(model.input_names, rows, strict=True)) if isinstance(rows, list) else rows
-    y, _ = model.apply(start.params, start.state, x)
-    return np.asarray(y)
+    if isinstance(rows, list):   # several inputs: a .npz by input name
+        names = [i.name for i in load_spec(config).model.inputs]
+        np.savez(tmp_path / "x.npz", **dict(zip(names, rows, strict=True)))
+        given = tmp_path / "x.npz"
+    else:
+        np.save(tmp_path / "x.npy", rows)
+        given = tmp_path / "x.npy"
+    runs = tmp_path / "runs"
+    result = invoke(runner, "predict", config, "-i", given, "-o", tmp_path / "p.npy",
+                    "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    assert "has no run yet: these are the weights of its model.weights" in result.output
+    assert not runs.exists()   # nothing was trained or written to a run
+    return np.load(tmp_path / "p.npy")
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -198,6 +205,50 @@ def test_layers_without_a_keras_class_are_a_located_error(runner, tmp_path):
                     "--runs-dir", runs)
     assert result.exit_code == 2 and "ParametricSoftplus has no Keras 3 class" in result.output
     assert "c.yaml:" in result.output and not (tmp_path / "m.keras").exists()
+
+
+def test_an_imported_model_evaluates_as_keras_before_any_run(runner, tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+    k = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                          keras.layers.Dense(3, activation="softmax")])
+    k.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    k.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    k.save(tmp_path / "k.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    config = tmp_path / "k.yaml"
+    assert invoke(runner, "import-keras", tmp_path / "k.keras", "-o", config).exit_code == 0
+    runs = tmp_path / "runs"
+    test = f"data.test={{path: {tmp_path / 'x.npy'}, target: {tmp_path / 'y.npy'}}}"
+    result = invoke(runner, "evaluate", config, "--set", test, "--runs-dir", runs, "--json")
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.output)
+    theirs = k.evaluate(x, y, verbose=0, return_dict=True)
+    assert ours["run"] is None and ours["checkpoint"] == "model.weights"
+    assert ours["weights"] == str(tmp_path / "k.h5")
+    assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+    assert ours["accuracy"] == pytest.approx(theirs["accuracy"])
+    assert not runs.exists()
+    shown = invoke(runner, "evaluate", config, "--set", test, "--runs-dir", runs).output
+    assert "model.weights" in shown and "(no run yet)" in shown
+    result = invoke(runner, "evaluate", config, "--set", test, "--runs-dir", runs,
+                    "--checkpoint", "last")
+    assert result.exit_code == 2
+    assert "no last.h5: this config has no run yet" in result.output
+    import nnrun  # the Python API loads it the same way
+
+    model = nnrun.load(config, runs_dir=runs)
+    assert model.run_dir is None
+    np.testing.assert_allclose(model.predict(x), k.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_config_without_weights_or_run_still_needs_training(runner, tmp_path):
+    result = invoke(runner, "predict", CONFIGS / "mlp.yaml", "-i", CONFIGS / "mlp.yaml",
+                    "-o", tmp_path / "p.npy", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "no run of 'xor-mlp'" in result.output
+    assert "train it first" in result.output
 
 
 def test_training_an_imported_model_starts_from_the_keras_weights(runner, tmp_path):
@@ -276,3 +327,30 @@ def test_exported_graph_with_a_shared_layer_round_trips(runner, tmp_path):
     back.mkdir()
     again = _predict_imported(runner, back, out, rows)
     np.testing.assert_allclose(again, np.asarray(ours), rtol=1e-5, atol=1e-6)
+
+
+def test_a_config_with_weights_and_no_run_fits_its_preprocessing_as_train_does(runner,
+                                                                               tmp_path):
+    """model.weights with no run: standardize is fitted on the training split as `nnrun
+    train` fits it, so predict and evaluate equal the run's own."""
+    runs = tmp_path / "runs"
+    config = CONFIGS / "preprocess.yaml"
+    assert invoke(runner, "train", config, "--runs-dir", runs, "--set", "fit.epochs=1",
+                  "-q").exit_code == 0
+    (run,) = [p for p in runs.iterdir() if p.name != "latest"]
+    x = np.random.default_rng(4).normal(13, 3, size=(9, 13)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    weights = f"model.weights={run / 'checkpoints' / 'best.h5'}"
+    for target, extra in ((run, []), (config, ["--set", weights, "--runs-dir",
+                                               tmp_path / "none"])):
+        out = tmp_path / f"{len(extra)}.npy"
+        result = invoke(runner, "predict", target, "-i", tmp_path / "x.npy", "-o", out, *extra)
+        assert result.exit_code == 0, result.output
+        result = invoke(runner, "evaluate", target, "--json", *extra)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["run"] == (str(run) if not extra else None)
+        out.with_suffix(".json").write_text(result.output)
+    np.testing.assert_array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "4.npy"))
+    ran, fitted = (json.loads((tmp_path / f"{n}.json").read_text()) for n in (0, 4))
+    assert fitted["loss"] == ran["loss"] and fitted["samples"] == ran["samples"]
+    assert not (tmp_path / "none").exists()

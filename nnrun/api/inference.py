@@ -28,46 +28,79 @@ from nnrun.runs import predictions, rundir
 
 # ---------------------------------------------------------------- loading a run
 
-def load_trained(spec: Spec, run: Path, checkpoint: str = "best", x=None):
-    """Rebuild the model of a run and load its weights: (model, params, state)."""
+def load_trained(spec: Spec, run: Path | None, checkpoint: str = "best", x=None):
+    """Rebuild the model of a run and load its weights: (model, params, state). With no
+    run (`run` None), a config's `model.weights` (e.g. an imported Keras model's)."""
     import jax
 
     from nnrun.train.checkpoint import load_checkpoint
 
-    path = Path(checkpoint)
-    if checkpoint in ("best", "last"):
-        path = run / "checkpoints" / f"{checkpoint}.h5"
+    path = weights_path(spec, run, checkpoint)
     model = build(spec, x)
     params, state = model.param_shapes()
     params, state, _, _ = load_checkpoint(path, params=params, state=state)
     return model, jax.device_put(params), jax.device_put(state)
 
 
-def checkpoint_epoch(run: Path, checkpoint: str) -> int | None:
+def weights_path(spec: Spec, run: Path | None, checkpoint: str) -> Path:
+    """The checkpoint file `checkpoint` names: "best" / "last" in the run's
+    checkpoints/, else a file's path. A config with no run has only its model.weights
+    (what "best" means for it)."""
+    if checkpoint not in ("best", "last"):
+        return Path(checkpoint)
+    if run is not None:
+        return run / "checkpoints" / f"{checkpoint}.h5"
+    if checkpoint == "last" or spec.model.weights is None:
+        raise ConfigError(f"no {checkpoint}.h5: this config has no run yet, only the weights "
+                          f"its model.weights names ({spec.model.weights}); leave out "
+                          f"--checkpoint, or train it first", where="--checkpoint")
+    return Path(spec.model.weights)
+
+
+def fitted_pipeline(spec: Spec, run: Path | None) -> tuple[Any, dict | None]:
+    """(preprocessing, table encoding) that features go through: the run's saved ones; with
+    no run, fitted on the config's training data as `nnrun train` fits them (none when
+    the config names no training data)."""
+    if run is not None:
+        return run_preprocessing(run), read_encoding(run)
+    if not spec.data.train:
+        if spec.data.preprocess is not None:
+            raise ConfigError("preprocess: is fitted on the training data, and this config "
+                              "has none and no run: add data.train, or train it first",
+                              where=spec.where(("data", "preprocess")))
+        return None, None
+    splits = load_data(spec)
+    return splits.preprocessing, splits.train.encoding
+
+
+def checkpoint_epoch(spec: Spec, run: Path | None, checkpoint: str) -> int | None:
     """A checkpoint's `epoch` attribute: for best.h5 the epoch of its weights, the run's
     best epoch as run.json's `best` and `nnrun runs` show it; for last.h5 the epochs
     trained (the weights of another epoch with EarlyStopping's restore_best_weights)."""
     from nnrun.runs.rundir import best_record
 
-    path = run / "checkpoints" / f"{checkpoint}.h5" if checkpoint in ("best", "last") \
-        else Path(checkpoint)
-    record = best_record(path)
+    record = best_record(weights_path(spec, run, checkpoint))
     return None if record is None else record["epoch"]
 
 
-def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, Any]:
-    """Loss and metrics of a trained run on the test data (else validation, else train)."""
+def evaluate(spec: Spec, run: Path | None, *, checkpoint: str = "best") -> dict[str, Any]:
+    """Loss and metrics of a trained run on the test data (else validation, else train);
+    saved in the run's eval.json. With no run, of the config's model.weights; saves nothing."""
     name, ds = evaluation_data(spec, run)
     model, params, state = load_trained(spec, run, checkpoint, ds.x)
     check_features(model, ds.x, ds.source)
     obj = objective_for(spec, model, ds.y)
     check_targets(model, obj, ds, name)
-    result = {"run": str(run), "data": name, "source": ds.source, "samples": len(ds),
-              "checkpoint": checkpoint, "checkpoint_epoch": checkpoint_epoch(run, checkpoint),
+    result = {"run": None if run is None else str(run), "data": name, "source": ds.source,
+              "samples": len(ds), "checkpoint": checkpoint if run else "model.weights",
+              "weights": str(weights_path(spec, run, checkpoint)),
+              "checkpoint_epoch": checkpoint_epoch(spec, run, checkpoint) if run else None,
               **evaluation_logs(model, obj, params, state, ds, spec.fit.batch_size)}
     report = _classification(spec, model, params, state, ds)
     if report is not None:
         result["classification"] = report
+    if run is None:
+        return result
     rundir.write_json(run / "eval.json", result)
     if report is not None:
         from nnrun.runs.charts import CONFUSION, plot_confusion_matrix
@@ -78,11 +111,13 @@ def evaluate(spec: Spec, run: Path, *, checkpoint: str = "best") -> dict[str, An
     return result
 
 
-def evaluation_data(spec: Spec, run: Path) -> tuple[str, Any]:
+def evaluation_data(spec: Spec, run: Path | None) -> tuple[str, Any]:
     """The split evaluate reads: test, else validation, else train (name, Dataset),
-    through the run's saved preprocessing and table encoding."""
-    splits = load_data(spec, need_train=spec.data.test is None,
-                       preprocessing=run_preprocessing(run), encoding=read_encoding(run))
+    through the run's saved preprocessing and table encoding (with no run, fitted on the
+    training data as `nnrun train` fits them)."""
+    pre, encoding = (None, None) if run is None else fitted_pipeline(spec, run)
+    splits = load_data(spec, need_train=spec.data.test is None or (
+        run is None and bool(spec.data.train)), preprocessing=pre, encoding=encoding)
     name, ds = next((n, d) for n, d in (("test", splits.test), ("validation", splits.validation),
                                         ("train", splits.train)) if d is not None)
     if ds.y is None:
@@ -146,7 +181,7 @@ def task_kind(spec: Spec, out_dim: int) -> str:
     return "binary" if out_dim == 1 else "multiclass"
 
 
-def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
+def predict(spec: Spec, run: Path | None, input_path: Path, output_path: Path, *,
             checkpoint: str = "best", layers: tuple[str, ...] = (),
             top_k: int | None = None, header: bool | None = None) -> dict[str, Any]:
     """Predict for the rows of a CSV/NPY/NPZ file; writes probabilities and classes, or
@@ -164,9 +199,10 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
                           where="--top-k")
     if top_k is not None and _shape_known(spec):
         _check_top_k(spec, build(spec), top_k)   # before any data is read
-    encoding = read_encoding(run)
+    pre, encoding = fitted_pipeline(spec, run)
+    where = None if run is None else str(run)
     table = Path(input_path).suffix.lower() in (".csv", ".tsv")
-    x = read_input(spec, run, Path(input_path), encoding, header)
+    x = read_input(spec, pre, Path(input_path), encoding, header)
     model, params, state = load_trained(spec, run, checkpoint, x)
     if top_k is not None:
         _check_top_k(spec, model, top_k)
@@ -188,12 +224,12 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
                                        None)
         else:
             predictions.write_output_arrays(Path(output_path), arrays)
-        return {"run": str(run), "rows": n, "output": str(output_path),
+        return {"run": where, "rows": n, "output": str(output_path),
                 "task": "layers " + ", ".join(layers), **rows_in}
     out = run_predict(model, params, state, x, spec.fit.batch_size)
     if len(model.output_names) > 1:
         predictions.write_output_arrays(Path(output_path), dict(zip(model.output_names, out)))
-        return {"run": str(run), "rows": n, "output": str(output_path), "task": "outputs",
+        return {"run": where, "rows": n, "output": str(output_path), "task": "outputs",
                 **rows_in}
     probs = np.asarray(out)
     kind = task_kind(spec, int(np.prod(model.output_shape)))
@@ -206,14 +242,14 @@ def predict(spec: Spec, run: Path, input_path: Path, output_path: Path, *,
     if names and len(names) != _class_count(kind, model):
         names = None   # targets one-hot over other columns: no names for these classes
     predictions.write_predictions(Path(output_path), probs, classes, names, top_k)
-    return {"run": str(run), "rows": n, "output": str(output_path), "task": kind, **rows_in}
+    return {"run": where, "rows": n, "output": str(output_path), "task": kind, **rows_in}
 
 
-def read_input(spec: Spec, run: Path, path: Path, encoding: dict | None,
+def read_input(spec: Spec, pre, path: Path, encoding: dict | None,
                header: bool | None = None):
     """Features from a file as `nnrun predict --input` reads them: a table encoded as the
     run's training table was, several inputs from a .npz by input name; then the run's
-    preprocessing."""
+    preprocessing (`pre`, None for none)."""
     if header is not None and path.suffix.lower() not in (".csv", ".tsv"):
         raise ConfigError("--header/--no-header is for a .csv or .tsv input",
                           where="--header")
@@ -223,7 +259,7 @@ def read_input(spec: Spec, run: Path, path: Path, encoding: dict | None,
     else:
         x = data_mod.load_features(path, drop_columns=_target_columns(spec),
                                    encoding=encoding, header=header)
-    return preprocess_input(run, x, str(path))
+    return preprocess_input(pre, x, str(path))
 
 
 def _class_count(kind: str, model) -> int | None:

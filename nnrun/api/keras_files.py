@@ -12,7 +12,7 @@ from nnrun.config.errors import ConfigError
 from nnrun.config.spec import Spec, spec_from_dict
 
 
-def export_keras(spec: Spec, run: Path, output: Path, *, checkpoint: str = "best",
+def export_keras(spec: Spec, run: Path | None, output: Path, *, checkpoint: str = "best",
                  input_shape: list | None = None) -> None:
     """A run as a `.keras` file that `keras.saving.load_model` opens: its architecture,
     compile settings and the weights of `checkpoint` (best, last, or a file) in Keras's

@@ -33,9 +33,7 @@ from nnrun.config.yamlsrc import Origins
 from nnrun.data.arrays import Dataset, as_features, as_targets
 from nnrun.data.arrays import rows as count_rows
 from nnrun.data.rowsource import is_lazy
-from nnrun.data.splitting import run_preprocessing
 from nnrun.data.table_encoding import Cells, encode_column, unpairs
-from nnrun.data.tables import read_encoding
 from nnrun.nn.trees import ordered_leaves
 
 Weights = list[np.ndarray]
@@ -43,16 +41,18 @@ Weights = list[np.ndarray]
 
 class TrainedModel:
     """A trained run's model and weights (`nnrun.load`). Arrays in, arrays out: the
-    run's table encoding and preprocessing are applied to what goes in."""
+    run's table encoding and preprocessing are applied to what goes in. `run_dir` is None
+    for a config loaded before it has a run (its model.weights, e.g. imported)."""
 
-    def __init__(self, spec: Spec, run: Path, checkpoint: str, model, params, state):
+    def __init__(self, spec: Spec, run: Path | None, checkpoint: str, model, params, state):
         self.spec, self.run_dir, self.checkpoint = spec, run, checkpoint
         self._model, self._params, self._state = model, params, state
-        self._encoding = read_encoding(run)
-        self._pre = run_preprocessing(run)
+        self._pre, self._encoding = inference.fitted_pipeline(spec, run)
         self._programs: dict = {}   # compiled predict programs by (rows, batch, layers)
 
     def __repr__(self) -> str:
+        if self.run_dir is None:
+            return f"TrainedModel({self.spec.name!r}, weights={self.spec.model.weights!r})"
         return (f"TrainedModel({self.spec.name!r}, run={str(self.run_dir)!r}, "
                 f"checkpoint={self.checkpoint!r})")
 
@@ -183,7 +183,7 @@ class TrainedModel:
         """Features as the model takes them: read or encoded, preprocessed, checked."""
         source = str(x) if isinstance(x, (str, Path)) else "x"
         if isinstance(x, (str, Path)):
-            x = inference.read_input(self.spec, self.run_dir, Path(x), self._encoding)
+            x = inference.read_input(self.spec, self._pre, Path(x), self._encoding)
         else:
             x = self._features(x)
             if self._pre is not None:
@@ -307,18 +307,18 @@ def _replaced(tree: dict, path: tuple, value) -> dict:
 def load(target: str | Path, *, checkpoint: str = "best", runs_dir: str | Path = "runs",
          set: list[str] | tuple[str, ...] = ()) -> TrainedModel:
     """A trained model: `target` a run directory (e.g. "runs/latest") or a config file
-    (its newest run under `runs_dir`); `checkpoint` "best" (best.h5), "last" or a
-    checkpoint file's path; `set`: --set overrides of the config."""
+    (its newest run under `runs_dir`; before it has one, its model.weights); `checkpoint`
+    "best" (best.h5), "last" or a checkpoint file's path; `set`: --set overrides."""
     spec, run = resolve_target(Path(target), tuple(set), runs_root=Path(runs_dir),
                                need_run=True)
     model, params, state = inference.load_trained(spec, run, checkpoint, _shape_probe(spec, run))
-    return TrainedModel(spec, run.resolve(), checkpoint, model, params, state)
+    return TrainedModel(spec, run and run.resolve(), checkpoint, model, params, state)
 
 
 def _shape_probe(spec: Spec, run: Path):
     """For a config whose input shape came from its data: an empty array of the shape the
     run trained on (model.json), so the model is built without reading data."""
-    if spec.model.input_shape is not None or spec.model.is_graph:
+    if spec.model.input_shape is not None or spec.model.is_graph or run is None:
         return None
     try:
         shape = json.loads((run / "model.json").read_text(encoding="utf-8"))["model"][

@@ -38,7 +38,7 @@ def require_onnx() -> None:
                           f"installed): {INSTALL}", where="--format onnx") from None
 
 
-def export_onnx(spec: Spec, run: Path, output_path: Path, *,
+def export_onnx(spec: Spec, run: Path | None, output_path: Path, *,
                 checkpoint: str = "best") -> dict[str, Any]:
     """Write the run's model (the weights of `checkpoint`: best, last or a path) to
     `output_path` as ONNX; returns what was written (inputs and outputs by name, with
@@ -67,7 +67,8 @@ def export_onnx(spec: Spec, run: Path, output_path: Path, *,
                  "shape": [None if d.dim_param else d.dim_value
                            for d in v.type.tensor_type.shape.dim]} for v in values]
 
-    outside = [f for f in (PREPROCESSING_FILE, ENCODING_FILE) if (run / f).is_file()]
+    outside = [f for f in (PREPROCESSING_FILE, ENCODING_FILE) if (run / f).is_file()] \
+        if run is not None else ["preprocess:"] if spec.data.preprocess is not None else []
     return {"output": str(output_path), "format": "onnx", "opset": OPSET,
             "checkpoint": checkpoint, "inputs": described(proto.graph.input),
             "outputs": described(proto.graph.output), "not_in_graph": outside,
@@ -87,9 +88,10 @@ def _as_float32(model, trees):
         trees)
 
 
-def _shape_probe(spec: Spec, run: Path):
-    """Rows of the run's input shape (model.json) when the config leaves it to the data."""
-    if spec.model.input_shape is not None or spec.model.is_graph:
+def _shape_probe(spec: Spec, run: Path | None):
+    """Rows of the run's input shape (model.json) when the config leaves it to the data
+    (with no run, build says the shape is unknown)."""
+    if spec.model.input_shape is not None or spec.model.is_graph or run is None:
         return None
     try:
         shape = json.loads((run / "model.json").read_text())["model"]["input_shape"]

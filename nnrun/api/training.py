@@ -46,7 +46,8 @@ def resolve_target(target: str | Path, overrides: tuple[str, ...] = (), *,
                    ) -> tuple[Spec, Path | None]:
     """A config file or a run directory -> (spec, run directory or None).
 
-    For a config and `need_run`, the run is the newest one of the config's name.
+    For a config and `need_run`, the run is the newest one of the config's name; a
+    config with model.weights and no run yet gives None (its weights are model.weights).
     """
     target = Path(target)
     if target.is_dir():
@@ -59,10 +60,10 @@ def resolve_target(target: str | Path, overrides: tuple[str, ...] = (), *,
     if not need_run:
         return spec, None
     run = rundir.latest_run_of(runs_root, spec.name)
-    if run is None:
+    if run is None and spec.model.weights is None:
         raise ConfigError(f"no run of {spec.name!r} in {runs_root}/; train it first "
                           f"(nnrun train {target})", where=str(target))
-    return spec, run
+    return spec, run   # None: no run yet, the weights model.weights names (imported ones)
 
 
 # ---------------------------------------------------------------- training

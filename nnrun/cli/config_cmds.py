@@ -271,7 +271,7 @@ def _export_keras(target: Path, output_path: Path | None, checkpoint: str, overr
                           where="--output")
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
     input_shape = None
-    if (run / "model.json").is_file():   # the shape the data gave
+    if run is not None and (run / "model.json").is_file():   # the shape the data gave
         input_shape = json.loads((run / "model.json").read_text())["model"].get("input_shape")
     export_keras(spec, run, output_path, checkpoint=checkpoint, input_shape=input_shape)
     if as_json:

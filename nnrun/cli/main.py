@@ -105,8 +105,11 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
     from nnrun.runs.report import data_line, metrics_table
 
     values = {k: v for k, v in result.items()
-              if k not in ("run", "source", "data", "classification", "checkpoint_epoch")}
-    if result.get("checkpoint_epoch") is not None:   # which epoch's weights were evaluated
+              if k not in ("run", "source", "data", "classification", "checkpoint_epoch",
+                           "weights")}
+    if result["run"] is None:   # a config with no run: its model.weights
+        values["checkpoint"] = f"model.weights {result['weights']} (no run yet)"
+    elif result.get("checkpoint_epoch") is not None:   # which epoch's weights were evaluated
         after = "after " if result["checkpoint"] == "last" else ""
         values["checkpoint"] = f"{result['checkpoint']} ({after}epoch {result['checkpoint_epoch']})"
     console = Console()
@@ -167,6 +170,9 @@ def predict(target: Path, input_path: Path, header: bool | None, outputs: tuple[
                 }.get(result.get("header"), "")
         click.echo(f"wrote {result['rows']} predictions ({result['task']}) to "
                    f"{result['output']}{rows}")
+        if result["run"] is None:
+            click.echo(f"note: {spec.name!r} has no run yet: these are the weights of its "
+                       f"model.weights, {spec.model.weights}", err=True)
 
 
 @main.command()
@@ -213,7 +219,10 @@ def plot(target: Path, output_path: Path | None, curves: bool, rankdir: str,
     if curves:
         from nnrun.runs.charts import plot_learning_curves
 
-        _, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
+        spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
+        if run is None:
+            raise ConfigError(f"no run of {spec.name!r} in {runs_dir}/ (model.weights has no "
+                              f"learning curves); train it first", where=str(target))
         path = plot_learning_curves(run, output_path)
     elif output_path is None:
         raise ConfigError("give the diagram's file: --output model.png (or --curves for a "

@@ -256,9 +256,8 @@ def run_preprocessing(run):
         raise DataError(f"cannot read {PREPROCESSING_FILE}: {exc}", where=str(path)) from None
 
 
-def preprocess_input(run, x: Any, source: str) -> Any:
-    """`nnrun predict`'s features through the run's saved preprocessing (if any)."""
-    pre = run_preprocessing(run)
+def preprocess_input(pre, x: Any, source: str) -> Any:
+    """`nnrun predict`'s features through a run's preprocessing (`pre`; None: none)."""
     if pre is None:
         return x
     try:
