@@ -354,3 +354,87 @@ def test_a_config_with_weights_and_no_run_fits_its_preprocessing_as_train_does(r
     ran, fitted = (json.loads((tmp_path / f"{n}.json").read_text()) for n in (0, 4))
     assert fitted["loss"] == ran["loss"] and fitted["samples"] == ran["samples"]
     assert not (tmp_path / "none").exists()
+
+
+def _keras2_h5(path: Path, rng) -> dict:
+    """A model file laid out as Keras 2 (tf.keras 2.13) writes `model.save("m.h5")`:
+    Keras 2 JSON in `model_config`, weights under model_weights/LAYER/LAYER/NAME:0 in
+    `weight_names` order. Returns the arrays by layer."""
+    import h5py
+
+    weights = {"dense": [rng.normal(size=(4, 8)), rng.normal(size=8)],
+               "batch_normalization": [rng.uniform(.5, 2, 8), rng.normal(size=8),
+                                       rng.normal(size=8), rng.uniform(.5, 2, 8)],
+               "dense_1": [rng.normal(size=(8, 2)), rng.normal(size=2)]}
+    names = {"dense": ["kernel", "bias"], "dense_1": ["kernel", "bias"],
+             "batch_normalization": ["gamma", "beta", "moving_mean", "moving_variance"]}
+    zeros, ones = {"class_name": "Zeros", "config": {}}, {"class_name": "Ones", "config": {}}
+
+    def dense(name, units, activation, **extra):
+        return {"class_name": "Dense", "config": {
+            "name": name, "trainable": True, "dtype": "float32", **extra, "units": units,
+            "activation": activation, "use_bias": True, "bias_initializer": zeros,
+            "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+            "kernel_regularizer": None, "bias_regularizer": None,
+            "activity_regularizer": None, "kernel_constraint": None, "bias_constraint": None}}
+    config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 4],
+                                                "dtype": "float32", "sparse": False,
+                                                "ragged": False, "name": "dense_input"}},
+        dense("dense", 8, "relu", batch_input_shape=[None, 4]),
+        {"class_name": "BatchNormalization", "config": {
+            "name": "batch_normalization", "trainable": True, "dtype": "float32",
+            "axis": [1], "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True,
+            "beta_initializer": zeros, "gamma_initializer": ones,
+            "moving_mean_initializer": zeros, "moving_variance_initializer": ones,
+            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None}},
+        dense("dense_1", 2, "linear")]}, "keras_version": "2.13.1", "backend": "tensorflow"}
+    with h5py.File(path, "w") as f:
+        f.attrs["backend"], f.attrs["keras_version"] = "tensorflow", "2.13.1"
+        f.attrs["model_config"] = json.dumps(config)
+        root = f.create_group("model_weights")
+        root.attrs["layer_names"] = [b"dense_input", *(n.encode() for n in weights)]
+        root.create_group("dense_input").attrs["weight_names"] = np.array([], dtype="S1")
+        for layer, arrays in weights.items():
+            g = root.create_group(layer)
+            g.attrs["weight_names"] = [f"{layer}/{n}:0".encode() for n in names[layer]]
+            for n, a in zip(names[layer], arrays, strict=True):
+                g.create_dataset(f"{layer}/{n}:0", data=np.asarray(a, np.float32))
+    return weights
+
+
+def test_a_keras2_h5_file_predicts_its_weights_and_stays_as_it_was(runner, tmp_path):
+    rng = np.random.default_rng(5)
+    source = tmp_path / "m.h5"
+    w = _keras2_h5(source, rng)
+    before = source.read_bytes()
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    d, bn, d1 = w["dense"], w["batch_normalization"], w["dense_1"]
+    h = np.maximum(x @ d[0] + d[1], 0)
+    want = (bn[0] * (h - bn[2]) / np.sqrt(bn[3] + 1e-3) + bn[1]) @ d1[0] + d1[1]
+    np.save(tmp_path / "x.npy", x)
+    result = invoke(runner, "import-keras", source, "-o", tmp_path / "m.yaml")
+    assert result.exit_code == 0, result.output
+    # m.yaml's weights would be m.h5, the Keras file itself: they go beside it instead
+    assert "model.weights: m_weights.h5" in result.output
+    assert source.read_bytes() == before
+    result = invoke(runner, "predict", tmp_path / "m.yaml", "-i", tmp_path / "x.npy",
+                    "-o", tmp_path / "p.npy", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_import_overwrites_no_file_it_did_not_write(runner, tmp_path):
+    source = tmp_path / "m.h5"
+    _keras2_h5(source, np.random.default_rng(6))
+    result = invoke(runner, "import-keras", source, "-o", source)
+    assert result.exit_code == 2 and "is the Keras file itself" in result.output
+    (tmp_path / "data.h5").write_bytes(b"the user's own file")
+    result = invoke(runner, "import-keras", source, "-o", tmp_path / "data.yaml")
+    assert result.exit_code == 2 and "data.h5, which exists" in result.output
+    assert (tmp_path / "data.h5").read_bytes() == b"the user's own file"
+    assert not (tmp_path / "data.yaml").exists()
+    for _ in range(2):   # an earlier import's weights are replaced
+        result = invoke(runner, "import-keras", source, "-o", tmp_path / "again.yaml")
+        assert result.exit_code == 0, result.output

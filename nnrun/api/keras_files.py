@@ -54,9 +54,29 @@ def import_keras_weights(model_file: Path, config: dict, output: Path) -> Path:
     params, state = build(spec).param_shapes()
     groups = keras_plan(spec.resolved["model"], params, state)
     params, state = read_keras_weights(model_file, groups, params, state)
-    path = Path(output).with_suffix(".h5")
-    if path.resolve() == Path(output).resolve():
-        path = path.with_name(f"{path.stem}_weights.h5")
+    path = weights_file(model_file, output)
     save_checkpoint(path, params=params, state=state,
                     attrs={"epoch": 0, "imported_from": str(model_file)})
+    return path
+
+
+def weights_file(model_file: Path, output: Path) -> Path:
+    """Where import-keras puts the weights of the config `output`: beside it, same name,
+    .h5 (NAME_weights.h5 when that is the config or the Keras file itself). A file there
+    that an earlier import did not write is a ConfigError: nothing else is overwritten."""
+    import h5py
+
+    path = Path(output).with_suffix(".h5")
+    if path.resolve() in (Path(output).resolve(), Path(model_file).resolve()):
+        path = path.with_name(f"{path.stem}_weights.h5")
+    if path.exists():
+        try:
+            with h5py.File(path, "r") as f:
+                ours = "imported_from" in f.attrs
+        except OSError:
+            ours = False
+        if not ours:
+            raise ConfigError(f"the weights would go to {path}, which exists and is not "
+                              f"weights import-keras wrote; move it, or give -o another "
+                              f"name", where="--output")
     return path

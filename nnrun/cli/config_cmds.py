@@ -116,11 +116,17 @@ def import_keras(model_file: Path, output_path: Path | None, model_only: bool, a
     """An nnrun config from a Keras model: a model.to_json() file (Keras 1, 2 or 3), a
     .keras file or a Keras 2 .h5 file. With -o, the weights of a .keras / .h5 file become
     an nnrun checkpoint beside the config (-o model.yaml: model.h5) that model.weights
-    names, so training starts from them (evaluate and predict then use that run). The
-    file is read as data: nothing in it is run, and Lambda or custom layers are refused."""
+    names, so evaluate and predict use them as they are and training starts from them.
+    The file is read as data: nothing in it is run, and Lambda or custom layers are
+    refused."""
+    from nnrun.config.errors import ConfigError
     from nnrun.config.spec import dump_yaml
     from nnrun.keras.archive import has_weights
     from nnrun.keras.model_json import config_text, imported_config
+
+    if output_path is not None and output_path.resolve() == model_file.resolve():
+        raise ConfigError(f"-o {output_path} is the Keras file itself: give the config "
+                          f"another name", where="--output")
 
     obj, training_config = _read_keras_file(model_file)
     config, notes = imported_config(obj, source=str(model_file), name=model_file.stem,
