@@ -22,6 +22,7 @@ import sys
 import tempfile
 
 import pytest
+from trained_examples import example_run  # noqa: F401  (a shared fixture)
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("NNRUN_NO_COMPILE_CACHE", "1")

@@ -337,12 +337,23 @@ def _damaged(run: Path, how: str) -> None:
         (run / "run.json").write_text(how)
 
 
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> Path:
+    """A run stopped by SIGINT after epoch 3 (each test damages its own copy)."""
+    folder = tmp_path_factory.mktemp("interrupted")
+    code, out = nnrun(folder, fault="epoch:3:INT")
+    assert code == 130, out
+    return the_run(folder)
+
+
 @pytest.mark.parametrize("how, code_wanted", [
     ("empty", 3), ("garbage", 3), ("truncated", 3), ("{not json", 2), ("[1, 2]", 2)])
-def test_a_failed_resume_exits_cleanly_and_changes_nothing(tmp_path, how, code_wanted):
-    code, out = nnrun(tmp_path, fault="epoch:3:INT")
-    assert code == 130, out
-    run = the_run(tmp_path)
+def test_a_failed_resume_exits_cleanly_and_changes_nothing(tmp_path, interrupted, how,
+                                                           code_wanted):
+    import shutil
+
+    run = tmp_path / "runs" / interrupted.name
+    shutil.copytree(interrupted, run)
     _damaged(run, how)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     # its own process, as a user runs it: exit 134 (an abort) came from background

@@ -12,27 +12,14 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from trained_examples import CONFIGS as EXAMPLES
+from trained_examples import group
 
 from nnrun.api.inference import load_trained
 from nnrun.api.training import resolve_target
 from nnrun.cli.main import main
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-# Each example config, trained briefly: a few rows, one epoch.
-SMALL = {
-    "mlp": ["data.train.samples=40", "data.test.samples=20"],
-    "two_inputs": ["data.train.samples=40", "data.test.samples=20"],
-    "autoencoder": ["data.train.samples=40"],
-    "gru": ["data.train.samples=40", "data.test.samples=20"],
-    "cnn": ["data.train.samples=40", "data.test.samples=20"],
-    "embedding_lstm": ["data.train.samples=40", "data.test.samples=20"],
-    "masked_lstm": ["data.train.samples=40", "data.test.samples=20"],
-    "multiclass": ["data.train.samples=40", "data.test.samples=20"],
-    "regression": ["data.train.samples=40", "data.test.samples=20"],
-    "early_stopping": ["data.train.samples=40"],
-    "two_outputs": ["data.train.samples=40"],
-    "iris": [], "fruit": [], "preprocess": [], "mlp_wide": [],
-}
 FAST = ("mlp", "two_inputs", "autoencoder", "gru")
 
 
@@ -56,14 +43,12 @@ def _rows(model, rng):
     return {n: one(model.input_shapes[n], dtypes[n]) for n in model.input_names}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow)
-                                  for n in SMALL])
-def test_exported_run_predicts_as_nnrun_in_keras(runner, tmp_path, name):
-    runs = tmp_path / "runs"
-    sets = [x for s in ["fit.epochs=1", *SMALL[name]] for x in ("--set", s)]
-    result = invoke(runner, "train", CONFIGS / f"{name}.yaml", *sets, "--runs-dir", runs)
-    assert result.exit_code == 0, result.output
-    run = next(p for p in runs.iterdir() if p.is_dir() and (p / "run.json").is_file())
+@pytest.mark.parametrize("name", [
+    pytest.param(c.stem, marks=(group(c.stem),) if c.stem in FAST else (group(c.stem),
+                                                                      pytest.mark.slow))
+    for c in EXAMPLES])
+def test_exported_run_predicts_as_nnrun_in_keras(runner, tmp_path, name, example_run):
+    run = example_run(name)
     out = tmp_path / "model.keras"
     result = invoke(runner, "export", run, "--format", "keras", "-o", out)
     assert result.exit_code == 0, result.output

@@ -10,31 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from trained_examples import CONFIGS, group, small_sets
 
 from nnrun.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 MISSING = [m for m in ("jax2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
 needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"the onnx extra is not installed "
                                  f"({', '.join(MISSING)}): pip install -e '.[onnx]'")
 
 
-def _small(config: Path) -> list[str]:
-    """--set overrides: one epoch, a few rows of each generated split."""
-    from nnrun.config.spec import load_spec
-
-    sets = ["fit.epochs=1"]
-    data = load_spec(config).resolved["data"]
-    for split, rows in (("train", 96), ("test", 40)):
-        if isinstance(data.get(split), dict) and "samples" in data[split]:
-            sets.append(f"data.{split}.samples={rows}")
-    return [a for s in sets for a in ("--set", s)]
-
-
 def _train(config: Path, runs: Path) -> Path:
     result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(runs),
-                                       *_small(config)])
+                                       *small_sets(config)])
     assert result.exit_code == 0, result.output
     return runs / "latest"
 
@@ -55,8 +43,9 @@ def _inputs(model, batch: int, rng) -> dict[str, np.ndarray]:
 
 
 @needs_onnx
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_example_exports_and_onnxruntime_agrees(config, tmp_path):
+@pytest.mark.parametrize("config", [pytest.param(c, marks=group(c.stem)) for c in CONFIGS],
+                         ids=[c.stem for c in CONFIGS])
+def test_every_example_exports_and_onnxruntime_agrees(config, tmp_path, example_run):
     import onnxruntime as ort
 
     from nnrun.api import resolve_target
@@ -64,7 +53,7 @@ def test_every_example_exports_and_onnxruntime_agrees(config, tmp_path):
     from nnrun.api.onnx_export import _shape_probe
     from nnrun.train.epoch import make_predict
 
-    run = _train(config, tmp_path / "runs")
+    run = example_run(config.stem)
     out = tmp_path / "model.onnx"
     result = CliRunner().invoke(main, ["export", str(run), "--format", "onnx", "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -88,9 +77,9 @@ def test_every_example_exports_and_onnxruntime_agrees(config, tmp_path):
             np.testing.assert_allclose(g, np.asarray(w), rtol=0, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def mlp_run(tmp_path_factory):
-    return _train(ROOT / "configs" / "mlp.yaml", tmp_path_factory.mktemp("runs"))
+@pytest.fixture
+def mlp_run(example_run):
+    return example_run("mlp")
 
 
 def test_missing_extra_says_what_to_install(mlp_run, tmp_path, monkeypatch):
@@ -156,7 +145,8 @@ fit: {{epochs: 1, batch_size: 32}}
 
 
 @needs_onnx
-def test_a_mixed_precision_run_exports_computing_in_float32(tmp_path):
+@group("two_outputs")
+def test_a_mixed_precision_run_exports_computing_in_float32(tmp_path, example_run):
     """ONNX Runtime's CPU has no bfloat16 matmul: the graph computes in float32 (the
     weights are float32 already), and the export says its outputs differ from nnrun's."""
     import jax
@@ -165,8 +155,7 @@ def test_a_mixed_precision_run_exports_computing_in_float32(tmp_path):
     from nnrun.api import resolve_target
     from nnrun.api.inference import load_trained
 
-    config = ROOT / "configs" / "two_outputs.yaml"
-    run = _train(config, tmp_path / "runs")
+    run = example_run("two_outputs")
     out = tmp_path / "m.onnx"
     result = CliRunner().invoke(main, ["export", str(run), "--format", "onnx", "-o", str(out),
                                        "--set", "compile.precision=mixed"])
