@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from trained_examples import CONFIGS as EXAMPLES
-from trained_examples import group
 
 from nnrun.api.inference import load_trained
 from nnrun.api.training import resolve_target
@@ -44,9 +43,7 @@ def _rows(model, rng):
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(c.stem, marks=(group(c.stem),) if c.stem in FAST else (group(c.stem),
-                                                                      pytest.mark.slow))
-    for c in EXAMPLES])
+    pytest.param(c.stem, marks=() if c.stem in FAST else pytest.mark.slow) for c in EXAMPLES])
 def test_exported_run_predicts_as_nnrun_in_keras(runner, tmp_path, name, example_run):
     run = example_run(name)
     out = tmp_path / "model.keras"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from trained_examples import CONFIGS, group, small_sets
+from trained_examples import CONFIGS, small_sets
 
 from nnrun.cli.main import main
 
@@ -43,8 +43,7 @@ def _inputs(model, batch: int, rng) -> dict[str, np.ndarray]:
 
 
 @needs_onnx
-@pytest.mark.parametrize("config", [pytest.param(c, marks=group(c.stem)) for c in CONFIGS],
-                         ids=[c.stem for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_example_exports_and_onnxruntime_agrees(config, tmp_path, example_run):
     import onnxruntime as ort
 
@@ -145,7 +144,6 @@ fit: {{epochs: 1, batch_size: 32}}
 
 
 @needs_onnx
-@group("two_outputs")
 def test_a_mixed_precision_run_exports_computing_in_float32(tmp_path, example_run):
     """ONNX Runtime's CPU has no bfloat16 matmul: the graph computes in float32 (the
     weights are float32 already), and the export says its outputs differ from nnrun's."""

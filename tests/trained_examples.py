@@ -1,8 +1,8 @@
 """Each example config trained briefly (one epoch, a few rows of each generated split),
 once per test process: the export tests (`.keras` and ONNX, tests/test_keras_files.py
 and tests/test_onnx_export.py) read the same runs instead of training each config
-twice. Their tests of one config share an xdist group (`group`), so one worker trains it.
-The runs are read only: a test that changes a run trains its own."""
+twice (with two workers, at most once per worker). The runs are read only: a test that
+changes a run trains its own."""
 
 from __future__ import annotations
 
@@ -28,11 +28,6 @@ def small_sets(config: Path) -> list[str]:
         if isinstance(data.get(split), dict) and "samples" in data[split]:
             sets.append(f"data.{split}.samples={rows}")
     return [a for s in sets for a in ("--set", s)]
-
-
-def group(name: str):
-    """The xdist group of one example's export tests: one worker, one training."""
-    return pytest.mark.xdist_group(f"example-{name}")
 
 
 def trained(name: str, root: Path) -> Path:
