@@ -91,7 +91,9 @@ def train(config: Path | None, overrides, runs_dir: Path, as_json: bool, debug: 
 @handle_errors
 def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool,
              checkpoint: str) -> None:
-    """Loss and metrics of a trained run (a run directory, or a config's newest run)."""
+    """Loss and metrics of a trained run (a run directory, or a config's newest run; a
+    config with model.weights and no run yet: those weights, e.g. an imported Keras
+    model's)."""
     from nnrun import api
 
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
@@ -147,7 +149,9 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
 def predict(target: Path, input_path: Path, header: bool | None, outputs: tuple[str, ...],
             top_k: int | None, overrides, runs_dir: Path, as_json: bool, debug: bool,
             checkpoint: str) -> None:
-    """Predict with a trained run; writes probabilities and, for classifiers, the class."""
+    """Predict with a trained run (a run directory, or a config's newest run; a config
+    with model.weights and no run yet: those weights); writes probabilities and, for
+    classifiers, the class."""
     from nnrun import api
 
     files = [o for o in outputs if Path(o).suffix or "/" in o or os.sep in o]
