@@ -219,6 +219,19 @@ def test_an_imported_model_evaluates_as_keras_before_any_run(runner, tmp_path):
                     "--checkpoint", "last")
     assert result.exit_code == 2
     assert "no last.h5: this config has no run yet" in result.output
+    named = tmp_path / "copy.h5"   # a checkpoint given by path is not called model.weights
+    named.write_bytes((tmp_path / "k.h5").read_bytes())
+    result = invoke(runner, "evaluate", config, "--set", test, "--runs-dir", runs, "--json",
+                    "--checkpoint", named)
+    assert json.loads(result.output)["checkpoint"] == str(named)
+    # model.weights problems are the config's (exit 2, located), as for training
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    result = invoke(runner, "evaluate", config, "--set", test, "--runs-dir", runs,
+                    "--set", f"model.weights={tmp_path / 'bad.h5'}")
+    assert result.exit_code == 2 and "model.weights" in result.output
+    result = invoke(runner, "evaluate", config, "--set", test, "--runs-dir", runs,
+                    "--set", "model.layers[1].Dense.name=head")
+    assert result.exit_code == 2 and "has no weights for head" in result.output
     import nnrun  # the Python API loads it the same way
 
     model = nnrun.load(config, runs_dir=runs)

@@ -15,7 +15,7 @@ sweep/ and cli/ only. The CLI prints what these functions return; nothing here p
 command-line arguments.
 """
 
-from nnrun.api.inference import evaluate, load_trained, predict, task_kind
+from nnrun.api.inference import evaluate, load_trained, predict, run_input_shape, task_kind
 from nnrun.api.prepare import (
     Splits,
     build,
@@ -34,5 +34,6 @@ from nnrun.api.training import TrainResult, resolve_target, start_weights, train
 __all__ = [
     "Splits", "TrainResult", "build", "check", "check_compile", "checked_model", "evaluate",
     "load_checked", "load_data", "load_trained", "objective_for", "predict", "resolve_target",
-    "start_weights", "summary", "summary_dict", "summary_model", "task_kind", "train",
+    "run_input_shape", "start_weights", "summary", "summary_dict", "summary_model", "task_kind",
+    "train",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,40 @@ def load_trained(spec: Spec, run: Path | None, checkpoint: str = "best", x=None)
 
     path = weights_path(spec, run, checkpoint)
     model = build(spec, x)
-    params, state = model.param_shapes()
-    params, state, _, _ = load_checkpoint(path, params=params, state=state)
+    if checkpoint_label(run, checkpoint) == "model.weights":
+        params, state = _model_weights(spec, model)
+    else:
+        params, state = model.param_shapes()
+        params, state, _, _ = load_checkpoint(path, params=params, state=state)
     return model, jax.device_put(params), jax.device_put(state)
+
+
+def _model_weights(spec: Spec, model) -> tuple[dict, dict]:
+    """A config's model.weights as training starts from them (layers matched by name,
+    errors at model.weights, exit 2), every layer's: with no run, none may be left to
+    its initializer."""
+    from nnrun.api.training import start_weights
+
+    start = start_weights(spec, model)
+    if start.missing:
+        raise ConfigError(f"{start.path} has no weights for {', '.join(start.missing)}; "
+                          "with no run, every layer needs its weights: train it first",
+                          where=spec.where(("model", "weights")))
+    return start.params, start.state
+
+
+def run_input_shape(spec: Spec, run: Path | None) -> list | None:
+    """The input shape a run's data gave (its model.json), for a config that leaves the
+    shape to the data; None when the config gives it, for a graph, and with no run or no
+    readable model.json (building the model then says the shape is unknown)."""
+    if spec.model.input_shape is not None or spec.model.is_graph or run is None:
+        return None
+    try:
+        shape = json.loads((run / "model.json").read_text(encoding="utf-8"))["model"][
+            "input_shape"]
+        return [int(d) for d in shape]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def weights_path(spec: Spec, run: Path | None, checkpoint: str) -> Path:
@@ -54,7 +86,15 @@ def weights_path(spec: Spec, run: Path | None, checkpoint: str) -> Path:
         raise ConfigError(f"no {checkpoint}.h5: this config has no run yet, only the weights "
                           f"its model.weights names ({spec.model.weights}); leave out "
                           f"--checkpoint, or train it first", where="--checkpoint")
-    return Path(spec.model.weights)
+    from nnrun.api.training import model_weights_file
+
+    return model_weights_file(spec)
+
+
+def checkpoint_label(run: Path | None, checkpoint: str) -> str:
+    """What `checkpoint` named: "model.weights" for a config with no run (its default),
+    else as given (best, last or a file)."""
+    return "model.weights" if run is None and checkpoint == "best" else checkpoint
 
 
 def fitted_pipeline(spec: Spec, run: Path | None) -> tuple[Any, dict | None]:
@@ -63,12 +103,14 @@ def fitted_pipeline(spec: Spec, run: Path | None) -> tuple[Any, dict | None]:
     the config names no training data)."""
     if run is not None:
         return run_preprocessing(run), read_encoding(run)
-    if not spec.data.train:
-        if spec.data.preprocess is not None:
-            raise ConfigError("preprocess: is fitted on the training data, and this config "
-                              "has none and no run: add data.train, or train it first",
-                              where=spec.where(("data", "preprocess")))
-        return None, None
+    train = spec.data.train or {}
+    table = str(train.get("path", "")).lower().endswith((".csv", ".tsv"))
+    if spec.data.preprocess is None and not table:
+        return None, None   # nothing is fitted: no data to read
+    if not train:
+        raise ConfigError("preprocess: is fitted on the training data, and this config "
+                          "has none and no run: add data.train, or train it first",
+                          where=spec.where(("data", "preprocess")))
     splits = load_data(spec)
     return splits.preprocessing, splits.train.encoding
 
@@ -92,7 +134,7 @@ def evaluate(spec: Spec, run: Path | None, *, checkpoint: str = "best") -> dict[
     obj = objective_for(spec, model, ds.y)
     check_targets(model, obj, ds, name)
     result = {"run": None if run is None else str(run), "data": name, "source": ds.source,
-              "samples": len(ds), "checkpoint": checkpoint if run else "model.weights",
+              "samples": len(ds), "checkpoint": checkpoint_label(run, checkpoint),
               "weights": str(weights_path(spec, run, checkpoint)),
               "checkpoint_epoch": checkpoint_epoch(spec, run, checkpoint) if run else None,
               **evaluation_logs(model, obj, params, state, ds, spec.fit.batch_size)}
@@ -115,7 +157,8 @@ def evaluation_data(spec: Spec, run: Path | None) -> tuple[str, Any]:
     """The split evaluate reads: test, else validation, else train (name, Dataset),
     through the run's saved preprocessing and table encoding (with no run, fitted on the
     training data as `nnrun train` fits them)."""
-    pre, encoding = (None, None) if run is None else fitted_pipeline(spec, run)
+    # with no run, load_data fits preprocessing and encoding on the training split itself
+    pre, encoding = fitted_pipeline(spec, run) if run is not None else (None, None)
     splits = load_data(spec, need_train=spec.data.test is None or (
         run is None and bool(spec.data.train)), preprocessing=pre, encoding=encoding)
     name, ds = next((n, d) for n, d in (("test", splits.test), ("validation", splits.validation),

@@ -64,16 +64,16 @@ def weights_file(model_file: Path, output: Path) -> Path:
     """Where import-keras puts the weights of the config `output`: beside it, same name,
     .h5 (NAME_weights.h5 when that is the config or the Keras file itself). A file there
     that an earlier import did not write is a ConfigError: nothing else is overwritten."""
-    import h5py
+    from nnrun.config.h5gate import open_untrusted
 
     path = Path(output).with_suffix(".h5")
     if path.resolve() in (Path(output).resolve(), Path(model_file).resolve()):
         path = path.with_name(f"{path.stem}_weights.h5")
     if path.exists():
-        try:
-            with h5py.File(path, "r") as f:
+        try:   # through the HDF5 gate, as every file nnrun opens
+            with open_untrusted(path, str(path), ConfigError) as f:
                 ours = "imported_from" in f.attrs
-        except OSError:
+        except ConfigError:
             ours = False
         if not ours:
             raise ConfigError(f"the weights would go to {path}, which exists and is not "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -315,17 +314,11 @@ def load(target: str | Path, *, checkpoint: str = "best", runs_dir: str | Path =
     return TrainedModel(spec, run and run.resolve(), checkpoint, model, params, state)
 
 
-def _shape_probe(spec: Spec, run: Path):
+def _shape_probe(spec: Spec, run: Path | None):
     """For a config whose input shape came from its data: an empty array of the shape the
     run trained on (model.json), so the model is built without reading data."""
-    if spec.model.input_shape is not None or spec.model.is_graph or run is None:
-        return None
-    try:
-        shape = json.loads((run / "model.json").read_text(encoding="utf-8"))["model"][
-            "input_shape"]
-        return np.empty((0, *shape), np.float32)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None   # the model cannot be built: build says so, located
+    shape = inference.run_input_shape(spec, run)
+    return None if shape is None else np.empty((0, *shape), np.float32)
 
 
 @dataclasses.dataclass

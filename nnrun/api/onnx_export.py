@@ -6,7 +6,6 @@ of the graph. Needs the optional extra nnrun[onnx]."""
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.api.inference import load_trained
+from nnrun.api.inference import load_trained, run_input_shape
 from nnrun.config.errors import ConfigError
 from nnrun.config.files import atomic_write
 from nnrun.config.spec import Spec
@@ -91,15 +90,14 @@ def _as_float32(model, trees):
 def _shape_probe(spec: Spec, run: Path | None):
     """Rows of the run's input shape (model.json) when the config leaves it to the data
     (with no run, build says the shape is unknown)."""
-    if spec.model.input_shape is not None or spec.model.is_graph or run is None:
-        return None
-    try:
-        shape = json.loads((run / "model.json").read_text())["model"]["input_shape"]
-    except (OSError, ValueError, KeyError, TypeError):
+    shape = run_input_shape(spec, run)
+    if shape is not None:
+        return np.zeros((1, *shape), np.float32)
+    if spec.model.input_shape is None and not spec.model.is_graph and run is not None:
         raise ConfigError("the run's input shape is unknown (model.json missing or "
                           "without input_shape); set model.input_shape",
-                          where=str(run / "model.json")) from None
-    return np.zeros((1, *shape), np.float32)
+                          where=str(run / "model.json"))
+    return None
 
 
 def _convert(spec, model, params, state, fn, inputs, *, input_names, output_names):

@@ -366,6 +366,14 @@ class StartWeights:
         return {"path": self.path, "loaded": self.loaded, "initialized": self.missing}
 
 
+def model_weights_file(spec: Spec) -> Path:
+    """The checkpoint model.weights names: the file, or a run directory's best.h5."""
+    path = Path(spec.model.weights)
+    if path.is_dir() and rundir.is_run_dir(path):
+        path = path / "checkpoints" / "best.h5"
+    return path
+
+
 def start_weights(spec: Spec, model) -> StartWeights | None:
     """The weights model.weights names (a checkpoint .h5, or a run directory: its
     best.h5), matched to the model's layers by name; None without model.weights. Shapes
@@ -375,9 +383,7 @@ def start_weights(spec: Spec, model) -> StartWeights | None:
 
     if spec.model.weights is None:
         return None
-    path = Path(spec.model.weights)
-    if path.is_dir() and rundir.is_run_dir(path):
-        path = path / "checkpoints" / "best.h5"
+    path = model_weights_file(spec)
     params, state = model.param_shapes()
     try:
         p, s, loaded, missing = read_layer_weights(path, params=params, state=state)

@@ -247,9 +247,7 @@ def export(target: Path, fmt: str, output_path: Path | None, checkpoint: str, ov
         _export_keras(target, output_path, checkpoint, overrides, runs_dir, as_json)
         return
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir)
-    input_shape = None
-    if run is not None and (run / "model.json").is_file():   # the shape the data gave
-        input_shape = json.loads((run / "model.json").read_text())["model"].get("input_shape")
+    input_shape = api.run_input_shape(spec, run)   # the shape the data gave
     if input_shape is None and not spec.model.is_graph and spec.model.input_shape is None:
         click.echo("note: the input shape comes from the data, so the Keras model is built "
                    "when first called (set model.input_shape to fix it)", err=True)
@@ -276,10 +274,8 @@ def _export_keras(target: Path, output_path: Path | None, checkpoint: str, overr
         raise ConfigError("a .keras file is a zip archive: name it with -o FILE.keras",
                           where="--output")
     spec, run = api.resolve_target(target, overrides, runs_root=runs_dir, need_run=True)
-    input_shape = None
-    if run is not None and (run / "model.json").is_file():   # the shape the data gave
-        input_shape = json.loads((run / "model.json").read_text())["model"].get("input_shape")
-    export_keras(spec, run, output_path, checkpoint=checkpoint, input_shape=input_shape)
+    export_keras(spec, run, output_path, checkpoint=checkpoint,
+                 input_shape=api.run_input_shape(spec, run))
     if as_json:
         click.echo(json.dumps({"output": str(output_path), "format": "keras"}))
     else:

@@ -109,7 +109,7 @@ def evaluate(target: Path, overrides, runs_dir: Path, as_json: bool, debug: bool
     values = {k: v for k, v in result.items()
               if k not in ("run", "source", "data", "classification", "checkpoint_epoch",
                            "weights")}
-    if result["run"] is None:   # a config with no run: its model.weights
+    if result["checkpoint"] == "model.weights":   # a config with no run
         values["checkpoint"] = f"model.weights {result['weights']} (no run yet)"
     elif result.get("checkpoint_epoch") is not None:   # which epoch's weights were evaluated
         after = "after " if result["checkpoint"] == "last" else ""
@@ -174,7 +174,7 @@ def predict(target: Path, input_path: Path, header: bool | None, outputs: tuple[
                 }.get(result.get("header"), "")
         click.echo(f"wrote {result['rows']} predictions ({result['task']}) to "
                    f"{result['output']}{rows}")
-        if result["run"] is None:
+        if result["run"] is None and checkpoint == "best":
             click.echo(f"note: {spec.name!r} has no run yet: these are the weights of its "
                        f"model.weights, {spec.model.weights}", err=True)
 
