@@ -115,6 +115,27 @@ def test_learning_rate_sweep_equals_single_runs(tmp_path):
     assert len({vr.history["loss"][-1] for vr in result.runs}) == 3
 
 
+def test_dropout_rates_and_regularizer_factors_share_one_program(tmp_path):
+    """Dropout rates and weight-regularizer factors are values of the program: the
+    variants train together, each as its single run does (weights and metrics)."""
+    config = write_config(tmp_path, **{"data.train": {"builtin": "xor", "samples": 120,
+                                                      "seed": 5}, "fit.epochs": 2})
+    result = run_sweep(config, ["model.layers[1].Dropout=0.1,0.4",
+                                "model.layers[0].Dense.kernel_regularizer={l2: 0.01},"
+                                "{l2: 0.001}"], runs_root=tmp_path / "runs", quiet=True)
+    assert result.groups == 1 and len(result.runs) == 4
+    for vr in result.runs[1:3]:
+        rate, reg = (vr.variant.texts[k] for k in vr.variant.texts)
+        single = single_run(config, (f"model.layers[1].Dropout={rate}",
+                                     f"model.layers[0].Dense.kernel_regularizer={reg}"),
+                            tmp_path / "single")
+        assert_same_run(vr.run, single)
+    assert len({vr.history["loss"][-1] for vr in result.runs}) == 4
+    # a zero rate leaves dropout out of the program: a group of its own
+    groups = group_variants(expand(config, parse_vary(["model.layers[1].Dropout=0.0,0.3,0.5"])))
+    assert [len(g.variants) for g in groups] == [1, 2]
+
+
 def test_adam_rate_and_seed_grid_by_name(tmp_path):
     """An optimizer given by name gets its rate varied; a 2 x 2 grid in one program."""
     config = write_config(tmp_path, **{"compile.optimizer": "adam", "fit.epochs": 2})

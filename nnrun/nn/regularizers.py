@@ -10,6 +10,7 @@ from nnrun.config.errors import ConfigError
 from nnrun.config.registry import Registry
 from nnrun.config.values import named_call
 from nnrun.nn.lazy import jax, jnp
+from nnrun.nn.traced import lookup
 
 EPSILON = 1e-7  # keras.backend.epsilon()
 
@@ -17,13 +18,16 @@ REGULARIZERS = Registry("regularizer")
 CONSTRAINTS = Registry("constraint")
 
 
-def _l1_l2(l1: float, l2: float) -> Callable[[jax.Array], jax.Array]:
-    def penalty(w):
+def _l1_l2(l1: float, l2: float) -> Callable[..., jax.Array]:
+    def penalty(w, key: str | None = None):
+        """`key` (layer/argument): the factors may be values of the program (traced)."""
         out = jnp.zeros((), w.dtype)
         if l1:
-            out = out + l1 * jnp.sum(jnp.abs(w))
+            f1 = l1 if key is None else lookup(f"{key}/l1", l1)
+            out = out + f1 * jnp.sum(jnp.abs(w))
         if l2:
-            out = out + l2 * jnp.sum(jnp.square(w))
+            f2 = l2 if key is None else lookup(f"{key}/l2", l2)
+            out = out + f2 * jnp.sum(jnp.square(w))
         return out
 
     return penalty

@@ -31,8 +31,9 @@ from nnrun.config.errors import ConfigError, DataError
 from nnrun.data.rowsource import is_lazy
 from nnrun.data.splitting import output_classes
 from nnrun.nn.optimizers import build_optimizer, current_learning_rate
+from nnrun.nn.traced import traced_values
 from nnrun.sweep.rundirs import PacedMetricsLog, VariantRun, finish, monitor_of, write_checkpoints
-from nnrun.sweep.variants import LR_KEYS, Group, check_sweepable
+from nnrun.sweep.variants import LR_KEYS, Group, check_sweepable, group_values
 from nnrun.train.checkpoint import CHECKPOINT_SECONDS
 from nnrun.train.epoch import (
     BackgroundCompile,
@@ -73,9 +74,14 @@ class GroupFit:
     """The compiled programs and the (variant-stacked) train state of one group."""
 
     def __init__(self, model, obj, optimizer_id, *, seeds: list[int], lr_scales: np.ndarray,
-                 batch_size: int, shuffle: bool, data: dict):
-        """`data`: name -> (tree, axis) from `shared_or_stacked` for x, y, sw, vx, vy."""
+                 batch_size: int, shuffle: bool, data: dict, values: dict | None = None):
+        """`data`: name -> (tree, axis) from `shared_or_stacked` for x, y, sw, vx, vy;
+        `values`: key -> per-variant values read by the layers (`nnrun.nn.traced`)."""
         self.created = time.perf_counter()
+        self.args = dict(model=model, obj=obj, optimizer_id=optimizer_id, batch_size=batch_size,
+                         shuffle=shuffle)
+        self.values = {k: jnp.asarray(np.asarray(x)) for k, x in (values or {}).items()}
+        values_abs = _abstract(self.values)
         self.model, self.obj = model, obj
         self.seeds = np.asarray(seeds, np.int32)
         self.lr_scales = np.asarray(lr_scales, np.float32)
@@ -98,22 +104,22 @@ class GroupFit:
         epoch_fn = make_train_epoch(model, obj, self.optimizer, self.n, batch_size,
                                     self.traces, weighted)
         order_axis = None if self.one_order else 0
-        axes = (0, put["x"][1], put["y"][1], put["sw"][1], order_axis, 0, None, 0)
+        axes = (0, put["x"][1], put["y"][1], put["sw"][1], order_axis, 0, None, 0, 0)
         order = jax.ShapeDtypeStruct((self.n,) if self.one_order else (v, self.n), jnp.int32)
         self.train_epoch = BackgroundCompile(
-            jax.vmap(epoch_fn, in_axes=axes),
+            jax.vmap(_reading_values(epoch_fn), in_axes=axes),
             (_abstract(ts, (v,)), _abstract(put["x"][0]), _abstract(put["y"][0]),
              _abstract(put["sw"][0]), order, seeds_abs, scalar,
-             jax.ShapeDtypeStruct((v,), jnp.float32)), donate_argnums=(0,))
+             jax.ShapeDtypeStruct((v,), jnp.float32), values_abs), donate_argnums=(0,))
         self.eval_val = None
         if put["vx"][0] is not None:
             vx, ax_vx = put["vx"]
             nv = jax.tree_util.tree_leaves(vx)[0].shape[0 if ax_vx is None else 1]
             self.eval_val = BackgroundCompile(
-                jax.vmap(make_eval(model, obj, nv, batch_size),
-                         in_axes=(0, 0, ax_vx, put["vy"][1])),
+                jax.vmap(_reading_values(make_eval(model, obj, nv, batch_size)),
+                         in_axes=(0, 0, ax_vx, put["vy"][1], 0)),
                 (_abstract(ts.params, (v,)), _abstract(ts.state, (v,)),
-                 _abstract(vx), _abstract(put["vy"][0])))
+                 _abstract(vx), _abstract(put["vy"][0]), values_abs))
         self.select = jax.jit(_select)
         self.epoch = 0
         self.first_epoch_seconds: float | None = None
@@ -122,6 +128,29 @@ class GroupFit:
     def _init_one(self, seed):
         params, state = self.model.init(named_key(seed, "init"))
         return TrainState(params, state, self.optimizer.init(params))
+
+    def subset(self, slots: list[int]) -> GroupFit:
+        """The same program for some of the variants (a smaller vmapped axis: one more
+        compile, then less work per epoch), at the same epoch."""
+        idx = np.asarray(slots)
+        data = {k: (t if ax is None else jax.tree_util.tree_map(lambda a: a[idx], t), ax)
+                for k, (t, ax) in self.data.items()}
+        new = GroupFit(**self.args, seeds=list(self.seeds[idx]), lr_scales=self.lr_scales[idx],
+                       data=data, values={k: x[idx] for k, x in self.values.items()})
+        new.epoch, new.created = self.epoch, self.created
+        new.first_epoch_seconds, new.epoch_seconds = self.first_epoch_seconds, self.epoch_seconds
+        return new
+
+    def worth_regrouping(self, live: int, width: int, epochs: int) -> bool:
+        """Whether a program for `live` of `width` variants saves more time over the
+        remaining epochs than its compile costs (both estimated from this fit's epochs;
+        an epoch's time taken as proportional to the variants in it)."""
+        if live == 0 or live == width or not self.epoch_seconds:
+            return False
+        per_epoch = float(np.median(self.epoch_seconds))
+        compile_cost = max((self.first_epoch_seconds or 0.0) - per_epoch, 0.0)
+        saved = per_epoch * (1 - live / width) * (epochs - self.epoch)
+        return saved > compile_cost
 
     def initial_state(self) -> TrainState:
         return self._init(self.seeds)
@@ -141,8 +170,8 @@ class GroupFit:
             order = np.stack([epoch_order(int(s), self.epoch, self.n) for s in self.seeds])
         d = self.data
         ts, sums = self.train_epoch(ts, d["x"][0], d["y"][0], d["sw"][0], order, self.seeds,
-                                    np.int32(self.epoch), self.lr_scales)
-        vsums = self.eval_val(ts.params, ts.state, d["vx"][0], d["vy"][0]) \
+                                    np.int32(self.epoch), self.lr_scales, self.values)
+        vsums = self.eval_val(ts.params, ts.state, d["vx"][0], d["vy"][0], self.values) \
             if self.eval_val is not None else None
         sums, vsums = jax.device_get((sums, vsums))
         logs = []
@@ -153,6 +182,16 @@ class GroupFit:
                 one.update({f"val_{k}": value for k, value in val.items()})
             logs.append(one)
         return ts, logs, count_epoch(self, start)
+
+
+def _reading_values(fn):
+    """`fn` with one more argument, the traced values its layers read while it traces."""
+    def with_values(*args):
+        *rest, values = args
+        with traced_values(values):
+            return fn(*rest)
+
+    return with_values
 
 
 def _select(mask, new, old):
@@ -212,14 +251,20 @@ def _group_fit(group: Group, splits: list):
     rates = [v.learning_rate if group.traced_lr else 1.0 for v in group.variants]
     fit = GroupFit(model, obj, _optimizer_id(group), seeds=[v.spec.seed for v in group.variants],
                    lr_scales=np.asarray(rates, np.float32), batch_size=spec.fit.batch_size,
-                   shuffle=spec.fit.shuffle, data=data)
+                   shuffle=spec.fit.shuffle, data=data, values=group_values(group))
     return model, obj, fit, has_val
 
 
 def train_group(group: Group, sweep_dir: Path, *, argv: list[str], stream: TextIO = sys.stdout,
-                quiet: bool = False, stop=None, curves: bool = False) -> list[VariantRun]:
+                quiet: bool = False, stop=None, curves: bool = False,
+                monitor: str | None = None, mode: str = "min",
+                on_epoch=None) -> list[VariantRun]:
     """Train one group's variants as one vmapped program; each writes its run directory
-    (with `curves`, its plots/learning_curves.png too)."""
+    (with `curves`, its plots/learning_curves.png too). best.h5 is the epoch with the
+    best `monitor` (default val_loss, else loss) in `mode` (min or max). `on_epoch(epoch,
+    [(VariantRun, logs), ...])`, called after each epoch with the running variants,
+    returns those to stop (status "pruned"); when few are left, they go on in a smaller
+    program if that saves time (`GroupFit.worth_regrouping`)."""
     for v in group.variants:
         check_sweepable(v.spec)
     splits = load_group_data(group)
@@ -236,8 +281,12 @@ def train_group(group: Group, sweep_dir: Path, *, argv: list[str], stream: TextI
         _, info = training.start_run(v.spec, model, sweep_dir, argv, s, run=run)
         info["sweep"] = {"dir": str(sweep_dir), "variant": v.index, "values": v.values,
                          "group_size": len(group.variants)}
-        runs.append(VariantRun(v, run, info, PacedMetricsLog(run, keys)))
-    monitor = monitor_of(has_val)
+        runs.append(VariantRun(v, run, info, PacedMetricsLog(run, keys),
+                               best_value=np.inf if mode == "min" else -np.inf))
+    monitor = monitor or monitor_of(has_val)
+    if monitor not in keys:
+        raise ConfigError(f"the runs log no {monitor!r}; they log {', '.join(keys)}",
+                          where="monitor")
     ts = fit.initial_state()
     start_weights = api.start_weights(spec, model)
     if start_weights is not None:
@@ -247,10 +296,12 @@ def train_group(group: Group, sweep_dir: Path, *, argv: list[str], stream: TextI
         write_checkpoints(vr, host, None, i, last=True, monitor=monitor)
     forget = stop.on_abort(lambda name: _aborted(runs, fit, name)) if stop else lambda: None
     try:
-        ts, best = _epochs(fit, ts, runs, spec.fit.epochs, monitor, stream, quiet, stop)
+        loop = _Loop(fit, runs, spec.fit.epochs, monitor, mode, stream, quiet, stop, on_epoch)
+        ts, best = loop.run(ts)
         host, host_best = jax.device_get((ts, best))
-        for i, vr in enumerate(runs):
-            write_checkpoints(vr, host, host_best, i, last=True, monitor=monitor)
+        for i, vr in enumerate(loop.slots):
+            write_checkpoints(vr, host, host_best, i, last=vr.status != "pruned",
+                              monitor=monitor)
     except KeyboardInterrupt:
         for vr in runs:
             if vr.status == "running":
@@ -285,47 +336,90 @@ def _apply_start(ts, start, v: int):
                        state={**ts.state, **tile(start.state)})
 
 
-def _epochs(fit: GroupFit, ts, runs: list[VariantRun], epochs: int, monitor: str,
-            stream: TextIO, quiet: bool, stop):
-    """The epoch loop of a group; returns (final ts, best states)."""
-    best, last_write, write_seconds = None, time.monotonic(), 0.0
-    while fit.epoch < epochs:
-        rates = fit.learning_rates(ts)
-        ts, logs, seconds = fit.run_epoch(ts)
-        improved = np.zeros(len(runs), bool)
-        for i, (vr, one) in enumerate(zip(runs, logs)):
+class _Loop:
+    """The epoch loop of a group. `slots[i]` is the variant in the program's slot i;
+    after a regroup, the program holds only the running variants."""
+
+    def __init__(self, fit: GroupFit, runs: list[VariantRun], epochs: int, monitor: str,
+                 mode: str, stream: TextIO, quiet: bool, stop, on_epoch):
+        self.fit, self.runs, self.slots, self.epochs = fit, runs, list(runs), epochs
+        self.monitor, self.sign = monitor, 1.0 if mode == "min" else -1.0
+        self.stream, self.quiet, self.stop, self.on_epoch = stream, quiet, stop, on_epoch
+
+    def run(self, ts):
+        """Returns (final ts, best states), slot by slot."""
+        fit, epochs, best = self.fit, self.epochs, None
+        last_write, write_seconds = time.monotonic(), 0.0
+        while fit.epoch < epochs:
+            rates = fit.learning_rates(ts)
+            ts, logs, seconds = fit.run_epoch(ts)
+            improved = self._record(logs, rates, seconds)
+            if improved.any():   # a copy: the next epoch donates ts
+                best = fit.select(jnp.asarray(improved), ts, ts if best is None else best)
+            _report(fit.epoch, epochs, logs, self.slots, seconds, self.stream, self.quiet)
+            ts, best = self._prune(ts, best, logs)
+            fit = self.fit
+            done = fit.epoch == epochs or all(vr.status != "running" for vr in self.slots)
+            if done or (self.stop is not None and self.stop.requested):
+                for vr in self.slots:
+                    if vr.status == "running":
+                        vr.status, vr.stop_reason = ("finished", f"completed {epochs} epochs") \
+                            if fit.epoch == epochs else \
+                            ("interrupted", f"{self.stop.requested} after epoch {fit.epoch}")
+                return ts, best
+            if time.monotonic() - last_write >= max(CHECKPOINT_SECONDS, 10 * write_seconds):
+                started = time.monotonic()
+                self._write(ts, best, self.slots)
+                last_write = time.monotonic()
+                write_seconds = last_write - started
+        return ts, best
+
+    def _record(self, logs: list[dict], rates, seconds: float) -> np.ndarray:
+        epoch, improved = self.fit.epoch, np.zeros(len(self.slots), bool)
+        for i, (vr, one) in enumerate(zip(self.slots, logs)):
             if vr.status != "running":
                 continue
-            vr.epochs = fit.epoch
+            vr.epochs = epoch
             for key, value in one.items():
                 vr.history.setdefault(key, []).append(value)
-            vr.log.append(fit.epoch, one, float(rates[i]), seconds)
+            vr.log.append(epoch, one, float(rates[i]), seconds)
             if not all(np.isfinite(x) for x in one.values()):
-                vr.status, vr.stop_reason = "diverged", \
-                    f"non-finite loss or metric at epoch {fit.epoch}"
+                vr.status = "diverged"
+                vr.stop_reason = f"non-finite loss or metric at epoch {epoch}"
                 continue
-            value = one.get(monitor, np.inf)
-            if np.isfinite(value) and value < vr.best_value:
-                vr.best_value, vr.best_epoch, improved[i] = value, fit.epoch, True
-        if improved.any():   # a copy: the next epoch donates ts
-            best = fit.select(jnp.asarray(improved), ts, ts if best is None else best)
-        _report(fit.epoch, epochs, logs, runs, seconds, stream, quiet)
-        done = fit.epoch == epochs or all(vr.status != "running" for vr in runs)
-        if done or (stop is not None and stop.requested):
-            for vr in runs:
-                if vr.status == "running":
-                    vr.status, vr.stop_reason = ("finished", f"completed {epochs} epochs") \
-                        if fit.epoch == epochs else \
-                        ("interrupted", f"{stop.requested} after epoch {fit.epoch}")
+            value = one.get(self.monitor, np.nan)
+            if np.isfinite(value) and self.sign * value < self.sign * vr.best_value:
+                vr.best_value, vr.best_epoch, improved[i] = value, epoch, True
+        return improved
+
+    def _write(self, ts, best, which: list[VariantRun]) -> None:
+        host, host_best = jax.device_get((ts, best))
+        for i, vr in enumerate(self.slots):
+            if any(vr is w for w in which):
+                write_checkpoints(vr, host, host_best, i, last=True, monitor=self.monitor)
+
+    def _prune(self, ts, best, logs: list[dict]):
+        """Ask `on_epoch` which running variants to stop; regroup when it pays."""
+        if self.on_epoch is None:
             return ts, best
-        if time.monotonic() - last_write >= max(CHECKPOINT_SECONDS, 10 * write_seconds):
-            started = time.monotonic()
-            host, host_best = jax.device_get((ts, best))
-            for i, vr in enumerate(runs):
-                write_checkpoints(vr, host, host_best, i, last=True, monitor=monitor)
-            last_write = time.monotonic()
-            write_seconds = last_write - started
-    return ts, best
+        running = [(vr, one) for vr, one in zip(self.slots, logs) if vr.status == "running"]
+        pruned = list(self.on_epoch(self.fit.epoch, running)) if running else []
+        if not pruned:
+            return ts, best
+        self._write(ts, best, pruned)   # its checkpoints as of the epoch it stopped
+        for vr in pruned:
+            vr.status, vr.stop_reason = "pruned", f"pruned after epoch {self.fit.epoch}"
+        live = [i for i, vr in enumerate(self.slots) if vr.status == "running"]
+        if not self.fit.worth_regrouping(len(live), len(self.slots), self.epochs):
+            return ts, best
+        idx = jnp.asarray(live)
+
+        def cut(tree):
+            return None if tree is None else jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+        self.fit = self.fit.subset(live)
+        self.slots = [self.slots[i] for i in live]
+        return cut(ts), cut(best)
 
 
 def _report(epoch: int, epochs: int, logs: list[dict], runs, seconds: float,

@@ -38,7 +38,7 @@ def _with_rate(opt_state, rate: float | None):
                                   "learning_rate" in getattr(n, "_fields", ()))
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity
 class VariantRun:
     """One variant's run directory and what it recorded."""
 

@@ -173,11 +173,78 @@ def _traced_rate(spec, axes: list[Axis]) -> float | None:
     return value
 
 
+DROPOUT_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D")
+
+
+def _traced_numbers(model: Any, found: dict[str, float]) -> None:
+    """The dropout rates and weight-regularizer factors of a resolved `model` section
+    (nested models too) that can be values of the program, each replaced by a marker
+    in place: found[key] = value, keys as `nnrun.nn.traced` reads them. Zero stays a
+    constant (a zero rate or factor leaves its computation out of the program)."""
+    layers = model.get("layers") if isinstance(model, dict) else None
+    for item in layers if isinstance(layers, list) else ():
+        if not (isinstance(item, dict) and len(item) == 1):
+            continue
+        (cls, args), = item.items()
+        if not isinstance(args, dict):
+            continue
+        name = args.get("name")
+        if cls in DROPOUT_LAYERS and _number(args.get("rate")) and name:
+            found[f"{name}/rate"] = float(args["rate"])
+            args["rate"] = "traced"
+        for arg, reg in args.items():
+            if not (arg.endswith("_regularizer") and arg != "activity_regularizer"
+                    and isinstance(reg, dict) and name):
+                continue
+            body = reg.get("config") if isinstance(reg.get("config"), dict) else reg
+            for factor in ("l1", "l2"):
+                if _number(body.get(factor)):
+                    found[f"{name}/{arg}/{factor}"] = float(body[factor])
+                    body[factor] = "traced"
+        _traced_numbers(args, found)   # a nested model's layers
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0
+
+
+def traced_numbers(spec) -> dict[str, float]:
+    """The variant's dropout rates and regularizer factors that can be traced."""
+    found: dict[str, float] = {}
+    _traced_numbers(json.loads(json.dumps(spec.resolved["model"], default=str)), found)
+    return found
+
+
+def group_values(group: Group) -> dict[str, list]:
+    """The traced numbers that differ between a group's variants, as the per-variant
+    values the program reads (`nnrun.nn.traced`); numbers all variants share stay
+    constants of the program, as in a single run."""
+    from nnrun.nn.traced import dropout_values, regularizer_key
+
+    per = [traced_numbers(v.spec) for v in group.variants]
+    out: dict[str, list] = {}
+    for key in per[0]:
+        values = [p[key] for p in per]
+        if len(set(values)) == 1:
+            continue
+        if key.endswith("/rate"):
+            layer = key[: -len("/rate")]
+            for one in (dropout_values(layer, r) for r in values):
+                for k, x in one.items():
+                    out.setdefault(k, []).append(x)
+        else:
+            layer_arg, factor = key.rsplit("/", 1)
+            out[regularizer_key(*layer_arg.split("/", 1), factor)] = values
+    return out
+
+
 def static_signature(variant: Variant) -> str:
     """The resolved config without the traced values: variants with equal signatures
     share one compiled program."""
     resolved = json.loads(json.dumps(variant.spec.resolved, default=str))
     resolved.pop("seed", None)
+    resolved.pop("tune", None)
+    _traced_numbers(resolved["model"], {})
     if variant.learning_rate is not None:
         opt = resolved["compile"]["optimizer"]
         for key in LR_KEYS:

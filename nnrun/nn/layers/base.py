@@ -49,6 +49,7 @@ class Layer:
         from nnrun.nn.regularizers import get_constraint, get_regularizer
 
         regs, cons = {}, {}
+        self.regularizer_args: dict[str, str] = {}   # param -> its <weight>_regularizer arg
         for arg, value in self.args.items():
             if value is None:
                 continue
@@ -57,6 +58,8 @@ class Layer:
                 if arg.endswith(suffix) and arg != "activity_regularizer":
                     weight = arg[: -len(suffix)]
                     table[self.param_of.get(weight, weight)] = self.resolve(arg, getter)
+                    if table is regs:
+                        self.regularizer_args[self.param_of.get(weight, weight)] = arg
         return regs, cons
 
     def resolve(self, arg: str, getter: Callable[[Any], Any], default: Any = None) -> Any:
@@ -68,7 +71,8 @@ class Layer:
 
     def penalty(self, params: dict) -> jax.Array | float:
         """The weight regularizers' penalty on this layer's params."""
-        return sum((fn(params[k]) for k, fn in self.regularizers.items() if k in params), 0.0)
+        return sum((fn(params[k], f"{self.name}/{self.regularizer_args[k]}")
+                    for k, fn in self.regularizers.items() if k in params), 0.0)
 
     def project(self, params: dict) -> dict:
         """This layer's params with its constraints applied."""

@@ -9,6 +9,7 @@ from nnrun.nn import activations, initializers
 from nnrun.nn.initializers import weight_shape
 from nnrun.nn.layers.base import LAYER_TYPES, Layer, Shape
 from nnrun.nn.lazy import jax, jnp
+from nnrun.nn.traced import dropout_threshold, lookup
 
 
 @LAYER_TYPES.register("Dense")
@@ -71,7 +72,8 @@ def _lowbias32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def keep_mask(key: jax.Array, shape: tuple[int, ...], keep_prob: float) -> jax.Array:
+def keep_mask(key: jax.Array, shape: tuple[int, ...], keep_prob: float,
+              threshold: jax.Array | None = None) -> jax.Array:
     """Boolean mask, True with probability `keep_prob` (to 1/65536), one draw per element.
 
     Counter-based: two words drawn from `key` seed a hash of the element index, and
@@ -84,7 +86,7 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], keep_prob: float) -> jax.A
     h = _lowbias32(jax.lax.iota(jnp.uint32, half) * jnp.uint32(0x9E3779B9) + seed[0])
     h = _lowbias32(h ^ seed[1])
     draws = jnp.concatenate([h & jnp.uint32(0xFFFF), h >> 16])[:n]
-    threshold = jnp.uint32(min(round(keep_prob * 65536), 65536))
+    threshold = jnp.uint32(dropout_threshold(keep_prob)) if threshold is None else threshold
     return (draws < threshold).reshape(shape)
 
 
@@ -120,8 +122,19 @@ class Dropout(Layer):
             shape = tuple(d if n is None else n for d, n in zip(x.shape, noise))
         if self.args.get("seed") is not None:
             key = jax.random.fold_in(key, self.args["seed"])
-        keep = keep_mask(key, shape, 1.0 - rate)
-        return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)), state
+        return dropout(x, key, shape, self.name, rate), state
+
+
+def dropout(x: jax.Array, key: jax.Array, shape: tuple[int, ...], layer: str,
+            rate: float) -> jax.Array:
+    """Inverted dropout of `x` with a keep mask of `shape` (broadcast against x). The
+    rate is a constant, or a value of the program while `nnrun.nn.traced` says so."""
+    keep_prob = lookup(f"{layer}/keep", None)
+    if keep_prob is None:
+        return jnp.where(keep_mask(key, shape, 1.0 - rate), x / (1.0 - rate),
+                         jnp.zeros((), x.dtype))
+    keep = keep_mask(key, shape, 0.0, lookup(f"{layer}/threshold", None))
+    return jnp.where(keep, x / keep_prob.astype(x.dtype), jnp.zeros((), x.dtype))
 
 
 @LAYER_TYPES.register("Flatten")

@@ -9,7 +9,7 @@ from nnrun.config.errors import ConfigError
 from nnrun.nn import initializers
 from nnrun.nn.initializers import weight_shape
 from nnrun.nn.layers.base import LAYER_TYPES, Layer, require_rank
-from nnrun.nn.layers.core import check_noise_shape, keep_mask
+from nnrun.nn.layers.core import check_noise_shape, dropout, keep_mask
 from nnrun.nn.lazy import jax, jnp
 
 
@@ -142,10 +142,8 @@ class _SpatialDropout(_Noise):
         return input_shape
 
     def noise(self, x, key):
-        rate = self.args["rate"]
         shape = (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
-        keep = keep_mask(key, shape, 1.0 - rate)
-        return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+        return dropout(x, key, shape, self.name, self.args["rate"])
 
 
 @LAYER_TYPES.register("SpatialDropout1D")
