@@ -267,3 +267,41 @@ def test_a_diverging_variant_does_not_stop_the_others(tmp_path):
     assert result.settings[1]["finished"] == 0 and result.settings[1]["loss_mean"] is None
     info = yaml.safe_load((bad.run / "run.json").read_text())
     assert info["status"] == "diverged"
+
+
+def test_on_epoch_prunes_variants_and_the_rest_go_on_in_a_smaller_program(tmp_path,
+                                                                          monkeypatch):
+    """train_group's on_epoch hook stops variants (status pruned, checkpoints as of that
+    epoch); the running ones regroup into a smaller program and equal their single runs."""
+    from nnrun.sweep.program import GroupFit, train_group
+
+    config = write_config(tmp_path, **{"data.train": {"builtin": "xor", "samples": 120,
+                                                      "seed": 5}, "fit.epochs": 3})
+    (group,) = group_variants(expand(config, parse_vary(
+        ["compile.optimizer.learning_rate=0.3,0.05,0.01,0.2"])))
+    monkeypatch.setattr(GroupFit, "worth_regrouping", lambda self, live, width, epochs:
+                        0 < live < width)
+    subsets = []
+    real_subset = GroupFit.subset
+    monkeypatch.setattr(GroupFit, "subset", lambda self, slots:
+                        subsets.append(list(slots)) or real_subset(self, slots))
+    seen = []
+
+    def on_epoch(epoch, running):
+        seen.append((epoch, [vr.variant.index for vr, _ in running]))
+        return [vr for vr, _ in running if epoch == 1 and vr.variant.index in (1, 2)]
+
+    runs = train_group(group, tmp_path / "sw", argv=["test"], quiet=True, on_epoch=on_epoch)
+    assert seen == [(1, [0, 1, 2, 3]), (2, [0, 3]), (3, [0, 3])]
+    assert subsets == [[0, 3]]   # one regroup: variants 0 and 3 in a program of two
+    assert [r.status for r in runs] == ["finished", "pruned", "pruned", "finished"]
+    assert [r.epochs for r in runs] == [3, 1, 1, 3]
+    for vr in runs[1:3]:
+        assert len(vr.history["loss"]) == 1
+        with h5py.File(vr.run / "checkpoints" / "last.h5", "r") as f:
+            assert int(f.attrs["epoch"]) == 1
+    for vr in (runs[0], runs[3]):
+        rate = vr.variant.texts["compile.optimizer.learning_rate"]
+        single = single_run(config, (f"compile.optimizer.learning_rate={rate}",),
+                            tmp_path / "single")
+        assert_same_run(vr.run, single)
