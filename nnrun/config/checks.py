@@ -10,7 +10,8 @@ from nnrun.config.registry import unknown_name_message
 from nnrun.config.values import REQUIRED, ArgTypeError, got
 from nnrun.config.yamlsrc import Origins, PathT
 
-TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit", "distributed")
+TOP_KEYS = ("version", "name", "seed", "data", "model", "compile", "fit", "distributed",
+            "tune")
 COMPOSE_KEYS = ("extends", "vars")   # read (and removed) by compose.py before validation
 DISTRIBUTED_KEYS = ("coordinator_address", "num_processes", "process_id", "local_device_ids")
 DATA_KEYS = ("train", "validation", "validation_split", "test", "shuffle_split", "stratify",
@@ -22,6 +23,9 @@ COMPILE_KEYS = ("optimizer", "loss", "metrics", "loss_weights", "precision")
 PRECISIONS = ("float32", "mixed", "bfloat16")
 FIT_KEYS = ("batch_size", "epochs", "shuffle", "validation_split", "callbacks", "devices",
             "terminate_on_nan")
+# tune: (nnrun/config/tune_spec.py); not in SECTION_KEYS: its seed and metric would send
+# a misplaced fit.seed or compile.metric there
+TUNE_KEYS = ("metric", "mode", "trials", "batch", "sampler", "pruner", "seed", "space")
 SECTION_KEYS = {"data": DATA_KEYS, "model": MODEL_KEYS, "compile": COMPILE_KEYS,
                 "fit": FIT_KEYS}
 

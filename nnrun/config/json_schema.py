@@ -21,9 +21,12 @@ from nnrun.config.checks import (
     MODEL_KEYS,
     PRECISIONS,
     TOP_KEYS,
+    TUNE_KEYS,
 )
 from nnrun.config.model_spec import INPUT_DTYPES, KERAS1_KERNEL_DIMS, MERGE_MODES
 from nnrun.config.spec import CONFIG_VERSION
+from nnrun.config.tune_spec import DEFAULTS as TUNE_DEFAULTS
+from nnrun.config.tune_spec import DISTRIBUTIONS, PRUNERS, SAMPLERS
 
 SCHEMA_ID = "https://nnrun.dev/schema/config-v1.json"
 # A `${...}` interpolation stands for any type until the config is loaded.
@@ -288,6 +291,47 @@ def _data_options() -> dict:
     }
 
 
+def _tune() -> dict:
+    """tune: (nnrun.config.tune_spec): the search's settings and its space, each entry
+    one distribution."""
+    from nnrun.config.callback_specs import MODES
+
+    def pair(item: dict) -> dict:
+        return {"type": "array", "items": _loose(item), "minItems": 2, "maxItems": 2}
+
+    number = {"type": "number"}
+    distribution = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"choice": {"type": "array", "minItems": 1,
+                                  "description": "one of these values"},
+                       "uniform": {**pair(number), "description": "a number in [lo, hi]"},
+                       "loguniform": {**pair({"type": "number", "exclusiveMinimum": 0}),
+                                      "description": "a number in [lo, hi], on a log scale"},
+                       "int": {**pair({"type": "integer"}),
+                               "description": "an integer in [lo, hi] (both included)"},
+                       "step": {**_loose(POSITIVE), "description": "int: every step-th"}},
+        "oneOf": [{"required": [kind]} for kind in DISTRIBUTIONS],
+        "dependencies": {"step": ["int"]}}
+
+    def choice(key: str, names: tuple[str, ...]) -> dict:
+        return {"enum": list(names), "default": TUNE_DEFAULTS[key]}
+
+    return _section({
+        "metric": {"type": "string", "minLength": 1,
+                   "description": "what trials are scored by, as logged per epoch "
+                                  "(val_loss, val_accuracy...)"},
+        "mode": choice("mode", MODES), "sampler": choice("sampler", SAMPLERS),
+        "pruner": choice("pruner", PRUNERS),
+        "trials": {**_loose(POSITIVE), "default": TUNE_DEFAULTS["trials"]},
+        "batch": {**_loose(POSITIVE), "default": TUNE_DEFAULTS["batch"],
+                  "description": "trials asked at once and trained together"},
+        "seed": {**_loose({"type": "integer", "minimum": 0}),
+                 "description": "the sampler's seed; default: the config's seed"},
+        "space": {"type": "object", "minProperties": 1, "additionalProperties": distribution,
+                  "description": "config path (as --set) -> distribution"},
+    }, TUNE_KEYS, description="nnrun tune's search; training ignores it")
+
+
 def build_schema(names: Mapping[str, list[str]]) -> dict[str, Any]:
     """The whole config's JSON Schema (draft-07). `names` holds the registered names
     of each kind (activation, initializer, regularizer, constraint, loss, metric,
@@ -347,6 +391,7 @@ def build_schema(names: Mapping[str, list[str]]) -> dict[str, Any]:
             "local_device_ids": {"type": "array", "items": {"type": "integer"}}},
             DISTRIBUTED_KEYS)], "description": "several processes (hosts): "
             "jax.distributed.initialize's arguments, or true for its own detection"},
+        "tune": _tune(),
     }
     out = _section(top, TOP_KEYS)
     out["properties"].update({

@@ -28,7 +28,7 @@ from nnrun.config.values import (
     positive_int,
     shape,
 )
-from nnrun.config.yamlsrc import PathT
+from nnrun.config.yamlsrc import Origins, PathT
 
 # Keras 1's Merge(mode=...) -> the merge layer types.
 MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum",
@@ -406,6 +406,19 @@ def _validate_layer(item: Any, path: PathT, problems: Problems,
         paths = {**layer.arg_paths, "inputs": apath + inputs_key}
         layer = replace(layer, inputs=graph_inputs, arg_paths=paths)
     return layer
+
+
+def layer_names(items: list, path: PathT = ()) -> list[str | None]:
+    """The name of each item of a list of layers as validation gives it (its `name:`, or
+    Keras's automatic `dense`, `dense_1`...); None for an item that is not a layer.
+    For `--set model.layers[hidden].units=8` (nnrun/config/overrides.py)."""
+    scratch = Problems(Origins())   # the list's own problems are validation's to report
+    counts: dict[str, int] = {}
+    out: list[str | None] = []
+    for i, item in enumerate(items):
+        layer = _validate_layer(item, path + (i,), scratch, counts)
+        out.append(layer.name if layer is not None else None)
+    return out
 
 
 def _layer_refs(value: Any, path: PathT, problems: Problems) -> tuple[str, ...]:

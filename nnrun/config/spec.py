@@ -44,6 +44,7 @@ from nnrun.config.model_spec import (  # noqa: F401  (re-exported: the model's s
 )
 from nnrun.config.overrides import apply_override
 from nnrun.config.registry import unknown_name_message
+from nnrun.config.tune_spec import TuneSpec, validate_tune
 from nnrun.config.values import (
     REQUIRED,
     ArgTypeError,
@@ -136,6 +137,8 @@ class Spec:
     source: str
     # jax.distributed.initialize's arguments ({} for its own detection); None: one process
     distributed: dict | None = None
+    # tune: (nnrun tune's search; training ignores it), None when absent
+    tune: TuneSpec | None = None
 
     def where(self, path: PathT) -> str:
         """`file:line:col: dotted.path` for a config path, for error messages."""
@@ -222,6 +225,7 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
             if isinstance(raw.get("compile"), dict) else None)
     fit = _validate_fit(fit_raw, problems)
     distributed = validate_distributed(raw, problems)
+    tune = validate_tune(raw, seed, problems)
     problems.raise_if_any(PartialSpec(origins, data, comp, tuple(problems.clean_layers),
                                       fit.callbacks))
     if model.weights is not None and base_dir is not None:   # as data paths: absolute
@@ -240,10 +244,11 @@ def validate(raw: dict, origins: Origins, *, base_dir: Path, source: str,
                     **({"precision": comp.precision} if comp.precision != "float32" else {})},
         "fit": fit.to_dict(),
         **({"distributed": raw["distributed"]} if distributed is not None else {}),
+        **({"tune": tune.to_dict()} if tune is not None else {}),
     }
     return Spec(name=name, seed=seed, data=data, model=model, compile=comp, fit=fit,
                 resolved=resolved, origins=origins, base_dir=base_dir, source=source,
-                distributed=distributed)
+                distributed=distributed, tune=tune)
 
 
 def _source(value: Any, path: PathT, problems: Problems) -> dict | None:

@@ -14,6 +14,7 @@ laughs"), an alias inside its own anchor (a cycle), and a tag on a mapping or a 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ import yaml
 from nnrun.config.errors import ConfigError
 
 PathT = tuple  # a config path: ("model", "layers", 2, "Dense", "units")
+
+
+@dataclass(frozen=True)
+class LayerName:
+    """A part `[hidden]` of an override path: the list item whose layer is named
+    `hidden` (nnrun/config/overrides.py resolves it to the item's index)."""
+
+    name: str
 
 
 # Far above any real config, keys and values counted: a Sequential stack of 20,000
@@ -66,11 +75,12 @@ SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT,
 
 
 def format_path(path: PathT) -> str:
-    """`("model", "layers", 2, "Dense")` -> `model.layers[2].Dense`."""
+    """`("model", "layers", 2, "Dense")` -> `model.layers[2].Dense`; a LayerName part
+    is written `[name]`."""
     out = ""
     for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
+        if isinstance(part, (int, LayerName)):
+            out += f"[{part.name if isinstance(part, LayerName) else part}]"
         else:
             out += ("." if out else "") + str(part)
     return out or "<root>"
