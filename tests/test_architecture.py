@@ -34,7 +34,8 @@ ALLOWED = {
     "keras": {"config", "nn"},
     "api": {"config", "nn", "data", "train", "runs", "keras"},
     "sweep": {"config", "nn", "data", "train", "runs", "api"},
-    "cli": {"config", "nn", "data", "train", "runs", "keras", "api", "sweep"},
+    "tune": {"config", "nn", "data", "train", "runs", "api", "sweep"},
+    "cli": {"config", "nn", "data", "train", "runs", "keras", "api", "sweep", "tune"},
 }
 MAX_LINES = 450
 NO_JAX = {"config", "data"}   # wings that must not import jax or optax, even lazily

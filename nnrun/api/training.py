@@ -46,10 +46,15 @@ def resolve_target(target: str | Path, overrides: tuple[str, ...] = (), *,
                    ) -> tuple[Spec, Path | None]:
     """A config file or a run directory -> (spec, run directory or None).
 
-    For a config and `need_run`, the run is the newest one of the config's name; a
-    config with model.weights and no run yet gives None (its weights are model.weights).
+    A tune directory (nnrun tune) stands for its best trial's run directory (a
+    ConfigError at the directory before a trial has finished). For a config and
+    `need_run`, the run is the newest one of the config's name; a config with
+    model.weights and no run yet gives None (its weights are model.weights).
     """
     target = Path(target)
+    if target.is_dir() and (rundir.is_tune_dir(target) or (
+            (target / rundir.TUNE_FILE).is_file() and not rundir.is_run_dir(target))):
+        target = rundir.tune_best_run(target)   # an unreadable tune.json: said there
     if target.is_dir():
         if not rundir.is_run_dir(target):
             raise ConfigError("not a run directory (no config.yaml in it)", where=str(target))

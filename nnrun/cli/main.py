@@ -27,6 +27,7 @@ from nnrun.cli.common import (
 from nnrun.cli.config_cmds import check, config_cmd, export, import_keras, schema
 from nnrun.cli.runs_cmds import diff_cmd, runs_cmd
 from nnrun.cli.sweep_cmd import sweep_cmd
+from nnrun.cli.tune_cmd import tune_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -243,7 +244,8 @@ def plot(target: Path, output_path: Path | None, curves: bool, rankdir: str,
         click.echo(f"wrote {path}")
 
 
-for command in (config_cmd, check, schema, import_keras, export, runs_cmd, diff_cmd, sweep_cmd):
+for command in (config_cmd, check, schema, import_keras, export, runs_cmd, diff_cmd, sweep_cmd,
+                tune_cmd):
     main.add_command(command)
 
 

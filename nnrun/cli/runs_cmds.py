@@ -82,15 +82,17 @@ RUNS_DIR = click.option("--runs-dir", "runs_dir_option", default=None,
               help="The columns, comma-separated: KEY,KEY,... exactly these; +KEY,+KEY "
                    "added to the default ones; all. Keys: those of --json (a metric at the "
                    "best epoch such as val_accuracy, final_accuracy, monitor, started, "
-                   "...), time, best.")
+                   "trials, ...), time, best.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every field).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @handle_errors
 def runs_cmd(runs_dir: Path | None, runs_dir_option: Path | None, sort: str | None,
              columns: str | None, as_json: bool, debug: bool) -> None:
     """A table of the runs in DIR (default runs/): name, status, epochs, the best epoch
-    and the monitored value there, the final loss, wall time. Columns that do not fit
-    the terminal are left out and named (--columns to choose)."""
+    and the monitored value there, the final loss, wall time. A tune directory (nnrun
+    tune) is one row: its trial counts and its best trial's values; DIR a tune
+    directory lists its kept trials. Columns that do not fit the terminal are left out
+    and named (--columns to choose)."""
     from nnrun.runs.runlist import list_runs
     from nnrun.runs.runtable import (
         ALIASES,
@@ -121,16 +123,18 @@ def runs_cmd(runs_dir: Path | None, runs_dir_option: Path | None, sort: str | No
 
 
 def _located(arg: Path, runs_dir: Path | None) -> Path:
-    """RUN as given, else a run of that name in --runs-dir (or runs/)."""
+    """RUN as given, else a run of that name in --runs-dir (or runs/); a tune directory
+    stands for its best trial's run."""
     from nnrun.config.errors import ConfigError
+    from nnrun.runs import rundir
 
-    if arg.exists():
-        return arg
     root = runs_dir or Path("runs")
-    if not arg.is_absolute() and (root / arg).exists():
-        return root / arg
-    raise ConfigError(f"no such run directory or config file (nor {root / arg})",
-                      where=str(arg))
+    if not arg.exists() and not arg.is_absolute() and (root / arg).exists():
+        arg = root / arg
+    if not arg.exists():
+        raise ConfigError(f"no such run directory or config file (nor {root / arg})",
+                          where=str(arg))
+    return rundir.tune_best_run(arg) if rundir.is_tune_dir(arg) else arg
 
 
 @click.command("diff")
@@ -146,7 +150,7 @@ def diff_cmd(run_a: Path, run_b: Path, runs_dir_option: Path | None, as_json: bo
     name; arguments at their defaults on both sides left out; an added or removed layer
     is one row), and the final epoch's loss and metrics. RUN is a run directory, a
     run's name in --runs-dir (default runs/, e.g. latest), or a config file (its config
-    alone)."""
+    alone) or a tune directory (its best trial's run)."""
     from nnrun.runs.config_diff import show
     from nnrun.runs.runlist import diff_runs
 

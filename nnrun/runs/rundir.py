@@ -70,6 +70,57 @@ def is_run_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.yaml").is_file()
 
 
+TUNE_FILE = "tune.json"
+
+
+def read_tune_json(path: Path) -> dict | None:
+    """A tune directory's tune.json (`nnrun tune`: runs/<name>-tune-<stamp>/), None when
+    it is missing, unreadable or not a JSON object."""
+    try:
+        record = json.loads((Path(path) / TUNE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_tune_dir(path: Path) -> bool:
+    """A directory `nnrun tune` made: its tune.json says "kind": "tune"."""
+    if not (Path(path) / TUNE_FILE).is_file():
+        return False
+    record = read_tune_json(path)
+    return record is not None and record.get("kind") == "tune"
+
+
+def tune_best_run(path: Path) -> Path:
+    """The run directory of a tune directory's best trial (tune.json's best.run, relative
+    to the tune directory): what evaluate, predict, export... use for a tune directory.
+    A ConfigError located at the tune directory when tune.json cannot be read, no trial
+    has finished yet, or the best trial's directory is gone."""
+    path = Path(path)
+    record = read_tune_json(path)
+    if record is None or record.get("kind") != "tune":
+        raise ConfigError(f"not a tune directory ({TUNE_FILE} is missing, unreadable or "
+                          "not nnrun tune's)", where=str(path))
+    best = record.get("best")
+    if not isinstance(best, dict):
+        hint = {"running": "wait for one (the search is running)",
+                "interrupted": f"nnrun tune --resume {path} goes on",
+                "finished": "every trial failed or was pruned (trials.csv has their notes)",
+                }.get(record.get("status"), "trials.csv has the trials")
+        yet = "" if record.get("status") == "finished" else " yet"
+        raise ConfigError(f"no finished trial in this tune directory{yet}; {hint}",
+                          where=str(path))
+    run = best.get("run")
+    if not isinstance(run, str) or not is_run_dir(path / run):
+        which = f"trial {best.get('trial')}" if best.get("trial") is not None else "trial"
+        kept = f"its run directory {run} is gone" if isinstance(run, str) else \
+            "no run directory was kept"
+        raise ConfigError(f"no run of the best trial ({which}) in this tune directory: "
+                          f"{kept}; train it again with nnrun train {path / 'best.yaml'}",
+                          where=str(path))
+    return path / run
+
+
 _STAMPED = re.compile(r"(?P<name>.+)-\d{8}-\d{6}(?:-\d+)?")
 
 
@@ -94,7 +145,8 @@ def latest_run_of(runs_root: Path, name: str) -> Path | None:
     if not root.is_dir():
         return None
     runs = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
-            and p.name.startswith(f"{name}-") and is_run_dir(p) and run_name(p) == name]
+            and p.name.startswith(f"{name}-") and is_run_dir(p) and not is_tune_dir(p)
+            and run_name(p) == name]
     return max(runs, key=lambda p: (p.stat().st_mtime, p.name)) if runs else None
 
 

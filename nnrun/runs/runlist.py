@@ -1,7 +1,9 @@
 """Runs side by side: `nnrun runs` (one row per run directory: status, epochs, the best
-epoch (`best_of`) with its monitored value and metrics, the final ones, wall time) and
+epoch (`best_of`) with its monitored value and metrics, the final ones, wall time; one
+per tune directory: its trial counts and its best trial's row, `tune_row`) and
 `nnrun diff` (the config values a person changed, old -> new, and the final metrics'
-differences). Reads run.json, metrics.csv, config.yaml and best.h5's attributes only;
+differences). Reads run.json, metrics.csv, config.yaml, best.h5's attributes and tune.json
+only;
 jax-free."""
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def run_row(run: Path) -> dict[str, Any]:
     columns = read_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else {}
     epochs = columns.get("epoch", [])
     best = best_of(run, info, columns)
-    row: dict[str, Any] = {"name": run.name, "status": info.get("status", "unknown"),
+    row: dict[str, Any] = {"name": run.name, "kind": "run",
+                           "status": info.get("status", "unknown"),
                            "epochs": info.get("epochs_completed", len(epochs)),
                            "best_epoch": best["epoch"] if best else None,
                            "monitor": best["monitor"] if best else None,
@@ -100,14 +103,79 @@ def run_row(run: Path) -> dict[str, Any]:
     return row
 
 
+# the best trial's row fields a tune row takes (the others are the tune's own)
+_TUNE_OWN = ("name", "kind", "status", "monitor", "best_value", "wall_seconds", "started")
+
+
+def trials_text(counts: Any) -> str | None:
+    """tune.json's trial counts in a cell: `64 (40 done, 20 pruned, 4 failed)` (the
+    planned total, then the states that have trials)."""
+    if not isinstance(counts, dict):
+        return None
+    states = (("complete", "done"), ("pruned", "pruned"), ("failed", "failed"),
+              ("running", "running"))
+    parts = [f"{counts[k]} {word}" for k, word in states
+             if isinstance(counts.get(k), int) and counts[k] > 0]
+    total = counts.get("total")
+    inner = ", ".join(parts) or "none yet"
+    return f"{total} ({inner})" if isinstance(total, int) else inner
+
+
+def tune_row(tune_dir: Path) -> dict[str, Any]:
+    """A tune directory's row (`nnrun tune`, runs/<name>-tune-<stamp>/): status
+    `tune <status>`, `trials` (trials_text), the metric searched as the monitor and the
+    best trial's score as best_value, the best trial's epochs, best epoch and metrics
+    (at that epoch and final) from its run's row, the search's wall time. A tune.json
+    that cannot be read gives status `unknown`."""
+    tune_dir = Path(tune_dir)
+    record = rundir.read_tune_json(tune_dir)
+    row: dict[str, Any] = {"name": tune_dir.name, "kind": "tune", "status": "unknown",
+                           "trials": None, "epochs": None, "best_epoch": None,
+                           "monitor": None, "best_value": None}
+    if record is None or record.get("kind") != "tune":
+        return {**row, "wall_seconds": None, "started": None}
+    best = record.get("best") if isinstance(record.get("best"), dict) else None
+    run = best.get("run") if best else None
+    if isinstance(run, str) and rundir.is_run_dir(tune_dir / run):
+        trial = run_row(tune_dir / run)
+        row.update({k: v for k, v in trial.items() if k not in _TUNE_OWN})
+    status, counts, metric = (record.get(k) for k in ("status", "trials", "metric"))
+    row["status"] = f"tune {status}" if isinstance(status, str) else "unknown"
+    row["trials"] = trials_text(counts)
+    row["trial_counts"] = counts if isinstance(counts, dict) else None
+    row["best_trial"] = best   # tune.json's: trial, run, value, params
+    row["monitor"] = metric if isinstance(metric, str) else None
+    row["best_value"] = best.get("value") if best else None
+    start, end = _seconds(record.get("started")), _seconds(record.get("finished"))
+    row["wall_seconds"] = end - start if start is not None and end is not None else None
+    row["started"] = record.get("started") if isinstance(record.get("started"), str) else None
+    return row
+
+
+def _listed(path: Path) -> dict[str, Any] | None:
+    """The row of a run or tune directory (a tune.json beside no config.yaml is a tune
+    directory's, even unreadable: its row says unknown); None for anything else."""
+    if not path.is_dir() or path.is_symlink():
+        return None
+    if rundir.is_tune_dir(path):
+        return tune_row(path)
+    if rundir.is_run_dir(path):
+        return run_row(path)
+    return tune_row(path) if (path / rundir.TUNE_FILE).is_file() else None
+
+
 def list_runs(root: Path, sort: str | None = None) -> list[dict[str, Any]]:
-    """The rows of every run directory under `root` (runs/latest skipped), sorted by
-    `sort` (a row key; `-key` for descending; runs without the key last), else by start."""
+    """The rows of every run directory and tune directory under `root` (runs/latest
+    skipped; for a tune directory, its kept trials), sorted by `sort` (a row key; `-key`
+    for descending; rows without the key last), else by start."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError("no such runs directory", where=str(root))
-    rows = [run_row(p) for p in sorted(root.iterdir())
-            if p.is_dir() and not p.is_symlink() and rundir.is_run_dir(p)]
+    if rundir.is_tune_dir(root):   # nnrun runs runs/<name>-tune-<stamp>: its trials
+        root = root / "trials"
+        if not root.is_dir():
+            return []
+    rows = [row for row in map(_listed, sorted(root.iterdir())) if row is not None]
     key = sort or "started"
     descending = key.startswith("-")
     key = key.lstrip("-")
@@ -116,8 +184,8 @@ def list_runs(root: Path, sort: str | None = None) -> list[dict[str, Any]]:
         from nnrun.config.registry import unknown_name_message
 
         raise ConfigError(unknown_name_message("column", key, known), where="--sort")
-    present = [r for r in rows if r.get(key) is not None]
-    absent = [r for r in rows if r.get(key) is None]
+    present = [r for r in rows if isinstance(r.get(key), (int, float, str))]
+    absent = [r for r in rows if not isinstance(r.get(key), (int, float, str))]
     present.sort(key=lambda r: (isinstance(r[key], str), r[key]), reverse=descending)
     return present + absent
 

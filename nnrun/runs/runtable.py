@@ -19,11 +19,16 @@ from nnrun.config.errors import ConfigError
 # epoch and the monitored value there, the last epoch's loss, the wall time.
 DEFAULT_COLUMNS = ("name", "status", "epochs", "best_epoch", "best_value", "final_loss",
                    "wall_seconds")
+# A tune directory's trial counts: a default column after status when one is listed.
+TRIALS = "trials"
 # Left out first when the default columns do not fit (name never is).
-HIDE_FIRST = ("final_loss", "wall_seconds", "epochs", "best_epoch", "best_value", "status")
+HIDE_FIRST = ("final_loss", "wall_seconds", TRIALS, "epochs", "best_epoch", "best_value",
+              "status")
 ALIASES = {"time": "wall_seconds", "best": "best_value"}
 _LABELS = {"best_epoch": "best epoch", "wall_seconds": "time"}
-_TEXT = ("name", "status", "monitor", "started")
+_TEXT = ("name", "status", TRIALS, "monitor", "started")
+# --json's fields that are no column: a run's or tune's kind, a tune's counts and best
+_NOT_COLUMNS = ("kind", "trial_counts", "best_trial")
 
 
 def metric_order(key: str) -> tuple:
@@ -35,14 +40,24 @@ def metric_order(key: str) -> tuple:
     return final, val, base != "loss", base
 
 
+def _trials(rows: list[dict[str, Any]]) -> list[str]:
+    """[TRIALS] when a tune directory with trial counts is listed, else []."""
+    return [TRIALS] if any(row.get(TRIALS) is not None for row in rows) else []
+
+
+def default_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """DEFAULT_COLUMNS, with `trials` after status when a tune directory is listed."""
+    return [*DEFAULT_COLUMNS[:2], *_trials(rows), *DEFAULT_COLUMNS[2:]]
+
+
 def all_columns(rows: list[dict[str, Any]]) -> list[str]:
     """Every column, in order: the default ones, the metrics at the best epoch, the
-    final ones, the monitor and the start time."""
-    fixed = ("name", "status", "epochs", "best_epoch", "monitor", "best_value",
-             "wall_seconds", "started")
+    final ones, the monitor and the start time (`trials` only with a tune directory)."""
+    fixed = ("name", "status", TRIALS, "epochs", "best_epoch", "monitor", "best_value",
+             "wall_seconds", "started", *_NOT_COLUMNS)
     metrics = sorted({k for row in rows for k in row if k not in fixed}, key=metric_order)
-    return ["name", "status", "epochs", "best_epoch", "monitor", "best_value", *metrics,
-            "wall_seconds", "started"]
+    return ["name", "status", *_trials(rows), "epochs", "best_epoch", "monitor",
+            "best_value", *metrics, "wall_seconds", "started"]
 
 
 def choose_columns(rows: list[dict[str, Any]], spec: str | None) -> tuple[list[str], bool]:
@@ -50,13 +65,13 @@ def choose_columns(rows: list[dict[str, Any]], spec: str | None) -> tuple[list[s
     set) or `KEY,KEY,...` (exactly those, in that order). Returns the column keys and
     whether the person chose their order (then the rightmost are left out first)."""
     if not spec:
-        return list(DEFAULT_COLUMNS), False
+        return default_columns(rows), False
     if spec.strip() == "all":
         return all_columns(rows), False
     items = [s.strip() for s in spec.split(",") if s.strip()]
     adding = all(s.startswith("+") for s in items)
-    known = [*all_columns(rows), *ALIASES]
-    chosen: list[str] = list(DEFAULT_COLUMNS) if adding else []
+    known = [*all_columns(rows), *([] if _trials(rows) else [TRIALS]), *ALIASES]
+    chosen: list[str] = default_columns(rows) if adding else []
     for item in items:
         key = item.lstrip("+")
         if rows and key not in known:
@@ -138,7 +153,7 @@ def fit_table(rows: list[dict[str, Any]], columns: list[str], title: str,
     if chosen_order:
         candidates = [c for c in reversed(columns) if c != "name"]
     else:
-        candidates = [c for c in reversed(columns) if c not in DEFAULT_COLUMNS]
+        candidates = [c for c in reversed(columns) if c not in HIDE_FIRST and c != "name"]
         candidates += [c for c in HIDE_FIRST if c in columns]
     hidden: list[str] = []
     table = build_table(rows, columns, title)

@@ -27,6 +27,7 @@ import numpy as np
 
 from nnrun import api
 from nnrun.api import prepare, training
+from nnrun.config import faults
 from nnrun.config.errors import ConfigError, DataError
 from nnrun.data.rowsource import is_lazy
 from nnrun.data.splitting import output_classes
@@ -351,6 +352,7 @@ class _Loop:
         fit, epochs, best = self.fit, self.epochs, None
         last_write, write_seconds = time.monotonic(), 0.0
         while fit.epoch < epochs:
+            faults.point("epoch")
             rates = fit.learning_rates(ts)
             ts, logs, seconds = fit.run_epoch(ts)
             improved = self._record(logs, rates, seconds)
@@ -427,10 +429,12 @@ def _report(epoch: int, epochs: int, logs: list[dict], runs, seconds: float,
     if quiet:
         return
     live = [one for one, vr in zip(logs, runs) if vr.status in ("running", "finished")]
+    count = f"{len(runs)} variants" if len(live) == len(runs) else \
+        f"{len(live)} of {len(runs)} variants"
     parts = []
     for key in ("loss", "val_loss"):
         values = [one[key] for one in live if key in one]
         if values:
             parts.append(f"{key} {min(values):.4g}..{max(values):.4g}")
-    print(f"Epoch {epoch}/{epochs} - {seconds:.3f}s - {len(runs)} variants - "
+    print(f"Epoch {epoch}/{epochs} - {seconds:.3f}s - {count} - "
           + " - ".join(parts), file=stream, flush=True)

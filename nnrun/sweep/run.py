@@ -36,11 +36,12 @@ class SweepResult:
     exit_code: int = 0
 
 
-def sweep_dir_for(runs_root: Path, name: str) -> Path:
-    """A fresh runs/<name>-sweep-<stamp>/ (a suffix -1, -2 ... when taken)."""
+def sweep_dir_for(runs_root: Path, name: str, kind: str = "sweep") -> Path:
+    """A fresh runs/<name>-<kind>-<stamp>/ (a suffix -1, -2 ... when taken); kind is
+    sweep or tune."""
     runs_root = Path(runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
-    base = f"{name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = f"{name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     for i in range(1000):
         path = runs_root / (base if i == 0 else f"{base}-{i}")
         try:

@@ -152,15 +152,16 @@ def expand(config: Path, axes: list[Axis], overrides: tuple[str, ...] = ()) -> l
         spec = load_checked(config, (*overrides, *prefix, *sets))
         variants.append(Variant(index, {a.key: a.values[i] for a, i in zip(axes, combo)},
                                 texts, (*overrides, *prefix, *sets), spec,
-                                _traced_rate(spec, axes)))
+                                traced_rate(spec, [a.path for a in axes])))
     return variants
 
 
-def _traced_rate(spec, axes: list[Axis]) -> float | None:
-    """The variant's learning rate when it is varied and can be a traced value: a
-    number (not a schedule), and no Keras 1 `decay` (which makes it a schedule)."""
-    if not any(a.path[:2] == ("compile", "optimizer") and a.path[2:] in
-               ((k,) for k in LR_KEYS) for a in axes):
+def traced_rate(spec, varied: list[tuple]) -> float | None:
+    """The variant's learning rate when it is varied (one of the `varied` config paths)
+    and can be a traced value: a number (not a schedule), and no Keras 1 `decay` (which
+    makes it a schedule)."""
+    if not any(path[:2] == ("compile", "optimizer") and tuple(path[2:]) in
+               ((k,) for k in LR_KEYS) for path in varied):
         return None
     opt = spec.compile.optimizer
     if not isinstance(opt, dict) or opt.get("decay"):
