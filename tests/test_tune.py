@@ -186,3 +186,4 @@ def test_cli_errors_and_json(tmp_path):
                                "--set", "tune.trials=1"])
     assert out.exit_code == 2, out.output
     assert "bad.yaml:19:11: tune.metric: " in out.output and "val_accuracy" in out.output
+    assert not list((tmp_path / "runs").glob("*-tune-*"))   # nothing trained: nothing left

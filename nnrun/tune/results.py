@@ -29,7 +29,7 @@ def tell(study, vr, seconds: float, pruning, search) -> None:
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     if pruning is not None:
-        pruning.store(number)
+        pruning.store(number, complete=vr.status == "finished")
     for key, value in (("epochs", vr.epochs), ("best_epoch", vr.best_epoch),
                        ("seconds", round(seconds, 3)), ("note", vr.stop_reason or "")):
         storage.set_trial_user_attr(trial_id, key, value)
@@ -175,7 +175,7 @@ def importances(study, counts: dict) -> dict[str, float] | None:
 
     try:
         return dict(optuna.importance.get_param_importances(study))
-    except (ValueError, RuntimeError):
+    except (ValueError, RuntimeError, ImportError):
         return None
 
 

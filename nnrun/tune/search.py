@@ -124,8 +124,15 @@ def run_tune(config: Path | None, overrides: tuple[str, ...] = (), *,
                 results.write_record(search, study, "running", started=True)
         try:
             _search(search, study, stop)
-        except BaseException:
+        except KeyboardInterrupt:   # a second signal: the trials told so far are kept
             results.finish(search, study, "interrupted", plots=False)
+            raise
+        except BaseException:
+            if resume is None and not any(ft.state.is_finished() for ft in
+                                          study.get_trials(deepcopy=False)):
+                shutil.rmtree(tune_dir, ignore_errors=True)   # nothing done: nothing kept
+            else:
+                results.finish(search, study, "failed", plots=False)
             raise
     status = "interrupted" if stop.requested else "finished"
     rows, best, counts = results.finish(search, study, status, plots=True)

@@ -27,6 +27,7 @@ from nnrun.config.tune_spec import Dimension, TuneSpec
 STUDY_NAME = "nnrun-tune"
 BATCHES = "nnrun_batches"    # user attribute: batches started
 SCALARS = (type(None), bool, int, float, str)
+REDUCTION = 3                # ASHA: a third of a rung's trials go on
 
 
 def optuna_module(where: str = "tune"):
@@ -58,14 +59,19 @@ def make_sampler(tune: TuneSpec, batch: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def min_resource(epochs: int) -> int:
+    """ASHA's first rung: epoch max(1, epochs // 10)."""
+    return max(1, epochs // 10)
+
+
 def make_pruner(tune: TuneSpec, epochs: int):
     """asha: successive halving from epoch max(1, epochs // 10), a third going on at
     each rung; median: a trial worse than the median of the finished ones at the same
     epoch, after 5 finished trials and 1 epoch; none."""
     optuna = optuna_module()
     if tune.pruner == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 10),
-                                                      reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource(epochs),
+                                                      reduction_factor=REDUCTION)
     if tune.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     return optuna.pruners.NopPruner()
@@ -139,7 +145,7 @@ class GroupPruning:
 
     def __init__(self, study, tune: TuneSpec, epochs: int, numbers: list[int]):
         optuna = optuna_module()
-        self.study, self.tune = study, tune
+        self.study, self.tune, self.min_resource = study, tune, min_resource(epochs)
         self.memory = optuna.create_study(
             direction="minimize" if tune.mode == "min" else "maximize",
             pruner=make_pruner(tune, epochs), sampler=optuna.samplers.RandomSampler(0))
@@ -162,11 +168,25 @@ class GroupPruning:
         return [n for n in values if math.isfinite(values[n])
                 and self.trials[n].should_prune()]
 
-    def store(self, number: int) -> None:
-        """The trial's reports (and the pruner's notes) into the database."""
+    def store(self, number: int, complete: bool) -> None:
+        """The trial's reports that a later pruning decision reads (and the pruner's
+        notes) into the database: its last epoch's value (a pruned trial's score), and
+        for `median` every epoch of a complete trial, for `asha` the rungs' epochs (its
+        decisions read the rung values it keeps in the trials' system attributes). Each
+        value is a database write of a few ms; every epoch of a kept trial is in its
+        metrics.csv."""
         storage, trial_id = self.study._storage, self.ids[number]
         mem = self.memory._storage.get_trial(self.trials[number]._trial_id)
-        for step, value in sorted(mem.intermediate_values.items()):
-            storage.set_trial_intermediate_value(trial_id, step, value)
+        values = mem.intermediate_values
+        keep = {max(values)} if values else set()
+        if self.tune.pruner == "median" and complete:
+            keep = set(values)
+        elif self.tune.pruner == "asha":
+            step = self.min_resource
+            while step <= max(values, default=0):
+                keep.add(step)
+                step *= REDUCTION
+        for step in sorted(keep & set(values)):
+            storage.set_trial_intermediate_value(trial_id, step, values[step])
         for key, value in mem.system_attrs.items():
             storage.set_trial_system_attr(trial_id, key, value)
