@@ -152,10 +152,13 @@ class GroupPruning:
         wanted = set(numbers)
         mirror = {}
         for ft in study.get_trials(deepcopy=False):
-            if ft.state.is_finished() or ft.number in wanted:
+            if ft.state.is_finished():
                 self.memory.add_trial(ft)
-                if ft.number in wanted:
-                    mirror[ft.number] = self.memory.get_trials(deepcopy=False)[-1]._trial_id
+            elif ft.number in wanted:   # as asked: no reports (an aborted store's are not)
+                self.memory.add_trial(optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.RUNNING, params=ft.params,
+                    distributions=ft.distributions))
+                mirror[ft.number] = self.memory.get_trials(deepcopy=False)[-1]._trial_id
         self.trials = {n: optuna.trial.Trial(self.memory, mirror[n]) for n in numbers}
         self.ids = {ft.number: ft._trial_id for ft in study.get_trials(deepcopy=False)
                     if ft.number in wanted}
