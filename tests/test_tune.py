@@ -187,3 +187,17 @@ def test_cli_errors_and_json(tmp_path):
     assert out.exit_code == 2, out.output
     assert "bad.yaml:19:11: tune.metric: " in out.output and "val_accuracy" in out.output
     assert not list((tmp_path / "runs").glob("*-tune-*"))   # nothing trained: nothing left
+
+
+def test_grid_tries_every_combination_once_and_no_more(tmp_path):
+    text = CONFIG.replace("trials: 6", "trials: 9").replace("pruner: asha", "pruner: none") \
+        .replace("epochs: 4", "epochs: 1").replace("seed: 3\n", "seed: 3\n  sampler: grid\n") \
+        .replace("{loguniform: [1.0e-3, 1.0]}", "{choice: [0.01, 0.1]}") \
+        .replace("{uniform: [0.05, 0.5]}", "{choice: [0.1, 0.2]}")
+    result = run_tune(write(tmp_path, text), runs_root=tmp_path / "runs", quiet=True)
+    points = [(r["compile.optimizer.learning_rate"], r["model.layers[dropout].rate"],
+               r["model.layers[hidden].units"]) for r in result.rows]
+    assert sorted(points) == sorted((a, b, c) for a in (0.01, 0.1) for b in (0.1, 0.2)
+                                    for c in (6, 8))
+    assert result.counts == {"total": 8, "complete": 8, "pruned": 0, "failed": 0,
+                             "running": 0}

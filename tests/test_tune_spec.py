@@ -144,3 +144,18 @@ space:
     assert trial.model.layers[0].args["units"] == 8
     assert trial.model.layers[1].args["rate"] == 0.25
     assert trial.compile.optimizer["name"] == "sgd"
+
+
+def test_an_extending_file_drops_the_base_distribution_with_null(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE + "  metric: loss\n  space:\n    fit.batch_size: {int: [8, 64]}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ntune:\n  space:\n    fit.batch_size: "
+                     "{choice: [8, 16]}\n")
+    with pytest.raises(ConfigError, match=r"one distribution per entry, got 2: int, choice "
+                                          r"\(extends: merges"):
+        load_spec(child)
+    child.write_text("extends: base.yaml\ntune:\n  space:\n    fit.batch_size: "
+                     "{int: null, choice: [8, 16]}\n")
+    (dim,) = load_spec(child).tune.space
+    assert (dim.kind, dim.values) == ("choice", (8, 16))

@@ -188,14 +188,16 @@ def _distribution(entry: Any, at: PathT, problems: Problems
     if not isinstance(entry, dict) or not entry:
         problems.add(at, f"expected one distribution: {_EXAMPLES}, {got(entry)}")
         return None
-    kinds = [k for k in entry if k in DISTRIBUTIONS]
+    kinds = [k for k in entry if k in DISTRIBUTIONS and entry[k] is not None]
     unknown = [k for k in entry if k not in DISTRIBUTIONS and k != "step"]
     for k in unknown:
         problems.add(at + (k,), unknown_name_message("distribution", k, [*DISTRIBUTIONS,
                                                                          "step"]), key=True)
     if len(kinds) > 1:
         problems.add(at, f"one distribution per entry, got {len(kinds)}: "
-                         f"{', '.join(kinds)}")
+                         f"{', '.join(kinds)} (extends: merges an entry of the base file "
+                         "with this one key by key: write the base's as null to drop it, "
+                         f"e.g. {{{kinds[0]}: null, {kinds[-1]}: [...]}})")
         return None
     if not kinds:
         if not unknown:

@@ -51,11 +51,8 @@ def batch_seed(seed: int, batch: int) -> int:
 def make_sampler(tune: TuneSpec, batch: int):
     optuna = optuna_module()
     seed = batch_seed(tune.seed, batch)
-    if tune.sampler == "random":
+    if tune.sampler == "random" or tune.sampler == "grid":   # grid: enqueued (ask_batch)
         return optuna.samplers.RandomSampler(seed=seed)
-    if tune.sampler == "grid":
-        return optuna.samplers.GridSampler(
-            {d.key: list(choice_labels(d)) for d in tune.space}, seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -75,6 +72,23 @@ def make_pruner(tune: TuneSpec, epochs: int):
     if tune.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     return optuna.pruners.NopPruner()
+
+
+def grid_points(tune: TuneSpec, study) -> list[dict]:
+    """sampler grid: every combination of the choices not asked yet, in an order
+    shuffled by tune.seed (so that a search of fewer trials spreads over the grid).
+    optuna's GridSampler stops the study from inside tell(), which only works in
+    optimize(); enqueued trials do the same with ask/tell."""
+    import itertools
+    import random
+
+    keys = [d.key for d in tune.space]
+    points = list(itertools.product(*(choice_labels(d) for d in tune.space)))
+    random.Random(batch_seed(tune.seed, -1)).shuffle(points)
+    asked = {tuple(json.dumps(ft.params.get(k)) for k in keys)
+             for ft in study.get_trials(deepcopy=False)}
+    return [dict(zip(keys, p)) for p in points
+            if tuple(json.dumps(v) for v in p) not in asked]
 
 
 def grid_size(tune: TuneSpec) -> int:
@@ -133,6 +147,9 @@ def ask_batch(study, tune: TuneSpec, count: int) -> list:
     batch = int(study.user_attrs.get(BATCHES, 0))
     study.sampler = make_sampler(tune, batch)
     dists = distributions(tune)
+    if tune.sampler == "grid":
+        for params in grid_points(tune, study)[:count]:
+            study.enqueue_trial(params)
     trials = [study.ask(dists) for _ in range(count)]
     study.set_user_attr(BATCHES, batch + 1)
     return trials
