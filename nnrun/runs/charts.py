@@ -20,13 +20,15 @@ CURVES = "learning_curves.png"
 CONFUSION = "confusion_matrix.png"
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(figsize: tuple[float, float]):
+    """A matplotlib Figure on an Agg canvas, without pyplot: no global figure manager
+    to close, and about 0.5 s less to import (pyplot loads every backend's machinery)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_figure(fig, path: Path) -> None:
@@ -154,12 +156,12 @@ def curves_figure(columns: dict[str, list[float]], title: str, marks: Sequence[M
     dashed vertical line per mark."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
     epochs = columns["epoch"]
     quantities = curve_quantities(columns)
     cols = min(len(quantities), 3)
     nrows = math.ceil(len(quantities) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
+    fig = new_figure((5.2 * cols, 3.8 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     marker = "o" if len(epochs) <= 30 else None
     for ax, name in zip(axes.flat, quantities):
         keys = [k for k in (name, f"val_{name}") if k in columns]
@@ -202,10 +204,7 @@ def plot_learning_curves(run: Path, output: Path | None = None) -> Path:
     output = Path(output) if output is not None else run / "plots" / CURVES
     output.parent.mkdir(parents=True, exist_ok=True)
     fig = curves_figure(columns, f"{run.name}: learning curves", curve_marks(run, columns))
-    try:
-        save_figure(fig, output)
-    finally:
-        _pyplot().close(fig)
+    save_figure(fig, output)
     return output
 
 
@@ -245,10 +244,10 @@ def plot_confusion_matrix(matrix, labels: list[str], output: Path, *,
     matrix = np.asarray(matrix)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
     n = len(labels)
     size = min(max(3.5, 0.6 * n + 2.5), 14)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = new_figure((size + 1, size))
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xticks(range(n), labels=labels)
@@ -264,5 +263,4 @@ def plot_confusion_matrix(matrix, labels: list[str], output: Path, *,
                         color="white" if peak and matrix[i, j] > peak / 2 else "black")
     fig.tight_layout()
     save_figure(fig, output)
-    plt.close(fig)
     return output

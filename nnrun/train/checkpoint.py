@@ -226,6 +226,24 @@ def checkpoint_seconds() -> float:
     return value
 
 
+def _copy(tree):
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
+
+
+_copy_program = None
+
+
+def _copy_tree(tree):
+    """A copy of a train state on its device, in one dispatch of one compiled program
+    (was a copy per leaf: a dispatch each, and a compile per leaf shape after the first
+    improving epoch). jnp.array(copy=True) stays a copy inside jit: its output is a new
+    buffer, never the input's (which the next epoch donates)."""
+    global _copy_program
+    if _copy_program is None:
+        _copy_program = jax.jit(_copy)
+    return _copy_program(tree)
+
+
 class Checkpointer:
     """Keeps last.h5 and best.h5 of a run current, writing at most every CHECKPOINT_SECONDS
     (or NNRUN_CHECKPOINT_SECONDS).
@@ -256,8 +274,7 @@ class Checkpointer:
         write_now = final or time.monotonic() - self.last_write >= self.every
         if np.isfinite(value) and value < self.best_value:
             self.best_value = value
-            kept = ts if write_now else jax.tree_util.tree_map(
-                lambda a: jnp.array(a, copy=True), ts)
+            kept = ts if write_now else _copy_tree(ts)
             self.best = (kept, epoch, value)
         if write_now:
             self.flush(ts, epoch)
