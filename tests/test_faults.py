@@ -187,7 +187,7 @@ KILLS = [
     "h5 last.h5:1",          # the initial weights half-written
     "compile:1",             # everything written, before the first epoch
     "epoch:3",               # between epochs
-    "write metrics.csv:4",   # epoch 3's row half-written
+    "write metrics.csv:4",   # epoch 3's row about to be appended
     "write metrics.jsonl:2",
     "h5 last.h5:5",          # epoch 4's checkpoint half-written
     "h5 best.h5:3",
@@ -381,22 +381,33 @@ def test_resuming_a_finished_run_with_a_cold_cache_exits_2(tmp_path, reference):
 # ---------------------------------------------------------------- item 8: a full disk
 
 class DiskFull:
-    """h5py or open() failing with ENOSPC from the n-th write of `name` on."""
+    """Writing `name` failing with ENOSPC from its n-th write on (a file replaced whole,
+    or a row appended)."""
 
     def __init__(self, monkeypatch, name: str, n: int):
         import nnrun.config.files as files
 
         self.left = n
-        real = files.os.replace
+        real, real_write = files.os.replace, files._write
+
+        def full(path) -> bool:
+            if Path(path).name == name:
+                self.left -= 1
+                return self.left <= 0
+            return False
 
         def replace(src, dst):
-            if Path(dst).name == name:
-                self.left -= 1
-                if self.left <= 0:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+            if full(dst):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
             return real(src, dst)
 
+        def write(path, fd, data):
+            if full(path):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real_write(path, fd, data)
+
         monkeypatch.setattr(files.os, "replace", replace)
+        monkeypatch.setattr(files, "_write", write)
 
 
 @pytest.mark.parametrize("name, n", [("last.h5", 4), ("metrics.csv", 3)])

@@ -1,7 +1,6 @@
 """The run directory: fresh names, runs/latest, metrics logs, git provenance."""
 
 import json
-import os
 import subprocess
 
 import pytest
@@ -52,22 +51,37 @@ def test_git_info(tmp_path):
     assert git_info(tmp_path) == {"commit": head, "dirty": True}
 
 
-def test_metrics_log_replaces_its_files_whole(tmp_path, monkeypatch):
-    """A crash while writing an epoch's row leaves the previous complete files."""
+def test_metrics_log_rows_are_whole_or_absent(tmp_path, monkeypatch):
+    """A row is appended in one write; a failed or short write (a full disk) leaves the
+    files as they were: whole rows only, and the error names the file."""
+    import nnrun.config.files as files
+
     log = MetricsLog(tmp_path, ["loss"])
     log.append(1, {"loss": 0.5}, 0.1, 1.0)
-    before = (tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()
+    before = (tmp_path / "metrics.csv").read_bytes(), (tmp_path / "metrics.jsonl").read_bytes()
+    real = files._write
 
-    def crash(src, dst):
-        raise OSError("disk full")
+    def short(path, fd, data):   # the disk fills after half the row
+        return real(path, fd, data[: len(data) // 2])
 
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(WriteError, match="metrics.csv: cannot write"):
-        log.append(2, {"loss": 0.25}, 0.1, 1.0)
-    monkeypatch.undo()
-    after = (tmp_path / "metrics.csv").read_text(), (tmp_path / "metrics.jsonl").read_text()
-    assert after == before and before[0].splitlines() == ["epoch,loss,lr", "1,0.5,0.1"]
+    def crash(path, fd, data):
+        raise OSError(28, "No space left on device")
+
+    for broken in (short, crash):
+        monkeypatch.setattr(files, "_write", broken)
+        with pytest.raises(WriteError, match="metrics.csv: cannot write: the disk is full"):
+            log.append(2, {"loss": 0.25}, 0.1, 1.0)
+        monkeypatch.undo()
+        after = (tmp_path / "metrics.csv").read_bytes(), \
+            (tmp_path / "metrics.jsonl").read_bytes()
+        assert after == before
+    assert before[0].splitlines() == [b"epoch,loss,lr", b"1,0.5,0.1"]
     assert not list(tmp_path.glob(".*.tmp"))
+    # rows are appended, not the file replaced: the file keeps its inode
+    inode = (tmp_path / "metrics.csv").stat().st_ino
+    log.append(2, {"loss": 0.25}, 0.1, 1.0)
+    assert (tmp_path / "metrics.csv").stat().st_ino == inode
+    assert (tmp_path / "metrics.csv").read_bytes().splitlines()[-1] == b"2,0.25,0.1"
 
 
 def test_a_resumed_metrics_log_is_byte_identical(tmp_path):

@@ -4,8 +4,9 @@
 Every file of a run directory, every checkpoint and every predictions file goes
 through `atomic_write`: the content is written to a temporary file beside the target
 (`.NAME.XXXX.tmp`), which is then renamed into place, so a crash at any moment leaves
-either the old file or the new one. `remove_temporaries` clears what a killed process
-left (`nnrun train --resume` does).
+either the old file or the new one. The metrics logs' rows are appended
+(`append_text`), each in one write that a crash leaves whole or absent.
+`remove_temporaries` clears what a killed process left (`nnrun train --resume` does).
 """
 
 from __future__ import annotations
@@ -79,6 +80,38 @@ def write_text_atomic(path: Path, text: str) -> None:
     with atomic_write(path, f"write {Path(path).name}") as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+
+
+def append_text(path: Path, text: str) -> None:
+    """`text` (a log's row) added to the end of `path` in one write(): a kill leaves
+    the row whole or absent (the kernel completes or skips one small write to a file),
+    and a failed or short write (a full disk) is cut back to the old end, so the file
+    stays whole rows. Cheaper than replacing the file whole (a rename per row).
+    The fault point `write NAME` is passed before the write."""
+    path = Path(path)
+    faults.point(f"write {path.name}")
+    data = text.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+    try:
+        end = os.fstat(fd).st_size
+        try:
+            written = _write(path, fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)   # the file as it was
+            raise write_failed(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, fd: int, data: bytes) -> int:
+    """os.write (tests replace it to fill the disk at a given file)."""
+    return os.write(fd, data)
 
 
 def remove_temporaries(folder: Path) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 from nnrun import __version__
 from nnrun.config import faults
 from nnrun.config.errors import ConfigError
-from nnrun.config.files import write_failed, write_text_atomic
+from nnrun.config.files import append_text, write_failed, write_text_atomic
 
 LATEST = "latest"
 
@@ -157,8 +157,10 @@ def _json_safe(value: Any) -> Any:
 
 
 class MetricsLog:
-    """metrics.csv and metrics.jsonl, one row per epoch, each file replaced atomically
-    after every epoch (a crash leaves the previous complete file, never half a row).
+    """metrics.csv and metrics.jsonl, one row per epoch: written whole (atomically) when
+    the log opens, then each epoch's row appended in one write (files.append_text: a
+    crash leaves the row whole or absent, never half a row; was the whole file replaced
+    every epoch, a rename per epoch and a file that grows with the epochs).
 
     metrics.csv holds what the model computed (epoch, loss, metrics, val_*, lr) and so
     is identical for identical runs; wall-clock seconds go to metrics.jsonl only.
@@ -176,17 +178,22 @@ class MetricsLog:
 
     def append(self, epoch: int, logs: dict[str, float], lr: float, seconds: float) -> None:
         row = {"epoch": epoch, **logs, "lr": lr}
-        self._csv_text += _csv_line([_fmt(row.get(k)) for k in self.keys])
+        line = _csv_line([_fmt(row.get(k)) for k in self.keys])
         record = {k: _json_safe(v) for k, v in {**row, "seconds": seconds}.items()}
+        self._csv_text += line
         self._jsonl_text += json.dumps(record) + "\n"
-        self._flush()
+        self._write_row(line, json.dumps(record) + "\n")
+
+    def _write_row(self, line: str, record: str) -> None:
+        append_text(self._csv_path, line)
+        append_text(self._jsonl_path, record)
 
     def _flush(self) -> None:
         write_atomic(self._csv_path, self._csv_text)
         write_atomic(self._jsonl_path, self._jsonl_text)
 
     def close(self) -> None:
-        """Nothing is held open: every append already wrote both files whole."""
+        """Nothing is held open: every append already wrote its row."""
 
 
 def _csv_line(values: list[str]) -> str:

@@ -67,7 +67,7 @@ class PacedMetricsLog(rundir.MetricsLog):
         self._last = -np.inf
         super().__init__(run, keys)
 
-    def _flush(self) -> None:
+    def _write_row(self, line: str, record: str) -> None:
         if time.monotonic() - self._last >= CHECKPOINT_SECONDS:
             self.flush_now()
 

@@ -1,0 +1,68 @@
+"""Issue 21's per-epoch overhead: after the first epoch a training compiles nothing
+(the best state is kept by one compiled copy of the tree), and metrics.csv gets its
+rows appended (the file is never replaced after it is opened). The numbers are those
+of before: tests/test_faults.py checks a killed run resumes to the same bytes."""
+
+from __future__ import annotations
+
+import jax
+import jax.monitoring
+import yaml
+
+from nnrun import api
+from nnrun.train import fitter as fitter_module
+
+CONFIG = {
+    "name": "overhead", "seed": 0,
+    "data": {"train": {"builtin": "xor", "samples": 200, "seed": 1}, "validation_split": 0.25},
+    "model": {"input_shape": [2], "layers": [{"Dense": {"units": 5, "activation": "relu"}},
+                                             {"Dropout": 0.1},
+                                             {"Dense": {"units": 1, "activation": "sigmoid"}}]},
+    "compile": {"optimizer": {"name": "sgd", "learning_rate": 0.3}, "loss": "mse",
+                "metrics": ["accuracy"]},
+    "fit": {"batch_size": 10, "epochs": 6},
+}
+
+
+def test_no_compile_after_the_first_epoch_and_rows_appended(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    events: list = []
+    real_epoch = fitter_module.Fitter.run_epoch
+
+    def run_epoch(self, ts):
+        events.append(("epoch", self.epoch + 1))
+        out = real_epoch(self, ts)
+        csv = run_dirs[0] / "metrics.csv" if run_dirs else None
+        events.append(("inode", csv.stat().st_ino if csv and csv.exists() else None))
+        return out
+
+    run_dirs: list = []
+    real_start = api.training.start_run
+
+    def start_run(*args, **kwargs):
+        run, info = real_start(*args, **kwargs)
+        run_dirs.append(run)
+        return run, info
+
+    def compiled(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(("compile", None))
+
+    monkeypatch.setattr(fitter_module.Fitter, "run_epoch", run_epoch)
+    monkeypatch.setattr(api.training, "start_run", start_run)
+    jax.monitoring.register_event_duration_secs_listener(compiled)
+    try:
+        jax.clear_caches()   # every program compiled by this training, not found compiled
+        result = api.train(api.load_checked(path), runs_root=tmp_path / "runs", quiet=True)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(compiled)
+    assert result.status == "finished" and result.epochs_completed == 6
+    second = events.index(("epoch", 2))
+    assert any(kind == "compile" for kind, _ in events[:second])   # the listener hears
+    assert [e for e in events[second:] if e[0] == "compile"] == []
+    inodes = {v for kind, v in events[second:] if kind == "inode"}
+    assert len(inodes) == 1 and None not in inodes   # appended, never replaced
+    rows = (result.run_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy,lr")
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
