@@ -24,7 +24,10 @@ For each workload it times, in this order:
   nnrun Fitter    only the in-process epoch loop (`Fitter.run_epoch`, synchronous);
   Keras fit       `model.fit(..., verbose=0, shuffle=True)`;
   PyTorch (eager) the same network in a plain PyTorch CPU training loop (when torch is
-                  installed: `pip install torch==2.13.0`), Keras's optimizer defaults.
+                  installed: `pip install torch==2.13.0`), Keras's optimizer defaults;
+  hand-written    the limit (issue 21): the Dense/Dropout networks (small, mlp) in plain
+                  JAX + optax, each epoch one jitted lax.scan over on-device batches.
+--json FILE also writes the numbers as JSON.
 samples/s is steady state: epochs after the first, from the end of epoch 1 to the
 end of the last epoch; "CPU s/epoch" is the process CPU time per steady epoch (less
 disturbed by other processes). "first epoch" is wall time from the call that starts
@@ -437,6 +440,89 @@ def time_torch(w: Workload) -> Timing:
     return t
 
 
+def time_limit(w: Workload) -> Timing | None:
+    """The hand-written limit (issue 21): the same Dense/Dropout network written in plain
+    JAX and optax, each epoch one jitted `lax.scan` over on-device batches of a
+    permutation drawn on the host: nothing else (no metrics, logs or checkpoints).
+    Full batches only (a last partial batch is left out; samples/s counts the rows
+    trained). None for a network it does not cover (CNN, LSTM)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    layers = w.cfg["model"]["layers"]
+    if any(next(iter(item)) not in ("Dense", "Dropout") for item in layers):
+        return None
+    opt_cfg = w.cfg["compile"]["optimizer"]
+    opt = optax.sgd(opt_cfg.get("learning_rate", 0.01)) if opt_cfg["name"] == "sgd" else \
+        optax.adam(opt_cfg.get("learning_rate", 1e-3), eps=1e-7)
+    loss_name = w.cfg["compile"]["loss"]
+    acts = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "softmax": None, None: None}
+    t = Timing("hand-written JAX", 0)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    key = jax.random.PRNGKey(0)
+    params, plan, width = [], [], w.x.shape[1]
+    for item in layers:
+        (cls, args), = item.items()
+        if cls == "Dense":
+            key, sub = jax.random.split(key)
+            limit = np.sqrt(6.0 / (width + args["units"]))
+            params.append((jax.random.uniform(sub, (width, args["units"]), jnp.float32,
+                                              -limit, limit),
+                           jnp.zeros(args["units"], jnp.float32)))
+            plan.append(("dense", args.get("activation")))
+            width = args["units"]
+        else:
+            plan.append(("dropout", args["rate"]))
+
+    def forward(params, x, key):
+        i = 0
+        for kind, arg in plan:
+            if kind == "dense":
+                kernel, bias = params[i]
+                x = x @ kernel + bias
+                i += 1
+                if arg not in ("softmax", None):
+                    x = acts[arg](x)
+            else:
+                key, sub = jax.random.split(key)
+                keep = jax.random.bernoulli(sub, 1.0 - arg, x.shape)
+                x = jnp.where(keep, x / (1.0 - arg), 0.0)
+        return x
+
+    def loss_fn(params, x, y, key):
+        out = forward(params, x, key)
+        if loss_name == "mse":
+            return jnp.mean((out[:, 0] - y.reshape(-1)) ** 2)
+        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+    def epoch(params, opt_state, x, y, order, key):
+        def step(carry, idx):
+            params, opt_state, key = carry
+            key, sub = jax.random.split(key)
+            loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx], sub)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, key), loss
+        (params, opt_state, key), losses = jax.lax.scan(step, (params, opt_state, key), order)
+        return params, opt_state, losses.mean()
+
+    run_epoch = jax.jit(epoch, donate_argnums=(0, 1))
+    x, y = jax.device_put(w.x), jax.device_put(w.y)
+    opt_state = opt.init(params)
+    rng = np.random.default_rng(0)
+    batches = len(w.x) // w.batch_size
+    t.samples = batches * w.batch_size
+    for e in range(w.epochs):
+        order = rng.permutation(len(w.x))[: t.samples].reshape(batches, w.batch_size)
+        params, opt_state, loss = run_epoch(params, opt_state, x, y, jnp.asarray(order),
+                                            jax.random.fold_in(key, e))
+        loss = float(loss)
+        t.mark(start, cpu_start)
+    t.total = time.perf_counter() - start
+    t.note = f"loss {loss:.4f} (epoch mean)"
+    return t
+
+
 def _torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -504,18 +590,20 @@ def _fmt_s(seconds: float) -> str:
 
 def table(rows: list[tuple[Workload, list[Timing]]]) -> str:
     lines = [
-        "| workload | runner | samples/s (steady) | vs Keras | CPU s/epoch | vs Keras (CPU) "
-        "| first epoch (s) | vs Keras | total (s) | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| workload | runner | samples/s (steady) | vs Keras | vs hand-written | CPU s/epoch "
+        "| vs Keras (CPU) | first epoch (s) | vs Keras | total (s) | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for w, timings in rows:
         keras_t = next(t for t in timings if t.name.startswith("Keras"))
+        limit_t = next((t for t in timings if t.name.startswith("hand-written")), None)
         for t in timings:
             ratio = t.samples_per_s / keras_t.samples_per_s
             first = keras_t.first_epoch / t.first_epoch  # > 1: faster than Keras
             cpu = keras_t.steady_cpu / t.steady_cpu
+            vs_limit = f"{t.samples_per_s / limit_t.samples_per_s:.2f}x" if limit_t else "-"
             lines.append(
-                f"| {w.key} | {t.name} | {t.samples_per_s:,.0f} | {ratio:.2f}x "
+                f"| {w.key} | {t.name} | {t.samples_per_s:,.0f} | {ratio:.2f}x | {vs_limit} "
                 f"| {_fmt_s(t.steady_cpu)} | {cpu:.2f}x "
                 f"| {t.first_epoch:.2f} | {first:.2f}x | {t.total:.2f} | {t.note} |"
             )
@@ -561,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         "steady-state and the best first-epoch time (default 2, "
         "1 with --quick)",
     )
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write the results as JSON (per workload and runner: "
+                             "samples/s, CPU s/epoch, first epoch, total) for tracking")
     args = parser.parse_args(argv)
 
     # Import everything and initialise the JAX backend before any timing.
@@ -608,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
                 (time_nnrun_train, (w, workdir)),
                 (time_nnrun_fitter, (w,)),
                 (time_keras, (w,)),
+                (time_limit, (w,)),
             )
             if w.torch_model is not None:
                 if _torch_available():
@@ -620,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
                 for i, (runner, runner_args) in enumerate(runners):
                     jax.clear_caches()  # every runner starts cold: no program compiled before
                     t = runner(*runner_args)
+                    if t is None:   # the hand-written limit covers Dense/Dropout only
+                        continue
                     print(
                         f"  [{rep + 1}/{args.repeat}] {t.name}: {t.samples_per_s:,.0f} "
                         f"samples/s, first epoch {t.first_epoch:.2f}s",
@@ -627,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                     best[i] = t if best[i] is None else _best(best[i], t)
-            rows.append((w, best))
+            rows.append((w, [t for t in best if t is not None]))
 
     print("## Results\n")
     print(table(rows))
@@ -639,6 +733,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("## Targets (headline: nnrun train())\n")
     print("\n".join(targets(rows)))
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps({
+            "machine": machine_info(), "load_at_end": list(load),
+            "workloads": [{"key": w.key, "title": w.title, "runners": [
+                {"name": t.name, "samples_per_s": t.samples_per_s,
+                 "cpu_s_per_epoch": t.steady_cpu, "first_epoch_s": t.first_epoch,
+                 "total_s": t.total, "note": t.note} for t in timings]}
+                for w, timings in rows]}, indent=2) + "\n")
     return 0
 
 
