@@ -8,9 +8,9 @@ commands are here; the config-side ones in `nnrun.cli.config_cmds`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -254,11 +254,15 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def entry() -> None:
-    """The `nnrun` console script: `main`, then the process's exit. A compile still
-    running in a background thread (an error before training used it) is abandoned:
-    waiting for it would delay the exit, and leaving it to the interpreter's shutdown
-    aborts the process (exit 134) when the thread wakes in a finalizing interpreter.
-    Output to a reader that has gone is dropped (common.PipeSafe)."""
+    """The `nnrun` console script: `main`, then the process's exit, at once: every file
+    of the command is written and closed when `main` returns (each replaced or appended
+    whole), so the interpreter's teardown (about 0.4 s after a training: JAX's
+    backends, the modules' finalizers) is skipped with os._exit once the output and
+    logging are flushed (issue 21). That also abandons a compile still running in a
+    background thread (an error before training used it), which the interpreter's
+    shutdown would wait for, or abort in (exit 134) when the thread wakes in a
+    finalizing interpreter. Output to a reader that has gone is dropped
+    (common.PipeSafe)."""
     sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
     try:
         main()
@@ -269,8 +273,10 @@ def entry() -> None:
         print(code, file=sys.stderr)
         code = 1
     code = int(code or 0)
-    if any(t.name.startswith("nnrun-compile") and t.is_alive() for t in threading.enumerate()):
-        for stream in (sys.stdout, sys.stderr):
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
             stream.flush()
-        os._exit(code)
-    sys.exit(code)
+        except Exception:  # noqa: BLE001 - a stream that cannot flush must not keep us
+            pass
+    os._exit(code)
