@@ -273,6 +273,13 @@ def entry() -> None:
         print(code, file=sys.stderr)
         code = 1
     code = int(code or 0)
+    jax = sys.modules.get("jax")
+    if jax is not None and getattr(jax, "distributed", None) is not None:
+        try:   # several processes: leave the distributed system as its teardown would
+            if jax.distributed.is_initialized():
+                jax.distributed.shutdown()
+        except Exception:  # noqa: BLE001 - the exit goes on
+            pass
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
