@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.monitoring
+import pytest
 import yaml
 
 from nnrun import api
@@ -24,9 +25,17 @@ CONFIG = {
 }
 
 
-def test_no_compile_after_the_first_epoch_and_rows_appended(tmp_path, monkeypatch):
+CALLBACKS = [{"EarlyStopping": {"monitor": "val_loss", "patience": 50,
+                                 "restore_best_weights": True}},
+             {"ReduceLROnPlateau": {"monitor": "val_loss", "patience": 1, "factor": 0.5}}]
+
+
+@pytest.mark.parametrize("callbacks", [[], CALLBACKS], ids=["plain", "callbacks"])
+def test_no_compile_after_the_first_epoch_and_rows_appended(tmp_path, monkeypatch,
+                                                            callbacks):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
+    path.write_text(yaml.safe_dump({**CONFIG, "fit": {**CONFIG["fit"],
+                                                      "callbacks": callbacks}}))
     events: list = []
     real_epoch = fitter_module.Fitter.run_epoch
 

@@ -233,7 +233,7 @@ def _copy(tree):
 _copy_program = None
 
 
-def _copy_tree(tree):
+def copy_tree(tree):
     """A copy of a train state on its device, in one dispatch of one compiled program
     (was a copy per leaf: a dispatch each, and a compile per leaf shape after the first
     improving epoch). jnp.array(copy=True) stays a copy inside jit: its output is a new
@@ -274,7 +274,7 @@ class Checkpointer:
         write_now = final or time.monotonic() - self.last_write >= self.every
         if np.isfinite(value) and value < self.best_value:
             self.best_value = value
-            kept = ts if write_now else _copy_tree(ts)
+            kept = ts if write_now else copy_tree(ts)
             self.best = (kept, epoch, value)
         if write_now:
             self.flush(ts, epoch)

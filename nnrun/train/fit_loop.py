@@ -17,20 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nnrun.config import faults
 from nnrun.config.errors import CheckpointError, ConfigError
 from nnrun.train import callbacks as cb
-from nnrun.train.checkpoint import load_checkpoint, save_checkpoint
+from nnrun.train.checkpoint import copy_tree, load_checkpoint, save_checkpoint
 
 EARLY_STOPPING_FILE = "early_stopping.h5"
-
-
-def _copy(tree):
-    """A device copy that survives the next epoch's donation of the train state."""
-    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
 
 
 class CallbackRunner:
@@ -74,7 +68,7 @@ class CallbackRunner:
             c.on_epoch_end(epoch - 1, logs, control)
         self._set_rate(fitter, ts, control)
         if control.keep_weights:
-            self.best_weights, self.best_dirty = _copy((ts.params, ts.state)), True
+            self.best_weights, self.best_dirty = copy_tree((ts.params, ts.state)), True
         for c in self.callbacks:
             if isinstance(c, cb.ModelCheckpoint) and c.save:
                 save_checkpoint(self._inside(c.save), params=ts.params, state=ts.state,
