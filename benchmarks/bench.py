@@ -13,6 +13,8 @@ on "lstm", first epoch no slower than Keras):
   mlp    MNIST-sized MLP: 60,000 x 784 random float32, 10 classes (sparse int labels),
          Dense 512 relu, Dropout 0.2, Dense 512 relu, Dropout 0.2, Dense 10 softmax,
          Adam, sparse_categorical_crossentropy, batch 128, 3 epochs (2 with --quick).
+  digits (only with --only digits; scikit-learn) 1,797 x 64 digits, Dense 64 relu,
+         Dense 10 softmax, Adam, sparse_categorical_crossentropy, batch 32, 50 epochs.
   cnn    (only with --only cnn) 10,000 x 28x28x1 random images, 10 classes: Conv2D 32,
          MaxPool, Conv2D 64, MaxPool, Flatten, Dense 128, Dense 10; Adam, batch 128.
   lstm   (only with --only lstm) 10,000 x 50 steps x 32 features: LSTM 64, Dense 1
@@ -246,6 +248,43 @@ def lstm_workload(workdir: Path, epochs: int) -> Workload:
                       64, epochs)
     w.torch_model = torch_model
     return w
+
+
+def digits_workload(workdir: Path) -> Workload:
+    """scikit-learn's digits (1,797 x 64, pixel values / 16), 64-64-10, Adam, batch 32,
+    50 epochs (issue 21's "digits MLP"); needs scikit-learn."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    y = data.target.astype(np.int32)
+    path = workdir / "digits.npz"
+    np.savez(path, x=x, y=y)
+    cfg = {
+        "name": "bench-digits", "seed": 0,
+        "data": {"train": {"path": str(path), "x": "x", "y": "y"}},
+        "model": {"input_shape": [64], "layers": [
+            {"Dense": {"units": 64, "activation": "relu"}},
+            {"Dense": {"units": 10, "activation": "softmax"}}]},
+        "compile": {"optimizer": {"name": "adam"}, "loss": "sparse_categorical_crossentropy"},
+        "fit": {"batch_size": 32, "epochs": 50, "shuffle": True},
+    }
+
+    def layers(keras):
+        return [keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(10, activation="softmax")]
+
+    return Workload(
+        "digits", "digits: 64-64-10, Adam, batch 32, 1,797 samples, 50 epochs", x, y, cfg,
+        layers, lambda keras: keras.optimizers.Adam(), "sparse_categorical_crossentropy",
+        32, 50,
+        torch_model=lambda torch: (
+            torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 10)),
+            torch.nn.CrossEntropyLoss(),
+            lambda params: torch.optim.Adam(params, lr=1e-3, eps=1e-7), lambda x: x,
+            torch.long),
+    )
 
 
 def mlp_workload(workdir: Path, epochs: int) -> Workload:
@@ -611,7 +650,7 @@ def table(rows: list[tuple[Workload, list[Timing]]]) -> str:
 
 
 def targets(rows: list[tuple[Workload, list[Timing]]]) -> list[str]:
-    want = {"small": 10.0, "mlp": 1.1, "cnn": 2.5, "lstm": 1.2}
+    want = {"small": 10.0, "digits": 2.0, "mlp": 1.1, "cnn": 2.5, "lstm": 1.2}
     out = []
     for w, timings in rows:
         keras_t = next(t for t in timings if t.name.startswith("Keras"))
@@ -635,7 +674,7 @@ def targets(rows: list[tuple[Workload, list[Timing]]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("small", "mlp", "cnn", "lstm"),
+    parser.add_argument("--only", choices=("small", "digits", "mlp", "cnn", "lstm"),
                         help="one workload; cnn and lstm (issue 3) run only when named")
     parser.add_argument(
         "--quick", action="store_true", help="fewer MLP epochs (2) for a fast check"
@@ -680,12 +719,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         builders = {
             "small": lambda: small_workload(workdir),
+            "digits": lambda: digits_workload(workdir),
             "mlp": lambda: mlp_workload(workdir, mlp_epochs),
             "cnn": lambda: cnn_workload(workdir, mlp_epochs),
             "lstm": lambda: lstm_workload(workdir, mlp_epochs),
         }
-        for key in ("small", "mlp", "cnn", "lstm"):
-            if key in ("cnn", "lstm") and args.only != key:
+        for key in ("small", "digits", "mlp", "cnn", "lstm"):
+            if key in ("digits", "cnn", "lstm") and args.only != key:
                 continue
             if args.only and args.only != key:
                 continue
