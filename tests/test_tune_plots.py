@@ -19,7 +19,7 @@ ACT = {"key": "layers.1.activation", "kind": "choice",
        "values": ["relu", "tanh", "a_very_long_activation_name"]}
 SPACE = [LR, UNITS, ACT]
 IMPORTANCES = {LR["key"]: 0.6, UNITS["key"]: 0.3, ACT["key"]: 0.1}
-STATES = ["COMPLETE"] * 5 + ["PRUNED"] * 3 + ["FAIL"]
+STATES = ["complete"] * 5 + ["pruned"] * 3 + ["failed"]
 
 
 def trials(n: int = 30, seed: int = 0) -> list[dict]:
@@ -29,13 +29,13 @@ def trials(n: int = 30, seed: int = 0) -> list[dict]:
     rows = []
     for t in range(n):
         lr, units = 10 ** rnd.uniform(-4, -1), rnd.randint(16, 256)
-        state = "RUNNING" if t == n - 1 else rnd.choice(STATES)
+        state = "running" if t == n - 1 else rnd.choice(STATES)
         value = abs(math.log10(lr) + 2.5) * 0.2 + 20 / units + rnd.random() * 0.05
         rows.append({"trial": t, "state": state,
-                     "value": None if state in ("FAIL", "RUNNING") else value,
+                     "value": None if state in ("failed", "running") else value,
                      "params": {LR["key"]: lr, UNITS["key"]: units,
                                 ACT["key"]: rnd.choice(ACT["values"])}})
-    rows[1] = {**rows[1], "state": "COMPLETE", "value": math.nan}
+    rows[1] = {**rows[1], "state": "complete", "value": math.nan}
     return rows
 
 
@@ -58,7 +58,7 @@ def test_three_pngs_of_a_search(tmp_path):
     assert again == paths                     # drawn again over the old pictures
 
 
-@pytest.mark.parametrize("rows", [[], [r for r in trials() if r["state"] != "COMPLETE"]],
+@pytest.mark.parametrize("rows", [[], [r for r in trials() if r["state"] != "complete"]],
                          ids=["no-trials", "none-complete"])
 def test_no_complete_trial_and_no_importances(tmp_path, rows):
     paths = draw_plots(tmp_path, rows, SPACE, "val_accuracy", "max", None)
@@ -66,8 +66,8 @@ def test_no_complete_trial_and_no_importances(tmp_path, rows):
 
 
 def test_one_dimension_one_complete_trial(tmp_path):
-    rows = [{"trial": 0, "state": "COMPLETE", "value": 0.5, "params": {UNITS["key"]: 32}},
-            {"trial": 1, "state": "PRUNED", "value": None, "params": {UNITS["key"]: 64}}]
+    rows = [{"trial": 0, "state": "complete", "value": 0.5, "params": {UNITS["key"]: 32}},
+            {"trial": 1, "state": "pruned", "value": None, "params": {UNITS["key"]: 64}}]
     assert_pngs(draw_plots(tmp_path, rows, [UNITS], "loss", "min", {}), tmp_path / "plots")
 
 
@@ -75,7 +75,7 @@ def test_history_draws_the_best_so_far(tmp_path):
     fig = plots.history_figure(trials(), "val_loss", "min")
     ax = fig.axes[0]
     labels = ax.get_legend_handles_labels()[1]
-    done = [r for r in trials() if r["state"] == "COMPLETE" and not math.isnan(r["value"])]
+    done = [r for r in trials() if r["state"] == "complete" and not math.isnan(r["value"])]
     best = min(r["value"] for r in done)
     assert f"complete ({len(done) + 1})" in labels              # the NaN one counted
     assert any(label.startswith("pruned (") for label in labels)

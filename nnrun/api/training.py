@@ -51,10 +51,7 @@ def resolve_target(target: str | Path, overrides: tuple[str, ...] = (), *,
     `need_run`, the run is the newest one of the config's name; a config with
     model.weights and no run yet gives None (its weights are model.weights).
     """
-    target = Path(target)
-    if target.is_dir() and (rundir.is_tune_dir(target) or (
-            (target / rundir.TUNE_FILE).is_file() and not rundir.is_run_dir(target))):
-        target = rundir.tune_best_run(target)   # an unreadable tune.json: said there
+    target = rundir.tune_target(target)
     if target.is_dir():
         if not rundir.is_run_dir(target):
             raise ConfigError("not a run directory (no config.yaml in it)", where=str(target))

@@ -134,7 +134,7 @@ def _located(arg: Path, runs_dir: Path | None) -> Path:
     if not arg.exists():
         raise ConfigError(f"no such run directory or config file (nor {root / arg})",
                           where=str(arg))
-    return rundir.tune_best_run(arg) if rundir.is_tune_dir(arg) else arg
+    return rundir.tune_target(arg)
 
 
 @click.command("diff")

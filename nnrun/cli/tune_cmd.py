@@ -55,10 +55,7 @@ def tune_cmd(config: Path | None, resume: Path | None, keep: int | None, overrid
     else:
         from nnrun.cli.runs_cmds import _console
 
-        keys = [k for k in (result.rows[0] if result.rows else {})
-                if k not in ("trial", "state", result.metric, "epochs", "best_epoch",
-                             "seconds", "run", "note")]
-        _console().print(table(result, keys))   # on a pipe: wide enough, nothing cut
+        _console().print(table(result))   # on a pipe: wide enough, nothing cut
         if result.best is not None:
             click.echo(f"best: trial {result.best['trial']}, {result.metric} "
                        f"{result.best['value']:.6g}; best.yaml has its config")

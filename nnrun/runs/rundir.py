@@ -121,6 +121,16 @@ def tune_best_run(path: Path) -> Path:
     return path / run
 
 
+def tune_target(path: Path) -> Path:
+    """What a command given `path` uses: for a tune directory (a tune.json and no
+    config.yaml), its best trial's run (tune_best_run: a located error when there is
+    none, or tune.json cannot be read); any other path as it is."""
+    path = Path(path)
+    if path.is_dir() and (path / TUNE_FILE).is_file() and not is_run_dir(path):
+        return tune_best_run(path)
+    return path
+
+
 _STAMPED = re.compile(r"(?P<name>.+)-\d{8}-\d{6}(?:-\d+)?")
 
 
@@ -180,8 +190,6 @@ class MetricsLog:
         row = {"epoch": epoch, **logs, "lr": lr}
         line = _csv_line([_fmt(row.get(k)) for k in self.keys])
         record = {k: _json_safe(v) for k, v in {**row, "seconds": seconds}.items()}
-        self._csv_text += line
-        self._jsonl_text += json.dumps(record) + "\n"
         self._write_row(line, json.dumps(record) + "\n")
 
     def _write_row(self, line: str, record: str) -> None:
@@ -189,6 +197,7 @@ class MetricsLog:
         append_text(self._jsonl_path, record)
 
     def _flush(self) -> None:
+        """Both files written whole from the text held (the header and kept rows)."""
         write_atomic(self._csv_path, self._csv_text)
         write_atomic(self._jsonl_path, self._jsonl_text)
 

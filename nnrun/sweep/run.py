@@ -92,9 +92,9 @@ def run_sweep(config: Path, vary: tuple[str, ...] | list[str], overrides: tuple[
     record["variants"] = [{"variant": r.variant.index, "run": r.run.name,
                            "values": r.variant.values, "status": r.status} for r in runs]
     rundir.write_json(sweep_dir / "sweep.json", record)
-    rundir.write_atomic(sweep_dir / "variants.csv", _csv(variant_rows(runs, keys)))
+    rundir.write_atomic(sweep_dir / "variants.csv", csv_text(variant_rows(runs, keys)))
     settings = setting_rows(runs, keys)
-    rundir.write_atomic(sweep_dir / "sweep.csv", _csv(settings))
+    rundir.write_atomic(sweep_dir / "sweep.csv", csv_text(settings))
     statuses = {r.status for r in runs}
     code = EXIT_INTERRUPTED if stop.requested or len(runs) < len(variants) else \
         EXIT_DIVERGED if "diverged" in statuses else 0
@@ -140,7 +140,8 @@ def setting_rows(runs: list, keys: list[str]) -> list[dict]:
     return rows
 
 
-def _csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict]) -> str:
+    """Rows as CSV text (CRLF line ends; floats as repr; None as empty)."""
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")

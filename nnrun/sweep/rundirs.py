@@ -68,6 +68,8 @@ class PacedMetricsLog(rundir.MetricsLog):
         super().__init__(run, keys)
 
     def _write_row(self, line: str, record: str) -> None:
+        self._csv_text += line
+        self._jsonl_text += record
         if time.monotonic() - self._last >= CHECKPOINT_SECONDS:
             self.flush_now()
 

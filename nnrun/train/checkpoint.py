@@ -226,22 +226,13 @@ def checkpoint_seconds() -> float:
     return value
 
 
-def _copy(tree):
-    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
-
-
-_copy_program = None
-
-
+@jax.jit
 def copy_tree(tree):
     """A copy of a train state on its device, in one dispatch of one compiled program
     (was a copy per leaf: a dispatch each, and a compile per leaf shape after the first
     improving epoch). jnp.array(copy=True) stays a copy inside jit: its output is a new
     buffer, never the input's (which the next epoch donates)."""
-    global _copy_program
-    if _copy_program is None:
-        _copy_program = jax.jit(_copy)
-    return _copy_program(tree)
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
 
 
 class Checkpointer:

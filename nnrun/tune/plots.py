@@ -23,9 +23,10 @@ LABEL_CHARS = 12   # a choice's tick label is cut to this many characters
 def draw_plots(tune_dir: Path, rows: list[dict], space: list[dict], metric: str, mode: str,
                importances: dict[str, float] | None) -> list[Path]:
     """history.png, importances.png and parallel.png in tune_dir/plots/ (each written
-    whole or not at all); their paths. `rows`: one per trial ({"trial", "state",
-    "value", "params"}); `space`: one per dimension ({"key", "kind", "values"}); `mode`:
-    "min" or "max"; `importances`: key -> share, None where there are none."""
+    whole or not at all); their paths. `rows`: one per trial ({"trial", "state" as
+    trials.csv says it: complete, pruned, failed or running, "value", "params"});
+    `space`: one per dimension ({"key", "kind", "values"}); `mode`: "min" or "max";
+    `importances`: key -> share, None where there are none."""
     folder = Path(tune_dir) / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     figures = ((HISTORY, history_figure(rows, metric, mode)),
@@ -104,15 +105,15 @@ def history_figure(rows: list[dict], metric: str, mode: str):
     by_state: dict[str, list[tuple[int, float | None]]] = {}
     for row in rows:
         by_state.setdefault(row.get("state"), []).append((row["trial"], number(row.get("value"))))
-    complete = [(t, v) for t, v in by_state.get("COMPLETE", []) if v is not None]
-    pruned = [(t, v) for t, v in by_state.get("PRUNED", []) if v is not None]
+    complete = [(t, v) for t, v in by_state.get("complete", []) if v is not None]
+    pruned = [(t, v) for t, v in by_state.get("pruned", []) if v is not None]
     if complete:
         ax.scatter(*zip(*complete), s=28, color="#1f77b4", zorder=3,
-                   label=f"complete ({len(by_state['COMPLETE'])})")
+                   label=f"complete ({len(by_state['complete'])})")
     if pruned:
         ax.scatter(*zip(*pruned), s=28, facecolors="none", edgecolors="#8c8c8c",
-                   linewidths=1.1, zorder=2, label=f"pruned ({len(by_state['PRUNED'])})")
-    failed = [t for t, _ in by_state.get("FAIL", [])]
+                   linewidths=1.1, zorder=2, label=f"pruned ({len(by_state['pruned'])})")
+    failed = [t for t, _ in by_state.get("failed", [])]
     if failed:
         ax.scatter(failed, [0.02] * len(failed), marker="x", s=22, color="#d62728",
                    transform=ax.get_xaxis_transform(), zorder=3, clip_on=False,
@@ -243,7 +244,7 @@ def parallel_figure(rows: list[dict], space: list[dict], metric: str, mode: str)
     from matplotlib.collections import LineCollection
     from matplotlib.colors import LogNorm, Normalize
 
-    done = [r for r in rows if r.get("state") == "COMPLETE" and number(r.get("value")) is not None]
+    done = [r for r in rows if r.get("state") == "complete" and number(r.get("value")) is not None]
     axes = [*space, _metric_axis([number(r["value"]) for r in done], metric)] if done else \
         [*space, {"key": metric, "kind": "uniform", "values": []}]
     width = min(max(7.0, 1.7 * len(axes) + 1.5), 26.0)

@@ -15,54 +15,57 @@ from typing import Any
 from nnrun.config.errors import ConfigError
 from nnrun.config.spec import dump_yaml
 from nnrun.runs import rundir
-from nnrun.sweep.run import _csv
+from nnrun.sweep.run import csv_text
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+_ORDER = {"complete": 0, "pruned": 1, "running": 2, "failed": 3}   # the table's order
+
+
+def trial_dir(tune_dir: Path, number: int) -> Path:
+    """A trial's run directory: trials/trial-NNNN."""
+    return Path(tune_dir) / "trials" / f"trial-{number:04d}"
 
 
 def tell(study, vr, seconds: float, pruning, search) -> None:
     """One trained trial told: finished -> COMPLETE with its best metric value, pruned
     -> PRUNED (its reports stored first), diverged -> FAIL."""
-    from optuna.trial import TrialState
+    from nnrun.runs.runtable import cell
+    from nnrun.tune import study as tune_study
 
     number = vr.variant.index
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     if pruning is not None:
         pruning.store(number, complete=vr.status == "finished")
-    for key, value in (("epochs", vr.epochs), ("best_epoch", vr.best_epoch),
-                       ("seconds", round(seconds, 3)), ("note", vr.stop_reason or "")):
-        storage.set_trial_user_attr(trial_id, key, value)
     value = float(vr.best_value)
     if vr.status == "finished" and math.isfinite(value):
-        study.tell(number, value)
-        said = f"{search.tune.metric} {value:.4g}"
+        state, said = "COMPLETE", f"{search.tune.metric} {value:.4g}"
     elif vr.status == "pruned":
-        study.tell(number, state=TrialState.PRUNED)
-        said = f"pruned after epoch {vr.epochs}"
+        state, value, said = "PRUNED", None, f"pruned after epoch {vr.epochs}"
     else:
-        study.tell(number, state=TrialState.FAIL)
-        said = f"failed: {vr.stop_reason or vr.status}"
+        state, value, said = "FAIL", None, f"failed: {vr.stop_reason or vr.status}"
+    tune_study.tell(study, number, state, value, epochs=vr.epochs, best_epoch=vr.best_epoch,
+                    seconds=round(seconds, 3), note=vr.stop_reason or "")
     if not search.quiet:
-        values = ", ".join(f"{k.split('.')[-1]}={_cell(v)}" for k, v in vr.variant.values.items())
+        values = ", ".join(f"{k.split('.')[-1]}={cell(k, vr.variant.values)}"
+                           for k in vr.variant.values)
         print(f"trial {number}: {said} ({values})", file=search.stream, flush=True)
 
 
 def trial_rows(search, study) -> list[dict]:
-    """trials.csv's rows: the trial, its config values, state, metric, epochs, best
-    epoch, seconds, its run directory while it is kept, and a note."""
+    """trials.csv's rows: the trial, its config values, state, metric (a pruned trial's
+    last reported value), epochs, best epoch, seconds, its run directory while it is
+    kept, and a note."""
+    from nnrun.tune.study import config_value
+
     rows = []
     for ft in study.get_trials(deepcopy=False):
-        from nnrun.tune.study import config_value
-
-        run = search.tune_dir / "trials" / f"trial-{ft.number:04d}"
+        run = trial_dir(search.tune_dir, ft.number)
         params = {d.key: config_value(d, ft.params[d.key]) if d.key in ft.params else None
                   for d in search.tune.space}
         value = ft.value if ft.state.name == "COMPLETE" else \
             (ft.intermediate_values[max(ft.intermediate_values)]
              if ft.state.name == "PRUNED" and ft.intermediate_values else None)
-        rows.append({"trial": ft.number, **params, "state": STATES.get(ft.state.name,
-                                                                         ft.state.name.lower()),
+        rows.append({"trial": ft.number, **params,
+                     "state": STATES.get(ft.state.name, ft.state.name.lower()),
                      search.tune.metric: value, "epochs": ft.user_attrs.get("epochs"),
                      "best_epoch": ft.user_attrs.get("best_epoch"),
                      "seconds": ft.user_attrs.get("seconds"),
@@ -71,28 +74,24 @@ def trial_rows(search, study) -> list[dict]:
     return rows
 
 
-def best_row(search, rows: list[dict]) -> dict | None:
-    done = [r for r in rows if r["state"] == "complete"]
-    if not done:
-        return None
-    sign = 1 if search.tune.mode == "min" else -1
-    return min(done, key=lambda r: (sign * r[search.tune.metric], r["trial"]))
+def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
+    """The rows best first: complete trials by their metric (min or max by `mode`), then
+    pruned, running and failed ones; ties by trial number."""
+    sign = 1 if mode == "min" else -1
+    return sorted(rows, key=lambda r: (_ORDER.get(r["state"], 4), r[metric] is None,
+                                       sign * r[metric] if r[metric] is not None else 0,
+                                       r["trial"]))
 
 
-def counts_of(rows: list[dict], total: int) -> dict:
-    out = {"total": total, **{s: 0 for s in STATES.values()}}
+def write_record(search, study, status: str, rows: list[dict] | None = None) -> tuple:
+    """trials.csv and tune.json as of now (from `rows`, else read from the study);
+    returns (rows, tune.json's best, counts)."""
+    rows = trial_rows(search, study) if rows is None else rows
+    top = ranked(rows, search.tune.metric, search.tune.mode)[:1]
+    best = top[0] if top and top[0]["state"] == "complete" else None
+    counts = {"total": search.total, **{s: 0 for s in STATES.values()}}
     for r in rows:
-        out[r["state"]] = out.get(r["state"], 0) + 1
-    return out
-
-
-def write_record(search, study, status: str, *, started: bool = False) -> tuple:
-    """trials.csv and tune.json as of now; (rows, best, counts)."""
-    rows = trial_rows(search, study)
-    best = best_row(search, rows)
-    counts = counts_of(rows, search.total)
-    path = search.tune_dir / "tune.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
     best_record = None if best is None else {
         "trial": best["trial"], "value": best[search.tune.metric],
         "run": best["run"] or None,
@@ -100,28 +99,29 @@ def write_record(search, study, status: str, *, started: bool = False) -> tuple:
     record = {"kind": "tune", "name": search.base.name, "argv": search.argv,
               "config": str(search.config), "overrides": list(search.overrides),
               "metric": search.tune.metric, "mode": search.tune.mode, "keep": search.keep,
-              "started": old.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "started": search.started,
               "finished": None if status == "running" else
               time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "status": status, "trials": counts, "best": best_record,
               "tune": search.tune.to_dict(), "resolved": search.base.resolved}
-    rundir.write_json(path, record)
-    rundir.write_atomic(search.tune_dir / "trials.csv", _csv(rows))
+    rundir.write_json(search.tune_dir / rundir.TUNE_FILE, record)
+    rundir.write_atomic(search.tune_dir / "trials.csv", csv_text(rows))
     return rows, best_record, counts
 
 
 def after_batch(search, study) -> None:
     """Only the best --keep finished trials keep their run directories (a finished
-    trial's value is final, so one left out now never comes back); best.yaml."""
+    trial's value is final, so one left out now never comes back); trials.csv,
+    tune.json and best.yaml."""
     rows = trial_rows(search, study)
-    done = [r for r in rows if r["state"] == "complete"]
-    sign = 1 if search.tune.mode == "min" else -1
-    done.sort(key=lambda r: (sign * r[search.tune.metric], r["trial"]))
+    done = [r for r in ranked(rows, search.tune.metric, search.tune.mode)
+            if r["state"] == "complete"]
     kept = {r["trial"] for r in done[:search.keep]}
     for r in rows:
         if r["state"] != "running" and r["trial"] not in kept and r["run"]:
             remove_run(search.tune_dir / r["run"])
-    _, best, _ = write_record(search, study, "running")
+            r["run"] = ""
+    _, best, _ = write_record(search, study, "running", rows)
     write_best_yaml(search, best)
 
 
@@ -132,8 +132,9 @@ def remove_run(run: Path) -> None:
 
 def write_best_yaml(search, best: dict | None) -> None:
     """best.yaml: the best trial's resolved config without tune:, and where it came from."""
-    if best is None:
+    if best is None or best["trial"] == search.best_written:
         return
+    search.best_written = best["trial"]
     params = best["params"]
     spec = search.trial_spec(params)
     config = {k: v for k, v in spec.resolved.items() if k != "tune"}
@@ -157,19 +158,18 @@ def finish(search, study, status: str, *, plots: bool) -> tuple:
 
         space = [{"key": d.key, "kind": d.kind, "values": list(d.values)}
                  for d in search.tune.space]
-        names = {v: k for k, v in STATES.items()}
-        plot_rows = [{"trial": r["trial"], "state": names.get(r["state"], "FAIL"),
+        plot_rows = [{"trial": r["trial"], "state": r["state"],
                       "value": r[search.tune.metric],
-            "params": {d.key: r[d.key] for d in search.tune.space}} for r in rows]
+                      "params": {d.key: r[d.key] for d in search.tune.space}} for r in rows]
         draw_plots(search.tune_dir, plot_rows, space, search.tune.metric, search.tune.mode,
-                   importances(study, counts))
+                   importances(study, counts, len(search.tune.space)))
     return rows, best, counts
 
 
-def importances(study, counts: dict) -> dict[str, float] | None:
+def importances(study, counts: dict, dimensions: int) -> dict[str, float] | None:
     """optuna's parameter importances (its default evaluator), None with fewer than two
     complete trials or one dimension."""
-    if counts.get("complete", 0) < 2 or len(study.get_trials(deepcopy=False)[0].params) < 2:
+    if counts.get("complete", 0) < 2 or dimensions < 2:
         return None
     import optuna
 
@@ -184,15 +184,10 @@ def importances(study, counts: dict) -> dict[str, float] | None:
 def resume_record(tune_dir: Path, config: Path | None, overrides: tuple) -> tuple:
     """(config, overrides, tune.json) of a tune directory to resume."""
     tune_dir = Path(tune_dir)
-    path = tune_dir / "tune.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"not a tune directory (cannot read tune.json: {exc})",
-                          where=str(tune_dir)) from None
-    if not isinstance(record, dict) or record.get("kind") != "tune":
-        raise ConfigError("not a tune directory (tune.json is not nnrun tune's)",
-                          where=str(tune_dir))
+    record = rundir.read_tune_json(tune_dir)
+    if record is None or record.get("kind") != "tune":
+        raise ConfigError(f"not a tune directory ({rundir.TUNE_FILE} is missing, unreadable "
+                          "or not nnrun tune's)", where=str(tune_dir))
     if config is not None or overrides:
         raise ConfigError("--resume takes the config and --set overrides the search "
                           f"started with ({record.get('config')}); give only --resume DIR",
@@ -203,10 +198,9 @@ def resume_record(tune_dir: Path, config: Path | None, overrides: tuple) -> tupl
     return Path(record["config"]), tuple(record.get("overrides", ())), record
 
 
-def check_unchanged(tune_dir: Path, base) -> None:
-    """The config must be the one the search started with: its trials would otherwise
-    mix two configs."""
-    record = json.loads((Path(tune_dir) / "tune.json").read_text(encoding="utf-8"))
+def check_unchanged(tune_dir: Path, record: dict, base) -> None:
+    """The config must be the one the search (its tune.json `record`) started with: its
+    trials would otherwise mix two configs."""
     before = json.loads(json.dumps(record.get("resolved"), default=str))
     now = json.loads(json.dumps(base.resolved, default=str))
     if before != now:
@@ -230,35 +224,21 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 
 # ---------------------------------------------------------------- the terminal
 
-def table(result, space_keys: list[str], limit: int = 10):
+def table(result, limit: int = 10):
     """The rich table: the best trials first (up to `limit`), then the counts."""
     from rich import box
     from rich.table import Table
 
-    metric = result.metric
-    c = result.counts
+    from nnrun.runs.runtable import cell
+
+    metric, c = result.metric, result.counts
     title = (f"tune {result.tune_dir.name}: {len(result.rows)}/{c['total']} trials, "
              f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed")
     t = Table(title=title, box=box.SIMPLE_HEAVY)
-    for col in ("trial", *[k.split(".")[-1] for k in space_keys], metric, "state",
-                "epochs", "seconds"):
-        t.add_column(col, justify="left" if col == "state" else "right")
-    sign = 1 if result.mode == "min" else -1
-    order = {"complete": 0, "pruned": 1, "running": 2, "failed": 3}
-    ranked = sorted(result.rows, key=lambda r: (
-        order.get(r["state"], 4), r[metric] is None,
-        sign * r[metric] if r[metric] is not None else 0, r["trial"]))
-    for r in ranked[:limit]:
-        t.add_row(str(r["trial"]), *[_cell(r[k]) for k in space_keys],
-                  _cell(r[metric]), r["state"], _cell(r["epochs"]), _cell(r["seconds"]))
+    columns = ["trial", *result.space_keys, metric, "state", "epochs", "seconds"]
+    for col in columns:
+        t.add_column(col.split(".")[-1] if col in result.space_keys else col,
+                     justify="left" if col == "state" else "right")
+    for r in ranked(result.rows, metric, result.mode)[:limit]:
+        t.add_row(*[cell(col, r) for col in columns])
     return t
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)

@@ -23,11 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from nnrun.config.errors import EXIT_INTERRUPTED, ConfigError, NnrunError
+from nnrun.config.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, NnrunError
 from nnrun.config.tune_spec import TuneSpec, dimension_override
 from nnrun.sweep.variants import Variant, check_sweepable, group_variants, traced_rate
 from nnrun.tune import results
-from nnrun.tune.study import GroupPruning, ask_batch, config_value, grid_size, open_study
+from nnrun.tune.study import (
+    GroupPruning,
+    ask_batch,
+    config_value,
+    grid_size,
+    open_study,
+    tell,
+)
 
 
 class TrialVariant(Variant):
@@ -35,7 +42,7 @@ class TrialVariant(Variant):
 
     @property
     def dirname(self) -> str:
-        return f"trials/trial-{self.index:04d}"
+        return str(results.trial_dir(".", self.index))
 
 
 @dataclass
@@ -46,6 +53,7 @@ class TuneResult:
     counts: dict
     metric: str
     mode: str
+    space_keys: list[str]
     exit_code: int = 0
 
 
@@ -62,6 +70,8 @@ class Search:
     argv: list[str]
     stream: TextIO
     quiet: bool
+    started: str          # tune.json's: when the search began (kept on resume)
+    best_written: int | None = None   # the trial best.yaml holds (written when it changes)
 
     @property
     def total(self) -> int:
@@ -75,10 +85,12 @@ class Search:
     def trial_sets(self, values: dict) -> tuple[str, ...]:
         return tuple(dimension_override(d, values[d.key]) for d in self.tune.space)
 
-    def trial_spec(self, values: dict):
+    def trial_spec(self, values: dict, sets: tuple[str, ...] | None = None):
+        """The trial's config loaded as `nnrun train CONFIG --set ...` loads it."""
         from nnrun.api import load_checked
 
-        return load_checked(self.config, (*self.overrides, *self.trial_sets(values)))
+        sets = self.trial_sets(values) if sets is None else sets
+        return load_checked(self.config, (*self.overrides, *sets))
 
 
 def load_base(config: Path, overrides: tuple[str, ...]):
@@ -105,23 +117,24 @@ def run_tune(config: Path | None, overrides: tuple[str, ...] = (), *,
     from nnrun.tune.study import optuna_module
 
     argv = list(argv or sys.argv)
+    record: dict = {}
     if resume is not None:
         config, overrides, record = results.resume_record(resume, config, overrides)
-        keep = record["keep"] if keep is None else keep
-    keep = 3 if keep is None else keep
+    keep = record.get("keep", 3) if keep is None else keep
     base = load_base(Path(config), tuple(overrides))
     optuna_module(where=base.origins.where(("tune",), key=True))
     if resume is not None:
-        results.check_unchanged(resume, base)
+        results.check_unchanged(resume, record, base)
     with interrupt_guard(stream) as stop:
         with stop.creating_run():
             tune_dir = Path(resume) if resume is not None else \
                 sweep_dir_for(runs_root, base.name, "tune")
             study = open_study(tune_dir, base.tune, create=resume is None)
             search = Search(Path(config), tuple(overrides), base, base.tune, tune_dir, keep,
-                            argv, stream, quiet)
+                            argv, stream, quiet, record.get("started")
+                            or time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             if resume is None:
-                results.write_record(search, study, "running", started=True)
+                results.write_record(search, study, "running")
         try:
             _search(search, study, stop)
         except KeyboardInterrupt:   # a second signal: the trials told so far are kept
@@ -137,52 +150,57 @@ def run_tune(config: Path | None, overrides: tuple[str, ...] = (), *,
     status = "interrupted" if stop.requested else "finished"
     rows, best, counts = results.finish(search, study, status, plots=True)
     code = EXIT_INTERRUPTED if stop.requested else \
-        (0 if counts["complete"] else 4 if counts["failed"] else 0)
+        EXIT_DIVERGED if counts["failed"] and not counts["complete"] else 0
     if stop.requested:   # said even with --quiet: the way back
         print(f"interrupted: nnrun tune --resume {tune_dir} goes on", file=stream, flush=True)
     return TuneResult(tune_dir, rows, best, counts, search.tune.metric, search.tune.mode,
-                      code)
+                      [d.key for d in search.tune.space], code)
 
 
 def _search(search: Search, study, stop) -> None:
+    """Batch after batch until tune.trials were asked; RUNNING trials (asked before an
+    interruption) are trained first."""
     from optuna.trial import TrialState
 
-    while True:
-        pending = [ft for ft in study.get_trials(deepcopy=False)
-                   if ft.state == TrialState.RUNNING]   # an interrupted batch first
+    def running() -> list:
+        return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+    pending = running()
+    if pending and not search.quiet:
+        print(f"resuming {len(pending)} trial(s) asked before the interruption: "
+              f"{', '.join(str(ft.number) for ft in pending)}", file=search.stream,
+              flush=True)
+    while not stop.requested:
         if not pending:
             left = search.total - len(study.get_trials(deepcopy=False))
-            if left <= 0 or stop.requested:
+            if left <= 0:
                 return
-            asked = ask_batch(study, search.tune, min(search.tune.batch, left))
-            pending = [study._storage.get_trial(t._trial_id) for t in asked]
-        elif not search.quiet:
-            print(f"resuming {len(pending)} trial(s) asked before the interruption: "
-                  f"{', '.join(str(ft.number) for ft in pending)}", file=search.stream,
-                  flush=True)
+            ask_batch(study, search.tune, min(search.tune.batch, left))
+            pending = running()
         _train_batch(search, study, pending, stop)
         results.after_batch(search, study)
-        if stop.requested:
-            return
+        pending = []
 
 
 def _train_batch(search: Search, study, pending: list, stop) -> None:
     """The batch's trials grouped by their compiled shapes, trained group by group."""
     variants = []
+    paths = [d.path for d in search.tune.space]
     for ft in pending:
-        _remove_partial(search.tune_dir, ft.number)
+        run = results.trial_dir(search.tune_dir, ft.number)
+        if run.exists():   # trained again (resumed): from an empty run directory
+            shutil.rmtree(run)
         values = search.values(ft.params)
+        sets = search.trial_sets(values)
         try:
-            spec = search.trial_spec(values)
+            spec = search.trial_spec(values, sets)
             check_sweepable(spec)
         except NnrunError as exc:
-            _fail(study, ft.number, f"{exc.where}: {exc.message}" if exc.where else
-                  exc.message, search)
+            _fail(study, ft.number, exc, search)
             continue
-        sets = search.trial_sets(values)
-        texts = {s.split("=", 1)[0]: s.split("=", 1)[1] for s in sets}
-        variants.append(TrialVariant(ft.number, values, texts, sets,
-                                     spec, traced_rate(spec, [d.path for d in search.tune.space])))
+        texts = dict(s.split("=", 1) for s in sets)
+        variants.append(TrialVariant(ft.number, values, texts, sets, spec,
+                                     traced_rate(spec, paths)))
     groups = group_variants(variants) if variants else []
     if not search.quiet:
         print(f"batch of {len(pending)} trial(s) ({pending[0].number}..{pending[-1].number}) "
@@ -218,17 +236,12 @@ def _train_group(search: Search, study, group, stop) -> None:
         runs = train_group(group, search.tune_dir, argv=search.argv, stream=search.stream,
                            quiet=search.quiet, stop=stop, monitor=tune.metric, mode=tune.mode,
                            on_epoch=on_epoch)
-    except ConfigError as exc:
-        if exc.where == "monitor":   # the metric is not logged: the config's problem
+    except NnrunError as exc:
+        if isinstance(exc, ConfigError) and exc.where == "monitor":   # the config's problem
             raise ConfigError(f"tune.metric: {exc.message}",
                               where=search.base.where(("tune", "metric"))) from None
         for number in numbers:
-            _fail(study, number, f"{exc.where}: {exc.message}" if exc.where else exc.message,
-                  search)
-        return
-    except NnrunError as exc:
-        for number in numbers:
-            _fail(study, number, exc.message, search)
+            _fail(study, number, exc, search)
         return
     wall = time.perf_counter() - started
     epochs_run = sum(vr.epochs for vr in runs) or 1
@@ -239,19 +252,9 @@ def _train_group(search: Search, study, group, stop) -> None:
         results.tell(study, vr, seconds, pruning, search)
 
 
-def _fail(study, number: int, reason: str, search: Search) -> None:
-    from optuna.trial import TrialState
-
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(
-        study._study_id, number)
-    study._storage.set_trial_user_attr(trial_id, "note", reason)
-    study.tell(number, state=TrialState.FAIL)
+def _fail(study, number: int, exc: NnrunError, search: Search) -> None:
+    """A trial whose config or data failed: FAIL, the error (located) as its note."""
+    reason = f"{exc.where}: {exc.message}" if exc.where else exc.message
+    tell(study, number, "FAIL", note=reason)
     if not search.quiet:
         print(f"trial {number}: failed: {reason}", file=search.stream, flush=True)
-
-
-def _remove_partial(tune_dir: Path, number: int) -> None:
-    """A trial trained again (resumed) starts from an empty run directory."""
-    run = tune_dir / "trials" / f"trial-{number:04d}"
-    if run.exists():
-        shutil.rmtree(run)

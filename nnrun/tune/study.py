@@ -51,7 +51,7 @@ def batch_seed(seed: int, batch: int) -> int:
 def make_sampler(tune: TuneSpec, batch: int):
     optuna = optuna_module()
     seed = batch_seed(tune.seed, batch)
-    if tune.sampler == "random" or tune.sampler == "grid":   # grid: enqueued (ask_batch)
+    if tune.sampler in ("random", "grid"):   # grid: its points enqueued (ask_batch)
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
@@ -155,6 +155,18 @@ def ask_batch(study, tune: TuneSpec, count: int) -> list:
     return trials
 
 
+def tell(study, number: int, state: str, value: float | None = None, **attrs) -> None:
+    """Trial `number` told finished (`state`: COMPLETE with its `value`, PRUNED, FAIL),
+    `attrs` first set as its user attributes (epochs, seconds, note...)."""
+    from optuna.trial import TrialState
+
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id,
+                                                                       number)
+    for key, attr in attrs.items():
+        study._storage.set_trial_user_attr(trial_id, key, attr)
+    study.tell(number, value, state=TrialState[state])
+
+
 class GroupPruning:
     """The pruner's view while a group trains: an in-memory copy of the study (the
     finished trials and the group's own), where each epoch's values are reported; the
@@ -167,7 +179,7 @@ class GroupPruning:
             direction="minimize" if tune.mode == "min" else "maximize",
             pruner=make_pruner(tune, epochs), sampler=optuna.samplers.RandomSampler(0))
         wanted = set(numbers)
-        mirror = {}
+        self.trials, self.ids = {}, {}   # number -> the copy's Trial, the database's id
         for ft in study.get_trials(deepcopy=False):
             if ft.state.is_finished():
                 self.memory.add_trial(ft)
@@ -175,10 +187,9 @@ class GroupPruning:
                 self.memory.add_trial(optuna.trial.create_trial(
                     state=optuna.trial.TrialState.RUNNING, params=ft.params,
                     distributions=ft.distributions))
-                mirror[ft.number] = self.memory.get_trials(deepcopy=False)[-1]._trial_id
-        self.trials = {n: optuna.trial.Trial(self.memory, mirror[n]) for n in numbers}
-        self.ids = {ft.number: ft._trial_id for ft in study.get_trials(deepcopy=False)
-                    if ft.number in wanted}
+                copy_id = self.memory.get_trials(deepcopy=False)[-1]._trial_id
+                self.trials[ft.number] = optuna.trial.Trial(self.memory, copy_id)
+                self.ids[ft.number] = ft._trial_id
 
     def epoch(self, epoch: int, values: dict[int, float]) -> list[int]:
         """Report each running trial's value at `epoch`; the trials to prune."""
