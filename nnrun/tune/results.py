@@ -189,7 +189,7 @@ def resume_record(tune_dir: Path, config: Path | None, overrides: tuple) -> tupl
         raise ConfigError(f"not a tune directory ({rundir.TUNE_FILE} is missing, unreadable "
                           "or not nnrun tune's)", where=str(tune_dir))
     if config is not None or overrides:
-        raise ConfigError("--resume takes the config and --set overrides the search "
+        raise ConfigError("a resumed search keeps the config and --set overrides it "
                           f"started with ({record.get('config')}); give only --resume DIR",
                           where="--resume")
     if not (tune_dir / "study.db").is_file():
