@@ -30,9 +30,25 @@ CALLBACKS = [{"EarlyStopping": {"monitor": "val_loss", "patience": 50,
              {"ReduceLROnPlateau": {"monitor": "val_loss", "patience": 1, "factor": 0.5}}]
 
 
-@pytest.mark.parametrize("callbacks", [[], CALLBACKS], ids=["plain", "callbacks"])
+@pytest.mark.parametrize("callbacks, first_written", [([], False), (CALLBACKS, False),
+                                                      ([], True)],
+                         ids=["plain", "callbacks", "first-epoch-written"])
 def test_no_compile_after_the_first_epoch_and_rows_appended(tmp_path, monkeypatch,
-                                                            callbacks):
+                                                            callbacks, first_written):
+    """first_written: epoch 1 took longer than NNRUN_CHECKPOINT_SECONDS (its compile on
+    a loaded machine), so its checkpoint is written and its state not copied; the copy
+    program is compiled before epoch 1 all the same."""
+    if first_written:
+        from nnrun.train import checkpoint
+
+        real_end = checkpoint.Checkpointer.epoch_end
+
+        def epoch_end(self, ts, epoch, *args, **kwargs):
+            if epoch == 1:
+                self.last_write = -float("inf")   # epoch 1 finds a write due
+            return real_end(self, ts, epoch, *args, **kwargs)
+
+        monkeypatch.setattr(checkpoint.Checkpointer, "epoch_end", epoch_end)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({**CONFIG, "fit": {**CONFIG["fit"],
                                                       "callbacks": callbacks}}))

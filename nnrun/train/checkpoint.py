@@ -259,6 +259,12 @@ class Checkpointer:
                         opt_state=ts.opt_state, attrs={"epoch": epoch, **self.attrs,
                                                        **(extra or {})})
 
+    def prepare(self, ts) -> None:
+        """Compile the best state's copy program before epoch 1. Left to its first use,
+        it compiles at the first improving epoch at which no write is due: after epoch 1
+        when that epoch was slow enough (its compile, a loaded machine) to be written."""
+        copy_tree(ts)
+
     def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
         raw = logs.get(self.monitor)
         value = np.inf if raw is None else self.sign * raw

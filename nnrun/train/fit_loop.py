@@ -120,6 +120,8 @@ class CallbackRunner:
 def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner):
     """Train from `fitter.epoch` to fit.epochs; returns the final train state and fills
     `result` (status, stop reason, exit code, history)."""
+    if fitter.epoch < spec.fit.epochs:
+        checkpointer.prepare(ts)
     while fitter.epoch < spec.fit.epochs:
         if stop.requested:   # a signal during the last epoch, or before the first
             checkpointer.flush(ts, fitter.epoch)
