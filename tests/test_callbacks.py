@@ -294,19 +294,20 @@ def test_a_diverged_run_ends_with_the_best_weights_when_asked(tmp_path, monkeypa
     non-finite loss included: last.h5 then holds the best epoch's weights."""
     from nnrun.train.fitter import Fitter
 
-    original = Fitter.run_epoch
+    original = Fitter.run_epochs
 
-    def scripted(self, ts):   # epoch 2 worse than epoch 1, epoch 3 not finite
-        ts, res = original(self, ts)
-        if res.epoch == 2:
-            res.logs["val_loss"] = 1e6
-        if res.epoch == 3:
-            res.logs["loss"] = float("nan")
-        return ts, res
+    def scripted(self, *args):   # epoch 2 worse than epoch 1, epoch 3 not finite
+        chunk = original(self, *args)
+        for res in chunk.results:
+            if res.epoch == 2:
+                res.logs["val_loss"] = 1e6
+            if res.epoch == 3:
+                res.logs["loss"] = float("nan")
+        return chunk
 
     from nnrun.train import checkpoint
 
-    monkeypatch.setattr(Fitter, "run_epoch", scripted)
+    monkeypatch.setattr(Fitter, "run_epochs", scripted)
     monkeypatch.setattr(checkpoint, "CHECKPOINT_SECONDS", 0)   # last.h5 every epoch
     result = train(tmp_path, "[{EarlyStopping: {patience: 10, restore_best_weights: true}}]",
                    "--set", "fit.epochs=5")

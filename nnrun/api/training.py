@@ -228,7 +228,7 @@ def _train(spec: Spec, guard: interrupts.Interrupts, *, runs_root: Path,
     from nnrun.runs.report import EpochReporter
     from nnrun.train.callbacks import check_monitors
     from nnrun.train.checkpoint import Checkpointer
-    from nnrun.train.fit_loop import CallbackRunner, fit_loop, load_resume_state
+    from nnrun.train.fit_loop import CallbackRunner, best_monitor, fit_loop, load_resume_state
     from nnrun.train.fitter import Fitter
 
     # Compile settings and (with an input shape in the config) the model are checked,
@@ -252,7 +252,8 @@ def _train(spec: Spec, guard: interrupts.Interrupts, *, runs_root: Path,
     fitter = Fitter(model, obj, spec.compile.optimizer, seed=spec.seed,
                     batch_size=spec.fit.batch_size, shuffle=spec.fit.shuffle,
                     x=splits.train.x, y=splits.train.y, val=val,
-                    sample_weight=splits.train.sample_weight, placement=placement)
+                    sample_weight=splits.train.sample_weight, placement=placement,
+                    monitor=best_monitor(spec.fit.callbacks, val is not None))
     keys = [*obj.keys(), *([f"val_{k}" for k in obj.keys()] if val else [])]
     check_monitors(spec.fit.callbacks, keys, spec.where)
     argv = list(argv or sys.argv)
@@ -401,8 +402,9 @@ def start_weights(spec: Spec, model) -> StartWeights | None:
 
 def draw_curves(run: Path, stream: TextIO) -> None:
     """plots/learning_curves.png from metrics.csv, whatever way training ended; a
-    failure to draw is a warning, never the run's error."""
-    from nnrun.runs.charts import plot_learning_curves
+    failure to draw is a warning, never the run's error. Rendered by the curves helper
+    where `nnrun train` started one (nnrun/runs/curves_helper.py)."""
+    from nnrun.runs.curves_helper import plot_learning_curves
 
     try:
         plot_learning_curves(run)

@@ -262,8 +262,13 @@ def entry() -> None:
     background thread (an error before training used it), which the interpreter's
     shutdown would wait for, or abort in (exit 134) when the thread wakes in a
     finalizing interpreter. Output to a reader that has gone is dropped
-    (common.PipeSafe)."""
+    (common.PipeSafe). A training starts the learning curves' helper process first
+    (nnrun/runs/curves_helper.py)."""
     sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
+    if sys.argv[1:2] == ["train"] and not {"-h", "--help"} & set(sys.argv):
+        from nnrun.runs import curves_helper
+
+        curves_helper.start()
     try:
         main()
         code = 0

@@ -17,6 +17,7 @@ from nnrun.config.errors import ConfigError
 from nnrun.config.files import atomic_write
 
 CURVES = "learning_curves.png"
+DPI = 110
 CONFUSION = "confusion_matrix.png"
 
 
@@ -36,7 +37,23 @@ def save_figure(fig, path: Path) -> None:
     file: a kill while drawing leaves the previous picture, never half a PNG."""
     path = Path(path)
     with atomic_write(path, f"write {path.name}") as tmp:
-        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or "png")
+        fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".").lower() or "png")
+
+
+def save_bytes(data: bytes, path: Path) -> None:
+    """A picture already rendered (save_figure's bytes) into `path`, as save_figure."""
+    path = Path(path)
+    with atomic_write(path, f"write {path.name}") as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def rendered(fig, fmt: str = "png") -> bytes:
+    """`fig` as the bytes save_figure writes."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format=fmt)
+    return buffer.getvalue()
 
 
 def read_metrics(path: Path) -> dict[str, list[float]]:
@@ -197,15 +214,20 @@ def plot_learning_curves(run: Path, output: Path | None = None) -> Path:
     metrics.csv into `output` (default RUN/plots/learning_curves.png), with the best
     epoch and an early stop marked (curve_marks)."""
     run = Path(run)
+    output = Path(output) if output is not None else run / "plots" / CURVES
+    fig = curves_figure_of(run)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, output)
+    return output
+
+
+def curves_figure_of(run: Path):
+    """The learning-curves figure of a run (a ConfigError before its first epoch)."""
     columns = read_metrics(run / "metrics.csv")
     if not columns.get("epoch"):
         raise ConfigError("no epochs in metrics.csv yet: nothing to draw",
                           where=str(run / "metrics.csv"))
-    output = Path(output) if output is not None else run / "plots" / CURVES
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig = curves_figure(columns, f"{run.name}: learning curves", curve_marks(run, columns))
-    save_figure(fig, output)
-    return output
+    return curves_figure(columns, f"{run.name}: learning curves", curve_marks(run, columns))
 
 
 # ---------------------------------------------------------------- titles

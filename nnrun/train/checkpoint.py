@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,14 +236,34 @@ def copy_tree(tree):
     return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
 
 
+class Held:
+    """The state after one epoch (nnrun/train/chunk.py), fetched when first asked for
+    (`get`): a chunk's state comes from a rerun only if needed. `keep()` gives a
+    Held that stays valid after later epochs: itself where nothing donates the state,
+    else a device copy taken now."""
+
+    def __init__(self, fetch: Callable[[], Any] | None = None, value: Any = None,
+                 donated: bool = False):
+        self._fetch, self._value, self._donated = fetch, value, donated
+
+    def get(self) -> Any:
+        if self._fetch is not None:
+            self._value, self._fetch = self._fetch(), None
+        return self._value
+
+    def keep(self) -> Held:
+        return Held(value=copy_tree(self.get())) if self._donated else self
+
+
 class Checkpointer:
     """Keeps last.h5 and best.h5 of a run current, writing at most every CHECKPOINT_SECONDS
     (or NNRUN_CHECKPOINT_SECONDS).
 
     The best state (lowest `monitor`, or highest with mode "max") is written when found
-    if a write is due, else kept as a device copy until the next write: the next epoch
-    donates the buffers. `on_last()`, if set, is called before each write of last.h5
-    and returns more attributes for it (the fit loop's resume state).
+    if a write is due, else kept until the next write (a Held: the chunk program's own
+    best state, or a device copy where the next epoch donates the buffers). `on_last()`,
+    if set, is called before each write of last.h5 and returns more attributes for it
+    (the fit loop's resume state).
     """
 
     def __init__(self, folder: Path, *, monitor: str, attrs: dict, mode: str = "min"):
@@ -260,31 +281,42 @@ class Checkpointer:
                                                        **(extra or {})})
 
     def prepare(self, ts) -> None:
-        """Compile the best state's copy program before epoch 1. Left to its first use,
-        it compiles at the first improving epoch at which no write is due: after epoch 1
-        when that epoch was slow enough (its compile, a loaded machine) to be written."""
+        """Compile the best state's copy program before epoch 1, where states are
+        donated (the streamed path). Left to its first use, it compiles at the first
+        improving epoch at which no write is due: after epoch 1 when that epoch was slow
+        enough (its compile, a loaded machine) to be written."""
         copy_tree(ts)
 
-    def epoch_end(self, ts, epoch: int, logs: dict, *, final: bool = False) -> None:
+    def epoch_end(self, held, epoch: int, logs: dict, *, final: bool = False,
+                  may_write: bool = True) -> None:
+        """After epoch `epoch`, whose state `held` gives (nnrun/train/chunk.py Held, or
+        the state itself): the best kept, last.h5 (and best.h5) written if due. Inside a
+        chunk of epochs (`may_write` false) the write waits for the chunk's last epoch."""
+        held = as_held(held)
         raw = logs.get(self.monitor)
         value = np.inf if raw is None else self.sign * raw
-        write_now = final or time.monotonic() - self.last_write >= self.every
+        write_now = final or (may_write and time.monotonic() - self.last_write >= self.every)
         if np.isfinite(value) and value < self.best_value:
             self.best_value = value
-            kept = ts if write_now else copy_tree(ts)
-            self.best = (kept, epoch, value)
+            self.best = (held if write_now else held.keep(), epoch, value)
         if write_now:
-            self.flush(ts, epoch)
+            self.flush(held, epoch)
 
     def flush(self, ts, epoch: int) -> None:
-        """Write last.h5 from `ts` (unless None) and any best state not yet written."""
+        """Write last.h5 from `ts` (a state or Held; none if None) and any best state not
+        yet written."""
         if ts is not None:
             extra = {"best_value": float(self.best_value)}
-            self._write("last.h5", ts, epoch, {**extra, **(self.on_last() if self.on_last
-                                                          else {})})
+            self._write("last.h5", as_held(ts).get(), epoch,
+                        {**extra, **(self.on_last() if self.on_last else {})})
         if self.best is not None:
-            best_ts, best_epoch, value = self.best
-            self._write("best.h5", best_ts, best_epoch, {"monitor": self.monitor,
-                                                         "value": float(self.sign * value)})
+            best, best_epoch, value = self.best
+            self._write("best.h5", best.get(), best_epoch, {"monitor": self.monitor,
+                                                            "value": float(self.sign * value)})
             self.best = None
         self.last_write = time.monotonic()
+
+
+def as_held(state):
+    """A state as a Held: a Held unchanged."""
+    return state if isinstance(state, Held) else Held(value=state)

@@ -368,12 +368,17 @@ def abstract_of(tree):
 
 
 def count_epoch(fitter, start: float) -> float:
-    """A finished epoch's seconds (since `start`), noted on the fitter (its first epoch
-    timed from the fitter's creation, compiles included), and its epoch counter."""
+    """A finished epoch's seconds (since `start`), noted on the fitter (tally_epoch)."""
     seconds = time.perf_counter() - start
+    tally_epoch(fitter, seconds)
+    return seconds
+
+
+def tally_epoch(fitter, seconds: float) -> None:
+    """An epoch of `seconds` noted on the fitter (its first epoch timed from the fitter's
+    creation, compiles included), and its epoch counter advanced."""
     if fitter.first_epoch_seconds is None:
         fitter.first_epoch_seconds = time.perf_counter() - fitter.created
     else:
         fitter.epoch_seconds.append(seconds)
     fitter.epoch += 1
-    return seconds

@@ -22,7 +22,8 @@ import numpy as np
 from nnrun.config import faults
 from nnrun.config.errors import CheckpointError, ConfigError
 from nnrun.train import callbacks as cb
-from nnrun.train.checkpoint import copy_tree, load_checkpoint, save_checkpoint
+from nnrun.train.checkpoint import Held, as_held, load_checkpoint, save_checkpoint
+from nnrun.train.chunk import Chunk, Pace
 
 EARLY_STOPPING_FILE = "early_stopping.h5"
 
@@ -41,10 +42,15 @@ class CallbackRunner:
 
     def best_monitor(self, has_validation: bool) -> tuple[str, str]:
         """(monitor, mode) of best.h5: the first ModelCheckpoint's, else the loss."""
-        for c in self.callbacks:
-            if isinstance(c, cb.ModelCheckpoint):
-                return c.monitor, c.direction
-        return ("val_loss" if has_validation else "loss"), "min"
+        return best_monitor(self.specs, has_validation)
+
+    def groups_epochs(self) -> bool:
+        """Whether several epochs may run in one dispatch: no callback acts before each
+        epoch (LearningRateScheduler) or needs each epoch's weights (ModelCheckpoint's
+        filepath)."""
+        return not any(isinstance(c, cb.LearningRateScheduler) or
+                       (isinstance(c, cb.ModelCheckpoint) and c.filepath is not None)
+                       for c in self.callbacks)
 
     def _set_rate(self, fitter, ts, control: cb.Control) -> None:
         if not control.lr_changed:
@@ -61,16 +67,20 @@ class CallbackRunner:
             c.on_epoch_begin(fitter.epoch, control)
         self._set_rate(fitter, ts, control)
 
-    def end_epoch(self, fitter, ts, epoch: int, logs: dict[str, float]) -> str | None:
-        """After epoch `epoch` (1-based): the callbacks' reason to stop, or None."""
-        control = cb.Control(fitter.learning_rate(ts))
+    def end_epoch(self, fitter, held: Held, lr: float, epoch: int,
+                  logs: dict[str, float]) -> str | None:
+        """After epoch `epoch` (1-based), whose state `held` gives and after which the
+        rate is `lr`: the callbacks' reason to stop, or None."""
+        control = cb.Control(lr)
         for c in self.callbacks:
             c.on_epoch_end(epoch - 1, logs, control)
-        self._set_rate(fitter, ts, control)
+        if control.lr_changed:
+            self._set_rate(fitter, held.get(), control)
         if control.keep_weights:
-            self.best_weights, self.best_dirty = copy_tree((ts.params, ts.state)), True
+            self.best_weights, self.best_dirty = held.keep(), True
         for c in self.callbacks:
             if isinstance(c, cb.ModelCheckpoint) and c.save:
+                ts = held.get()
                 save_checkpoint(self._inside(c.save), params=ts.params, state=ts.state,
                                 opt_state=ts.opt_state, attrs={"epoch": epoch})
         return control.stop_reason
@@ -87,8 +97,8 @@ class CallbackRunner:
         state (as Keras's set_weights)."""
         if not self.restores or self.best_weights is None:
             return ts
-        params, state = self.best_weights
-        return ts._replace(params=params, state=state)
+        best = self.best_weights.get()
+        return ts._replace(params=best.params, state=best.state)
 
     def restored_epoch(self) -> int | None:
         """The epoch (1-based) whose weights restore_best_weights restores."""
@@ -98,8 +108,9 @@ class CallbackRunner:
     def last_attrs(self, fitter) -> dict[str, Any]:
         """Attributes of last.h5 for resuming (and early_stopping.h5 written if due)."""
         if self.best_dirty and self.best_weights is not None:
-            params, state = self.best_weights
-            save_checkpoint(self.folder / EARLY_STOPPING_FILE, params=params, state=state)
+            best = self.best_weights.get()
+            save_checkpoint(self.folder / EARLY_STOPPING_FILE, params=best.params,
+                            state=best.state)
             self.best_dirty = False
         return {"lr_scale": np.float32(fitter.lr_scale),
                 "callbacks": json.dumps([c.state() for c in self.callbacks])}
@@ -114,14 +125,28 @@ class CallbackRunner:
         if any(getattr(c, "has_best_weights", False) for c in self.callbacks):
             params, state, _, _ = load_checkpoint(self.folder / EARLY_STOPPING_FILE,
                                                   params=skeleton[0], state=skeleton[1])
-            self.best_weights = jax.device_put((params, state))
+            from nnrun.train.epoch import TrainState
+
+            self.best_weights = Held(value=jax.device_put(TrainState(params, state, None)))
+
+
+def best_monitor(specs, has_validation: bool) -> tuple[str, str]:
+    """(monitor, mode) of best.h5: the first ModelCheckpoint's, else the loss."""
+    for c in cb.make_callbacks(specs):
+        if isinstance(c, cb.ModelCheckpoint):
+            return c.monitor, c.direction
+    return ("val_loss" if has_validation else "loss"), "min"
 
 
 def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner):
     """Train from `fitter.epoch` to fit.epochs; returns the final train state and fills
-    `result` (status, stop reason, exit code, history)."""
-    if fitter.epoch < spec.fit.epochs:
+    `result` (status, stop reason, exit code, history). Epochs run in chunks of several
+    per dispatch where nothing needs the host between them (nnrun/train/chunk.py); the
+    host takes them one by one, as if they had run one at a time."""
+    if fitter.epoch < spec.fit.epochs and fitter.donates:
         checkpointer.prepare(ts)
+    pace = Pace(getattr(fitter, "limit", 1),
+                runner.groups_epochs() and checkpointer.every > 0 and not fitter.donates)
     while fitter.epoch < spec.fit.epochs:
         if stop.requested:   # a signal during the last epoch, or before the first
             checkpointer.flush(ts, fitter.epoch)
@@ -131,28 +156,57 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
             return ts
         faults.point("epoch")
         runner.begin_epoch(fitter, ts)
-        lr = fitter.learning_rate(ts)
-        ts, res = fitter.run_epoch(ts)
+        count, start = pace.count(spec.fit.epochs - fitter.epoch), pace.started()
+        chunk = fitter.run_epochs(ts, count, checkpointer.best_value)
+        ts, ended = take_chunk(spec, chunk, fitter, log, checkpointer, reporter, stop,
+                               result, runner)
+        pace.measured(start, count)
+        if ended:
+            return ts
+    result.stop_reason = f"completed {spec.fit.epochs} epochs"
+    return ts
+
+
+def take_chunk(spec, chunk: Chunk, fitter, log, checkpointer, reporter, stop, result,
+               runner) -> tuple[Any, bool]:
+    """The chunk's epochs taken one by one: (the state after the last one taken, whether
+    training ended). A stop, a learning-rate change or the end of training inside the
+    chunk leaves its later epochs untaken (not logged, not counted)."""
+    last = len(chunk.results) - 1
+    for i, res in enumerate(chunk.results):
+        if i:
+            if stop.requested:   # the loop's next turn stops after epoch i - 1
+                return chunk.state_after(i - 1), False
+            faults.point("epoch")
+        fitter.accept(res)
         for key, value in res.logs.items():
             result.history.setdefault(key, []).append(value)
-        log.append(res.epoch, res.logs, lr, res.seconds)
+        log.append(res.epoch, res.logs, chunk.lrs[i], res.seconds)
         reporter.epoch_end(res.epoch, res.logs, res.seconds)
+        held = chunk.hold(i)
         if spec.fit.terminate_on_nan and not all(np.isfinite(v) for v in res.logs.values()):
             if runner.restores and runner.best_weights is not None:
                 # EarlyStopping's restore_best_weights acts whenever training ends
-                ts = runner.restore(ts)
+                ts = runner.restore(held.get())
                 checkpointer.flush(ts, res.epoch - 1)   # last.h5: the best epoch's weights
             else:
+                ts = held
                 checkpointer.flush(None, res.epoch)  # keep the last good files
             result.status, result.exit_code = "diverged", 4
             result.stop_reason = f"non-finite loss or metric at epoch {res.epoch}"
-            return ts
-        early = runner.end_epoch(fitter, ts, res.epoch, res.logs)
+            return as_held(ts).get(), True
+        scale = fitter.lr_scale
+        next_lr = chunk.lrs[i + 1] if i < last else None
+        early = runner.end_epoch(fitter, held, next_lr if next_lr is not None
+                                 else fitter.learning_rate(held.get()), res.epoch, res.logs)
         done = early is not None or res.epoch == spec.fit.epochs
+        cut = done or fitter.lr_scale != scale   # the chunk's later epochs are void
         restore = done and runner.restores
-        checkpointer.epoch_end(ts, res.epoch, res.logs, final=done and not restore)
+        checkpointer.epoch_end(held, res.epoch, res.logs, final=done and not restore,
+                               may_write=cut or i == last)
+        ts = held
         if restore:
-            ts = runner.restore(ts)
+            ts = runner.restore(held.get())
             checkpointer.flush(ts, res.epoch)
         if early is not None:
             result.stop_reason = f"{early}; stopped after epoch {res.epoch}"
@@ -160,9 +214,10 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
                 result.stop_reason += (f"; restore_best_weights put epoch "
                                        f"{runner.restored_epoch()}'s weights in last.h5")
             result.stopped_by = early.split(":")[0]   # the callback's name
-            return ts
-    result.stop_reason = f"completed {spec.fit.epochs} epochs"
-    return ts
+            return as_held(ts).get(), True
+        if cut:
+            return as_held(ts).get(), False
+    return chunk.end, False
 
 
 # ---------------------------------------------------------------- resuming

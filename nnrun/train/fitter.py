@@ -17,18 +17,17 @@ import numpy as np
 from nnrun.data.arrays import rows
 from nnrun.nn.model import Model
 from nnrun.nn.optimizers import build_optimizer, current_learning_rate
+from nnrun.train.chunk import Chunk, chunk_limit, epoch_logs, make_train_chunk
 from nnrun.train.epoch import (
     BackgroundCompile,
     EpochResult,
     Objective,
     TrainState,
     abstract_of,
-    count_epoch,
     epoch_order,
     finalize,
-    make_eval,
-    make_train_epoch,
     named_key,
+    tally_epoch,
 )
 
 
@@ -39,11 +38,13 @@ class Fitter:
                  batch_size: int, shuffle: bool, x: np.ndarray, y: np.ndarray,
                  val: tuple[np.ndarray, np.ndarray] | None = None,
                  sample_weight: np.ndarray | None = None, chunk_bytes: int | None = None,
-                 placement=None):
+                 placement=None, monitor: tuple[str, str] | None = None):
         """`x` (and `val`'s features) may be row sources read from disk
         (nnrun/data/rowsource.py): the epochs are then streamed in chunks of batches
         (nnrun/train/streaming.py) instead of running on resident data. `placement`
-        (nnrun/train/devices.py) splits each batch over several devices."""
+        (nnrun/train/devices.py) splits each batch over several devices. `monitor`
+        (key, "min" or "max"; default the validation loss, else the loss) is what the
+        resident program's chunks keep the best epoch's state by (nnrun/train/chunk.py)."""
         from nnrun.data.rowsource import is_lazy
         from nnrun.train.devices import Placement
 
@@ -73,6 +74,7 @@ class Fitter:
         self._init = BackgroundCompile(self._init_fn, (scalar,),
                                        compiler_options={"xla_backend_optimization_level": 0})
         self.n = rows(x)
+        self.monitor = monitor or ("val_loss" if val is not None else "loss", "min")
         self._start_compiles(self.n, shuffle)
         self.epoch = 0  # epochs completed
         self.lr_scale = np.float32(1.0)  # set between epochs by callbacks
@@ -86,29 +88,29 @@ class Fitter:
     def _start_compiles(self, n: int, shuffle: bool) -> None:
         pl = self.placement
         scalar = pl.abstract(jax.ShapeDtypeStruct((), jnp.int32))
-        order = pl.abstract(jax.ShapeDtypeStruct((n,), jnp.int32))
         params, state = self.model.param_shapes()  # traced once, when the model was built
         ts = pl.abstract(TrainState(params, state, jax.eval_shape(self.optimizer.init, params)))
         self.shuffle = shuffle
         self.fixed_order = np.arange(n, dtype=np.int32)
-        self.eval_val = None
         if self.streamed:
             from nnrun.train.streaming import StreamedFit
 
             self.stream = StreamedFit(self, ts)
             return
-        epoch_fn = make_train_epoch(self.model, self.obj, self.optimizer, n, self.batch_size,
-                                    self.traces, self.weighted, pl.shard_batch)
         abstract = pl.abstract if pl.mesh is not None else abstract_of
-        self.train_epoch = BackgroundCompile(
-            epoch_fn, (ts, abstract(self.x), abstract(self.y), abstract(self.sw), order,
-                       scalar, scalar, pl.abstract(jax.ShapeDtypeStruct((), jnp.float32))),
-            donate_argnums=(0,), out_shardings=pl.replicated)
-        if self.val is not None:
-            self.eval_val = BackgroundCompile(
-                make_eval(self.model, self.obj, rows(self.val[0]), self.batch_size,
-                          pl.shard_batch),
-                (ts.params, ts.state, *abstract(self.val)), out_shardings=pl.replicated)
+        self.limit = chunk_limit(n)
+        key, mode = self.monitor
+        chunk_fn = make_train_chunk(
+            self.model, self.obj, self.optimizer, n, self.batch_size, self.limit,
+            val_n=rows(self.val[0]) if self.val is not None else None, monitor=key,
+            sign=-1.0 if mode == "max" else 1.0, traces=self.traces, weighted=self.weighted,
+            shard=pl.shard_batch)
+        val = abstract(self.val) if self.val is not None else (None, None)
+        f32 = pl.abstract(jax.ShapeDtypeStruct((), jnp.float32))
+        orders = pl.abstract(jax.ShapeDtypeStruct((self.limit, n), jnp.int32))
+        self.train_chunk = BackgroundCompile(
+            chunk_fn, (ts, abstract(self.x), abstract(self.y), abstract(self.sw), *val,
+                       orders, scalar, scalar, f32, scalar, f32), out_shardings=pl.replicated)
 
     def initial_state(self) -> TrainState:
         """Initial weights and optimizer state, built by one compiled program."""
@@ -129,23 +131,64 @@ class Fitter:
         """The optimizer's own rate for the next update (without `lr_scale`)."""
         return float(current_learning_rate(ts.opt_state))
 
-    def run_epoch(self, ts: TrainState) -> tuple[TrainState, EpochResult]:
-        """Train one epoch, then evaluate the validation data; returns the new state."""
-        e = np.int32(self.epoch)
+    @property
+    def donates(self) -> bool:
+        """Whether an epoch's input state is donated (the streamed path): a state kept
+        past the next epoch must then be copied (nnrun/train/chunk.py Held.keep)."""
+        return self.streamed
+
+    def _orders(self, first: int, count: int) -> np.ndarray:
+        orders = np.zeros((self.limit, self.n), np.int32)
+        for i in range(count):
+            orders[i] = epoch_order(self.seed, first + i, self.n) if self.shuffle \
+                else self.fixed_order
+        return orders
+
+    def run_epochs(self, ts: TrainState, count: int = 1, best: float = np.inf) -> Chunk:
+        """Train `count` epochs from `self.epoch` in one dispatch, each followed by its
+        validation pass (nnrun/train/chunk.py); `best` is the monitored value to beat
+        (times -1 for mode max). The Fitter's epoch counter is not advanced: the fit
+        loop `accept`s the epochs it takes."""
         start = time.perf_counter()
-        order = epoch_order(self.seed, self.epoch, self.n) if self.shuffle \
-            else self.fixed_order
         if self.placement.mesh is not None:   # weights loaded or edited since: place them
             ts = self._placed(ts)
         if self.streamed:
-            ts, sums, vsums = self.stream.epoch(ts, order, e, np.float32(self.lr_scale))
-        else:
-            ts, sums = self.train_epoch(ts, self.x, self.y, self.sw, order, self.seed_array,
-                                        e, np.float32(self.lr_scale))
-            vsums = self.eval_val(ts.params, ts.state, *self.val) \
-                if self.eval_val is not None else None
+            return self._streamed_epoch(ts, start)
+        first, scale = self.epoch, np.float32(self.lr_scale)
+        orders = self._orders(first, count)
+
+        def run(k: int):
+            return self.train_chunk(ts, self.x, self.y, self.sw,
+                                    *(self.val if self.val is not None else (None, None)),
+                                    orders, self.seed_array, np.int32(first), scale,
+                                    np.int32(k), np.float32(best))
+
+        end, sums, lrs, best_ts, best_index = run(count)
+        sums, lrs, best_index = jax.device_get((sums, lrs, best_index))
+        seconds = (time.perf_counter() - start) / count
+        results = [EpochResult(first + i + 1, epoch_logs(self.obj, sums, i, self.val is not None),
+                               seconds) for i in range(count)]
+        return Chunk(results, [float(np.float32(lrs[i]) * scale) for i in range(count)], end,
+                     rerun=lambda k: run(k)[0], best_index=int(best_index), best=best_ts)
+
+    def _streamed_epoch(self, ts: TrainState, start: float) -> Chunk:
+        lr = self.learning_rate(ts)
+        order = epoch_order(self.seed, self.epoch, self.n) if self.shuffle \
+            else self.fixed_order
+        ts, sums, vsums = self.stream.epoch(ts, order, np.int32(self.epoch),
+                                            np.float32(self.lr_scale))
         logs = finalize(self.obj, sums)
         if vsums is not None:
             logs.update({f"val_{k}": v for k, v in finalize(self.obj, vsums).items()})
-        seconds = count_epoch(self, start)
-        return ts, EpochResult(self.epoch, logs, seconds)
+        result = EpochResult(self.epoch + 1, logs, time.perf_counter() - start)
+        return Chunk([result], [lr], ts, donated=True)
+
+    def accept(self, result: EpochResult) -> None:
+        """The fit loop took the epoch: the epoch counter and the timings advance."""
+        tally_epoch(self, result.seconds)
+
+    def run_epoch(self, ts: TrainState) -> tuple[TrainState, EpochResult]:
+        """Train one epoch, then evaluate the validation data; returns the new state."""
+        chunk = self.run_epochs(ts, 1)
+        self.accept(chunk.results[0])
+        return chunk.end, chunk.results[0]

@@ -1,0 +1,150 @@
+"""Several epochs in one dispatch (issue 21), the way Keras's `steps_per_execution` runs
+several steps: one compiled program runs `count` epochs (a `lax.fori_loop` over the
+epoch program and the validation pass) and returns each epoch's sums, the learning
+rate each epoch started with, and the state of the epoch whose monitored value was
+the best of the chunk (so the best weights need no host copy).
+
+Epoch-at-a-time is the same program with count 1: the loop body is one compiled
+computation whatever the count, so a run gives the same weights and logs however its
+epochs are grouped. The host then takes the chunk's epochs one by one as before
+(logs, callbacks, checkpoints). Where it needs the state after an epoch that the
+program did not return (an EarlyStopping stop, a learning-rate change, an interrupt
+inside the chunk, a best epoch the device judged otherwise in float32), it runs the
+program again from the chunk's start for that many epochs: the same numbers, by
+construction. The chunk's input is not donated for that reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nnrun.nn.optimizers import current_learning_rate
+from nnrun.train.checkpoint import Held
+from nnrun.train.epoch import EpochResult, Objective, finalize, make_eval, make_train_epoch
+
+TARGET_SECONDS = 0.1   # a chunk's wall time: Ctrl-C and the printed lines stay prompt
+ORDER_CELLS = 1 << 21  # the most row indices one dispatch carries (count x rows)
+MAX_EPOCHS = 64
+
+
+def chunk_limit(n: int) -> int:
+    """The most epochs one dispatch runs for `n` training rows."""
+    return max(1, min(MAX_EPOCHS, ORDER_CELLS // max(n, 1)))
+
+
+def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, kmax: int, *,
+                     val_n: int | None, monitor: str, sign: float, traces: dict | None = None,
+                     weighted: bool = False, shard: Callable = lambda tree: tree) -> Callable:
+    """`(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best) -> (ts, sums,
+    lrs, best_ts, best_index)`, to be jitted: `count` (<= kmax) epochs from `epoch`, the
+    i-th in `orders[i]`; `sums` holds each epoch's (sum, count) pairs of every logged key
+    (val_* from the validation pass), `lrs` the rate each epoch started with (before
+    `lr_scale`). `best_ts` is the state after the epoch whose `sign * monitor` was the
+    lowest of the chunk and below `best` (float32), `best_index` that epoch (-1: none)."""
+    epoch_fn = make_train_epoch(model, obj, optimizer, n, batch_size, traces, weighted, shard)
+    evaluate = make_eval(model, obj, val_n, batch_size, shard) if val_n else None
+    keys = obj.keys() + ([f"val_{k}" for k in obj.keys()] if evaluate else [])
+    finish = obj.finalizer(monitor.removeprefix("val_")) or (lambda v: v)
+
+    def monitored(logs: dict) -> jax.Array:
+        if monitor not in logs:
+            return jnp.asarray(jnp.inf, jnp.float32)
+        total, count = logs[monitor]
+        return sign * finish(total / jnp.maximum(count, 1.0))
+
+    def chunk_fn(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best):
+        def body(i, carry):
+            ts, sums, lrs, (best_ts, best_value, best_index) = carry
+            lrs = lrs.at[i].set(jnp.asarray(current_learning_rate(ts.opt_state), jnp.float32))
+            ts, train = epoch_fn(ts, x, y, sw, orders[i], seed, epoch + i, lr_scale)
+            logs = dict(train)
+            if evaluate is not None:
+                logs.update({f"val_{k}": v
+                             for k, v in evaluate(ts.params, ts.state, vx, vy).items()})
+            sums = {k: (sums[k][0].at[i].set(logs[k][0]), sums[k][1].at[i].set(logs[k][1]))
+                    for k in keys}
+            value = monitored(logs)
+            better = jnp.isfinite(value) & (value < best_value)
+            best_ts = jax.lax.cond(better, lambda: ts, lambda: best_ts)
+            best = (best_ts, jnp.where(better, value, best_value),
+                    jnp.where(better, i, best_index))
+            return ts, sums, lrs, best
+
+        zeros = jnp.zeros((kmax,), jnp.float32)
+        init = (ts, {k: (zeros, zeros) for k in keys}, zeros,
+                (ts, jnp.asarray(best, jnp.float32), jnp.asarray(-1, jnp.int32)))
+        ts, sums, lrs, (best_ts, _, best_index) = jax.lax.fori_loop(0, count, body, init)
+        return ts, sums, lrs, best_ts, best_index
+
+    return chunk_fn
+
+
+@dataclass
+class Chunk:
+    """The epochs of one dispatch, as the host takes them: `results` (one EpochResult
+    each, seconds shared out), `lrs` (each epoch's logged learning rate), and the states
+    the fit loop may ask for (`hold(i)`: after the chunk's i-th epoch)."""
+
+    results: list[EpochResult]
+    lrs: list[float]
+    end: Any
+    rerun: Callable[[int], Any] | None = None   # count -> the state after that many epochs
+    best_index: int = -1
+    best: Any = None
+    donated: bool = False
+    _replays: dict = field(default_factory=dict)
+
+    def state_after(self, i: int) -> Any:
+        if i == len(self.results) - 1:
+            return self.end
+        if i == self.best_index:
+            return self.best
+        if i not in self._replays:
+            self._replays[i] = self.rerun(i + 1)
+        return self._replays[i]
+
+    def hold(self, i: int) -> Held:
+        return Held(lambda: self.state_after(i), donated=self.donated)
+
+
+def epoch_logs(obj: Objective, host_sums: dict, i: int, validated: bool) -> dict[str, float]:
+    """Epoch i's logs from a chunk's sums on the host, as `finalize` forms one epoch's."""
+    logs = finalize(obj, {k: (host_sums[k][0][i], host_sums[k][1][i]) for k in obj.keys()})
+    if validated:
+        val = finalize(obj, {k: (host_sums[f"val_{k}"][0][i], host_sums[f"val_{k}"][1][i])
+                             for k in obj.keys()})
+        logs.update({f"val_{k}": v for k, v in val.items()})
+    return logs
+
+
+class Pace:
+    """How many epochs the next dispatch runs: one while the program compiles and its
+    epoch time is measured, then as many as fill TARGET_SECONDS (at most the program's
+    limit and the epochs left); always one where something acts before every epoch or
+    needs every epoch's weights on the host (`grouped` false)."""
+
+    def __init__(self, limit: int, grouped: bool):
+        self.limit, self.grouped = limit, grouped
+        self.per_epoch: float | None = None
+        self.chunks = 0
+
+    def count(self, left: int) -> int:
+        if not self.grouped or self.per_epoch is None:
+            return 1
+        fits = int(TARGET_SECONDS / max(self.per_epoch, 1e-6))
+        return max(1, min(self.limit, left, fits))
+
+    def started(self) -> float:
+        return time.perf_counter()
+
+    def measured(self, start: float, epochs: int) -> None:
+        """A chunk of `epochs` ended (the first, with the compile, is not a measure)."""
+        self.chunks += 1
+        if self.chunks > 1:
+            self.per_epoch = (time.perf_counter() - start) / epochs
