@@ -24,11 +24,13 @@ For each workload it times, in this order:
   nnrun train()   the full `nnrun.api.train` path: data load, model build, run directory,
                   metrics log and checkpoint writes (the headline number);
   nnrun Fitter    only the in-process epoch loop (`Fitter.run_epoch`, synchronous);
-  Keras fit       `model.fit(..., verbose=0, shuffle=True)`;
+  Keras fit       `model.fit(..., verbose=0, shuffle=True)`; on small and digits also
+                  with compile(steps_per_execution=<steps per epoch>): an epoch per call;
   PyTorch (eager) the same network in a plain PyTorch CPU training loop (when torch is
                   installed: `pip install torch==2.13.0`), Keras's optimizer defaults;
-  hand-written    the limit (issue 21): the Dense/Dropout networks (small, mlp) in plain
-                  JAX + optax, each epoch one jitted lax.scan over on-device batches.
+  hand-written    the limit (issue 21): the same network in plain JAX + optax (jax.grad,
+                  the LSTM a plain lax.scan), each epoch one jitted lax.scan over
+                  on-device batches.
 --json FILE also writes the numbers as JSON.
 samples/s is steady state: epochs after the first, from the end of epoch 1 to the
 end of the last epoch; "CPU s/epoch" is the process CPU time per steady epoch (less
@@ -37,7 +39,7 @@ training (train() / Fitter construction / keras.Sequential) to the end of epoch 
 weight init and compile included (NNRUN_NO_COMPILE_CACHE=1, the persistent JAX cache
 off, jax.clear_caches() before every runner: every program is new). Imports and a
 trivial JAX op run before any timing. With --repeat N (default 2) each runner runs N
-times and the best of each column is kept. Results and how to read them:
+times and each column is the median of the repeats (--best: the best). Results and how to read them:
 benchmarks/README.md.
 """
 
@@ -351,6 +353,9 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
     (main() imports the modules `train()` imports lazily before any clock starts, as
     `import keras` is for Keras.)
     """
+    import jax
+    import jax.monitoring
+
     from nnrun import api
     from nnrun.config.spec import spec_from_dict
     from nnrun.train.checkpoint import Checkpointer
@@ -365,6 +370,12 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
         original(self, *args, **kwargs)
         t.mark(start, cpu_start)
 
+    late_compiles = []   # XLA compiles after epoch 1 (issue 21: there must be none)
+
+    def compiled(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration" and t.ends:
+            late_compiles.append(duration)
+
     def load_data(*args, **kwargs):
         began = time.perf_counter()
         try:
@@ -374,17 +385,19 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
 
     runs = workdir / f"runs-{w.key}"
     Checkpointer.epoch_end, api.load_data = epoch_end, load_data
+    jax.monitoring.register_event_duration_secs_listener(compiled)
     try:
         start, cpu_start = time.perf_counter(), time.process_time()
         result = api.train(spec, runs_root=runs, quiet=True)
         t.total = time.perf_counter() - start
     finally:
         Checkpointer.epoch_end, api.load_data = original, original_load
+        jax.monitoring.unregister_event_duration_listener(compiled)
     if result.status != "finished":
         raise RuntimeError(f"nnrun train: {result.status} ({result.stop_reason})")
     t.note = (
         f"loss {result.history['loss'][-1]:.4f}; first epoch includes data load "
-        f"{sum(load_seconds):.2f}s"
+        f"{sum(load_seconds):.2f}s; XLA compiles after epoch 1: {len(late_compiles)}"
     )
     shutil.rmtree(runs, ignore_errors=True)
     return t
@@ -421,12 +434,15 @@ def time_nnrun_fitter(w: Workload) -> Timing:
     return t
 
 
-def time_keras(w: Workload) -> Timing:
+def time_keras(w: Workload, steps_per_execution: int = 1) -> Timing:
     """Sequential construction (weight init), compile() and fit(); the clock starts before
-    the model is built, as nnrun's includes its model build and weight init."""
+    the model is built, as nnrun's includes its model build and weight init. With
+    `steps_per_execution` > 1, compile(steps_per_execution=...) runs that many steps
+    per call of its jitted function."""
     import keras
 
-    t = Timing("Keras fit", len(w.x))
+    t = Timing("Keras fit" if steps_per_execution == 1 else
+               f"Keras fit, steps_per_execution={steps_per_execution}", len(w.x))
 
     class EpochTimes(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -435,7 +451,8 @@ def time_keras(w: Workload) -> Timing:
     keras.utils.set_random_seed(0)
     start, cpu_start = time.perf_counter(), time.process_time()
     model = keras.Sequential(w.keras_layers(keras))
-    model.compile(optimizer=w.keras_optimizer(keras), loss=w.keras_loss)
+    model.compile(optimizer=w.keras_optimizer(keras), loss=w.keras_loss,
+                  steps_per_execution=steps_per_execution)
     hist = model.fit(
         w.x,
         w.y,
@@ -480,49 +497,105 @@ def time_torch(w: Workload) -> Timing:
 
 
 def time_limit(w: Workload) -> Timing | None:
-    """The hand-written limit (issue 21): the same Dense/Dropout network written in plain
-    JAX and optax, each epoch one jitted `lax.scan` over on-device batches of a
-    permutation drawn on the host: nothing else (no metrics, logs or checkpoints).
-    Full batches only (a last partial batch is left out; samples/s counts the rows
-    trained). None for a network it does not cover (CNN, LSTM)."""
+    """The hand-written limit (issue 21): the same network written in plain JAX and
+    optax (Dense, Dropout, Conv2D, MaxPooling2D, Flatten, LSTM; gradients by jax.grad,
+    the LSTM a plain lax.scan), each epoch one jitted `lax.scan` over on-device batches
+    of a permutation drawn on the host: nothing else (no metrics, logs or
+    checkpoints). Full batches only (a last partial batch is left out; samples/s counts
+    the rows trained). None for a layer it does not cover."""
     import jax
     import jax.numpy as jnp
     import optax
 
     layers = w.cfg["model"]["layers"]
-    if any(next(iter(item)) not in ("Dense", "Dropout") for item in layers):
+    covered = ("Dense", "Dropout", "Conv2D", "MaxPooling2D", "Flatten", "LSTM")
+    if any(next(iter(item)) not in covered for item in layers):
         return None
     opt_cfg = w.cfg["compile"]["optimizer"]
-    opt = optax.sgd(opt_cfg.get("learning_rate", 0.01)) if opt_cfg["name"] == "sgd" else \
-        optax.adam(opt_cfg.get("learning_rate", 1e-3), eps=1e-7)
+    name = opt_cfg if isinstance(opt_cfg, str) else opt_cfg["name"]
+    rate = 0.001 if isinstance(opt_cfg, str) else opt_cfg.get("learning_rate", 0.001)
+    opt = {"sgd": lambda: optax.sgd(rate), "adam": lambda: optax.adam(rate, eps=1e-7),
+           "rmsprop": lambda: optax.rmsprop(rate, decay=0.9, eps=1e-7)}[name]()
     loss_name = w.cfg["compile"]["loss"]
     acts = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "softmax": None, None: None}
     t = Timing("hand-written JAX", 0)
     start, cpu_start = time.perf_counter(), time.process_time()
     key = jax.random.PRNGKey(0)
-    params, plan, width = [], [], w.x.shape[1]
-    for item in layers:
+
+    def glorot(key, shape, fan_in, fan_out):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return jax.random.uniform(key, shape, jnp.float32, -limit, limit)
+
+    params, plan, shape = [], [], w.x.shape[1:]
+    for n, item in enumerate(layers):
         (cls, args), = item.items()
+        key, sub = jax.random.split(key)
         if cls == "Dense":
-            key, sub = jax.random.split(key)
-            limit = np.sqrt(6.0 / (width + args["units"]))
-            params.append((jax.random.uniform(sub, (width, args["units"]), jnp.float32,
-                                              -limit, limit),
+            width = int(np.prod(shape))
+            params.append((glorot(sub, (width, args["units"]), width, args["units"]),
                            jnp.zeros(args["units"], jnp.float32)))
-            plan.append(("dense", args.get("activation")))
-            width = args["units"]
+            logits = n == len(layers) - 1 and loss_name == "binary_crossentropy"
+            plan.append(("dense", None if logits else args.get("activation")))
+            shape = (args["units"],)
+        elif cls == "Conv2D":
+            k, cin, cout = args["kernel_size"], shape[-1], args["filters"]
+            params.append((glorot(sub, (k, k, cin, cout), k * k * cin, k * k * cout),
+                           jnp.zeros(cout, jnp.float32)))
+            plan.append(("conv", args.get("activation")))
+            shape = (shape[0] - k + 1, shape[1] - k + 1, cout)
+        elif cls == "MaxPooling2D":
+            plan.append(("pool", None))
+            shape = (shape[0] // 2, shape[1] // 2, shape[2])
+        elif cls == "Flatten":
+            plan.append(("flatten", None))
+            shape = (int(np.prod(shape)),)
+        elif cls == "LSTM":
+            units, features = args["units"], shape[-1]
+            k1, k2 = jax.random.split(sub)
+            params.append((glorot(k1, (features, 4 * units), features, 4 * units),
+                           glorot(k2, (units, 4 * units), units, 4 * units),
+                           jnp.zeros(4 * units, jnp.float32).at[units:2 * units].set(1.0)))
+            plan.append(("lstm", units))
+            shape = (units,)
         else:
             plan.append(("dropout", args["rate"]))
+
+    def lstm(x, kernel, recurrent, bias, units):
+        z = jnp.einsum("btf,fg->tbg", x, kernel) + bias
+        h = c = jnp.zeros((x.shape[0], units), x.dtype)
+
+        def step(carry, zt):
+            h, c = carry
+            i, f, g, o = jnp.split(zt + h @ recurrent, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            return (jax.nn.sigmoid(o) * jnp.tanh(c), c), None
+
+        (h, _), _ = jax.lax.scan(step, (h, c), z)
+        return h
 
     def forward(params, x, key):
         i = 0
         for kind, arg in plan:
-            if kind == "dense":
+            if kind in ("dense", "conv"):
                 kernel, bias = params[i]
-                x = x @ kernel + bias
                 i += 1
+                if kind == "dense":
+                    x = x @ kernel + bias
+                else:
+                    x = jax.lax.conv_general_dilated(
+                        x, kernel, (1, 1), "VALID",
+                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
                 if arg not in ("softmax", None):
                     x = acts[arg](x)
+            elif kind == "pool":   # 2x2, stride 2 (reduce_window's gradient is slow here)
+                b, h, wd, c = x.shape
+                x = x[:, :h // 2 * 2, :wd // 2 * 2].reshape(b, h // 2, 2, wd // 2, 2, c)
+                x = x.max(axis=(2, 4))
+            elif kind == "flatten":
+                x = x.reshape(x.shape[0], -1)
+            elif kind == "lstm":
+                x = lstm(x, *params[i], arg)
+                i += 1
             else:
                 key, sub = jax.random.split(key)
                 keep = jax.random.bernoulli(sub, 1.0 - arg, x.shape)
@@ -533,6 +606,8 @@ def time_limit(w: Workload) -> Timing | None:
         out = forward(params, x, key)
         if loss_name == "mse":
             return jnp.mean((out[:, 0] - y.reshape(-1)) ** 2)
+        if loss_name == "binary_crossentropy":   # on the sigmoid's logits, as PyTorch's
+            return optax.sigmoid_binary_cross_entropy(out[:, 0], y.reshape(-1)).mean()
         return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
     def epoch(params, opt_state, x, y, order, key):
@@ -623,6 +698,19 @@ def _best(a: Timing, b: Timing) -> Timing:
     return fast
 
 
+def _median(runs: list[Timing]) -> Timing:
+    """The run of median steady throughput (the lower middle of an even count), its first
+    epoch and CPU time per epoch replaced by the medians of the runs' (its epoch ends
+    shifted; its total stays that of its own run)."""
+    ranked = sorted(runs, key=lambda t: t.samples_per_s)
+    mid = ranked[(len(ranked) - 1) // 2]
+    first = float(np.median([t.first_epoch for t in runs]))
+    mid.ends = [e - (mid.ends[0] - first) for e in mid.ends]
+    by_cpu = sorted(runs, key=lambda t: t.steady_cpu)
+    mid.cpu_ends = list(by_cpu[(len(by_cpu) - 1) // 2].cpu_ends)
+    return mid
+
+
 def _fmt_s(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds < 0.1 else f"{seconds:.2f}"
 
@@ -688,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         "steady-state and the best first-epoch time (default 2, "
         "1 with --quick)",
     )
+    parser.add_argument("--best", action="store_true",
+                        help="keep the best of the repeats (default: their median)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the results as JSON (per workload and runner: "
                              "samples/s, CPU s/epoch, first epoch, total) for tracking")
@@ -741,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
                 (time_keras, (w,)),
                 (time_limit, (w,)),
             )
+            if key in ("small", "digits"):   # tiny models: where Keras's per-step cost shows
+                runners += ((time_keras, (w, -(-len(w.x) // w.batch_size))),)
             if w.torch_model is not None:
                 if _torch_available():
                     runners += ((time_torch, (w,)),)
@@ -748,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("  (torch is not installed: no PyTorch row; pip install "
                           "torch==2.13.0)", file=sys.stderr)
             best: list[Timing | None] = [None] * len(runners)
+            runs: list[list[Timing]] = [[] for _ in runners]
             for rep in range(args.repeat):
                 for i, (runner, runner_args) in enumerate(runners):
                     jax.clear_caches()  # every runner starts cold: no program compiled before
@@ -760,16 +853,21 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                    best[i] = t if best[i] is None else _best(best[i], t)
+                    runs[i].append(t)
+                    if args.best:
+                        best[i] = t if best[i] is None else _best(best[i], t)
+            if not args.best:
+                best = [_median(r) if r else None for r in runs]
             rows.append((w, [t for t in best if t is not None]))
 
     print("## Results\n")
     print(table(rows))
     load = os.getloadavg()
+    stat = "best" if args.best else f"median of {args.repeat}"
     print(
         f"\nload average (1/5/15 min) at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. "
-        "samples/s and first epoch: best of the repeats (wall clock); CPU s/epoch: "
-        "process CPU time (all threads) per steady epoch, best of the repeats.\n"
+        f"samples/s and first epoch: {stat} of the repeats (wall clock); CPU s/epoch: "
+        f"process CPU time (all threads) per steady epoch, {stat} of the repeats.\n"
     )
     print("## Targets (headline: nnrun train())\n")
     print("\n".join(targets(rows)))
