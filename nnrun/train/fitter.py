@@ -154,6 +154,8 @@ class Fitter:
             ts = self._placed(ts)
         if self.streamed:
             return self._streamed_epoch(ts, start)
+        if not 1 <= count <= self.limit:
+            raise ValueError(f"count {count}: a dispatch runs 1 to {self.limit} epochs")
         first, scale = self.epoch, np.float32(self.lr_scale)
         orders = self._orders(first, count)
 
