@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nnrun.nn.optimizers import current_learning_rate
 from nnrun.train.checkpoint import Held
@@ -41,12 +42,14 @@ def chunk_limit(n: int) -> int:
 def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, kmax: int, *,
                      val_n: int | None, monitor: str, sign: float, traces: dict | None = None,
                      weighted: bool = False, shard: Callable = lambda tree: tree) -> Callable:
-    """`(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best) -> (ts, sums,
-    lrs, best_ts, best_index)`, to be jitted: `count` (<= kmax) epochs from `epoch`, the
-    i-th in `orders[i]`; `sums` holds each epoch's (sum, count) pairs of every logged key
-    (val_* from the validation pass), `lrs` the rate each epoch started with (before
-    `lr_scale`). `best_ts` is the state after the epoch whose `sign * monitor` was the
-    lowest of the chunk and below `best` (float32), `best_index` that epoch (-1: none)."""
+    """`(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best) -> (ts, table,
+    best_ts, best_index)`, to be jitted: `count` (<= kmax) epochs from `epoch`, the i-th
+    in `orders[i]`. Row i of `table` (kmax, 2 * keys + 1) holds epoch i's sums of every
+    logged key (val_* from the validation pass), then their counts, then the rate the
+    epoch started with (before `lr_scale`): one row written per epoch (a write per
+    value compiled slower). `best_ts` is the state after the epoch whose `sign *
+    monitor` was the lowest of the chunk and below `best` (float32), `best_index` that
+    epoch (-1: none). `table_columns` reads a table."""
     epoch_fn = make_train_epoch(model, obj, optimizer, n, batch_size, traces, weighted, shard)
     evaluate = make_eval(model, obj, val_n, batch_size, shard) if val_n else None
     keys = obj.keys() + ([f"val_{k}" for k in obj.keys()] if evaluate else [])
@@ -60,27 +63,26 @@ def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, 
 
     def chunk_fn(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best):
         def body(i, carry):
-            ts, sums, lrs, (best_ts, best_value, best_index) = carry
-            lrs = lrs.at[i].set(jnp.asarray(current_learning_rate(ts.opt_state), jnp.float32))
+            ts, table, (best_ts, best_value, best_index) = carry
+            lr = jnp.asarray(current_learning_rate(ts.opt_state), jnp.float32)
             ts, train = epoch_fn(ts, x, y, sw, orders[i], seed, epoch + i, lr_scale)
             logs = dict(train)
             if evaluate is not None:
                 logs.update({f"val_{k}": v
                              for k, v in evaluate(ts.params, ts.state, vx, vy).items()})
-            sums = {k: (sums[k][0].at[i].set(logs[k][0]), sums[k][1].at[i].set(logs[k][1]))
-                    for k in keys}
+            row = jnp.stack([*(logs[k][0] for k in keys), *(logs[k][1] for k in keys), lr])
+            table = table.at[i].set(row)
             value = monitored(logs)
             better = jnp.isfinite(value) & (value < best_value)
             best_ts = jax.lax.cond(better, lambda: ts, lambda: best_ts)
             best = (best_ts, jnp.where(better, value, best_value),
                     jnp.where(better, i, best_index))
-            return ts, sums, lrs, best
+            return ts, table, best
 
-        zeros = jnp.zeros((kmax,), jnp.float32)
-        init = (ts, {k: (zeros, zeros) for k in keys}, zeros,
+        init = (ts, jnp.zeros((kmax, 2 * len(keys) + 1), jnp.float32),
                 (ts, jnp.asarray(best, jnp.float32), jnp.asarray(-1, jnp.int32)))
-        ts, sums, lrs, (best_ts, _, best_index) = jax.lax.fori_loop(0, count, body, init)
-        return ts, sums, lrs, best_ts, best_index
+        ts, table, (best_ts, _, best_index) = jax.lax.fori_loop(0, count, body, init)
+        return ts, table, best_ts, best_index
 
     return chunk_fn
 
@@ -111,6 +113,13 @@ class Chunk:
 
     def hold(self, i: int) -> Held:
         return Held(lambda: self.state_after(i), donated=self.donated)
+
+
+def table_columns(obj: Objective, validated: bool, table: np.ndarray):
+    """A chunk's table on the host as ({key: (sums, counts)}, rates), each a column."""
+    keys = obj.keys() + ([f"val_{k}" for k in obj.keys()] if validated else [])
+    sums = {k: (table[:, j], table[:, len(keys) + j]) for j, k in enumerate(keys)}
+    return sums, table[:, -1]
 
 
 def epoch_logs(obj: Objective, host_sums: dict, i: int, validated: bool) -> dict[str, float]:

@@ -17,7 +17,7 @@ import numpy as np
 from nnrun.data.arrays import rows
 from nnrun.nn.model import Model
 from nnrun.nn.optimizers import build_optimizer, current_learning_rate
-from nnrun.train.chunk import Chunk, chunk_limit, epoch_logs, make_train_chunk
+from nnrun.train.chunk import Chunk, chunk_limit, epoch_logs, make_train_chunk, table_columns
 from nnrun.train.epoch import (
     BackgroundCompile,
     EpochResult,
@@ -165,8 +165,9 @@ class Fitter:
                                     orders, self.seed_array, np.int32(first), scale,
                                     np.int32(k), np.float32(best))
 
-        end, sums, lrs, best_ts, best_index = run(count)
-        sums, lrs, best_index = jax.device_get((sums, lrs, best_index))
+        end, table, best_ts, best_index = run(count)
+        table, best_index = jax.device_get((table, best_index))
+        sums, lrs = table_columns(self.obj, self.val is not None, table)
         seconds = (time.perf_counter() - start) / count
         results = [EpochResult(first + i + 1, epoch_logs(self.obj, sums, i, self.val is not None),
                                seconds) for i in range(count)]
