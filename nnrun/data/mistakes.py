@@ -18,7 +18,8 @@ from nnrun.data.splitting import class_ids
 CLASS_LOSSES = ("binary_crossentropy", "categorical_crossentropy",
                 "sparse_categorical_crossentropy")
 SCALE_RATIO = 100.0   # largest / smallest column spread that earns a warning
-SAMPLE_ROWS = 10_000  # rows (evenly spaced) whose spreads are compared
+SAMPLE_ROWS = 10_000  # rows (evenly spaced) whose spreads are compared, at most
+SAMPLE_CELLS = 1_000_000  # and at most this many values (784 features: 1,275 rows)
 
 
 def likely_mistakes(train: Dataset, validation: Dataset | None, *, loss: str | None,
@@ -107,8 +108,10 @@ def _scales(train: Dataset) -> list[str]:
     if isinstance(x, dict) or is_lazy(x) or np.ndim(x) != 2 or len(x) < 2 \
             or not np.issubdtype(np.asarray(x).dtype, np.floating):
         return []
-    sample = x[::max(1, len(x) // SAMPLE_ROWS)]   # a bounded copy, however large x is
-    spread = np.nanstd(np.asarray(sample, np.float64), axis=0)
+    rows = max(2, min(SAMPLE_ROWS, SAMPLE_CELLS // max(1, np.shape(x)[1])))
+    sample = np.asarray(x[::max(1, len(x) // rows)], np.float64)   # a bounded copy
+    spread = np.std(sample, axis=0) if np.isfinite(sample).all() else \
+        np.nanstd(sample, axis=0)   # nanstd copies the sample again
     live = np.flatnonzero(np.isfinite(spread) & (spread > 0))
     if len(live) < 2:
         return []
