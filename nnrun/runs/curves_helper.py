@@ -73,7 +73,7 @@ def rendered_by_helper(run: Path) -> bytes | None:
         proc.stdin.close()
         kind, _, rest = _read_line(proc).partition(" ")
         if kind == "png":
-            data = _read_exact(proc, int(rest))
+            data = proc.stdout.read(int(rest))   # a buffered read: all of it, or EOF
             return data if len(data) == int(rest) else None
         if kind == "none":
             raise ConfigError(rest, where=str(Path(run) / "metrics.csv"))
@@ -91,17 +91,6 @@ def _read_line(proc: subprocess.Popen) -> str:
     if not ready:
         return ""
     return proc.stdout.readline().decode("utf-8", "replace").rstrip("\n")
-
-
-def _read_exact(proc: subprocess.Popen, size: int) -> bytes:
-    chunks, left = [], size
-    while left > 0:
-        data = proc.stdout.read(left)
-        if not data:
-            break
-        chunks.append(data)
-        left -= len(data)
-    return b"".join(chunks)
 
 
 def _stop(proc: subprocess.Popen) -> None:

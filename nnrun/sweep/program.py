@@ -40,8 +40,8 @@ from nnrun.train.epoch import (
     BackgroundCompile,
     TrainState,
     count_epoch,
+    epoch_logs,
     epoch_order,
-    finalize,
     make_eval,
     make_train_epoch,
     named_key,
@@ -177,11 +177,10 @@ class GroupFit:
         sums, vsums = jax.device_get((sums, vsums))
         logs = []
         for i in range(len(self.seeds)):
-            one = finalize(self.obj, jax.tree_util.tree_map(lambda a, i=i: a[i], sums))
-            if vsums is not None:
-                val = finalize(self.obj, jax.tree_util.tree_map(lambda a, i=i: a[i], vsums))
-                one.update({f"val_{k}": value for k, value in val.items()})
-            logs.append(one)
+            def row(tree, i=i):
+                return None if tree is None else jax.tree_util.tree_map(lambda a: a[i], tree)
+
+            logs.append(epoch_logs(self.obj, row(sums), row(vsums)))
         return ts, logs, count_epoch(self, start)
 
 

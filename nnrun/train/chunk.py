@@ -27,7 +27,7 @@ import numpy as np
 
 from nnrun.nn.optimizers import current_learning_rate
 from nnrun.train.checkpoint import Held
-from nnrun.train.epoch import EpochResult, Objective, finalize, make_eval, make_train_epoch
+from nnrun.train.epoch import EpochResult, Objective, epoch_logs, make_eval, make_train_epoch
 
 TARGET_SECONDS = 0.1   # a chunk's wall time: Ctrl-C and the printed lines stay prompt
 ORDER_CELLS = 1 << 21  # the most row indices one dispatch carries (count x rows)
@@ -39,20 +39,25 @@ def chunk_limit(n: int) -> int:
     return max(1, min(MAX_EPOCHS, ORDER_CELLS // max(n, 1)))
 
 
+def chunk_keys(obj: Objective, validated: bool) -> list[str]:
+    """The logged keys in a chunk's table, training's then the validation pass's."""
+    return obj.keys() + ([f"val_{k}" for k in obj.keys()] if validated else [])
+
+
 def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, kmax: int, *,
                      val_n: int | None, monitor: str, sign: float, traces: dict | None = None,
                      weighted: bool = False, shard: Callable = lambda tree: tree) -> Callable:
     """`(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best) -> (ts, table,
     best_ts, best_index)`, to be jitted: `count` (<= kmax) epochs from `epoch`, the i-th
-    in `orders[i]`. Row i of `table` (kmax, 2 * keys + 1) holds epoch i's sums of every
-    logged key (val_* from the validation pass), then their counts, then the rate the
-    epoch started with (before `lr_scale`): one row written per epoch (a write per
-    value compiled slower). `best_ts` is the state after the epoch whose `sign *
-    monitor` was the lowest of the chunk and below `best` (float32), `best_index` that
-    epoch (-1: none). `table_columns` reads a table."""
+    in `orders[i]`. Row i of `table` (kmax, 2 * keys + 2) holds epoch i's sums of every
+    logged key (`chunk_keys`), then their counts, then the optimizer's own rate (before
+    `lr_scale`) the epoch started with and the one it leaves for the next update: one
+    row written per epoch (`read_table` reads it). `best_ts` is the state after the
+    epoch whose `sign * monitor` was the lowest of the chunk and below `best` (float32),
+    `best_index` that epoch (-1: none)."""
     epoch_fn = make_train_epoch(model, obj, optimizer, n, batch_size, traces, weighted, shard)
     evaluate = make_eval(model, obj, val_n, batch_size, shard) if val_n else None
-    keys = obj.keys() + ([f"val_{k}" for k in obj.keys()] if evaluate else [])
+    keys = chunk_keys(obj, evaluate is not None)
     finish = obj.finalizer(monitor.removeprefix("val_")) or (lambda v: v)
 
     def monitored(logs: dict) -> jax.Array:
@@ -61,17 +66,20 @@ def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, 
         total, count = logs[monitor]
         return sign * finish(total / jnp.maximum(count, 1.0))
 
+    def rate(ts) -> jax.Array:
+        return jnp.asarray(current_learning_rate(ts.opt_state), jnp.float32)
+
     def chunk_fn(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best):
         def body(i, carry):
             ts, table, (best_ts, best_value, best_index) = carry
-            lr = jnp.asarray(current_learning_rate(ts.opt_state), jnp.float32)
+            started = rate(ts)
             ts, train = epoch_fn(ts, x, y, sw, orders[i], seed, epoch + i, lr_scale)
             logs = dict(train)
             if evaluate is not None:
                 logs.update({f"val_{k}": v
                              for k, v in evaluate(ts.params, ts.state, vx, vy).items()})
-            row = jnp.stack([*(logs[k][0] for k in keys), *(logs[k][1] for k in keys), lr])
-            table = table.at[i].set(row)
+            table = table.at[i].set(jnp.stack([*(logs[k][0] for k in keys),
+                                               *(logs[k][1] for k in keys), started, rate(ts)]))
             value = monitored(logs)
             better = jnp.isfinite(value) & (value < best_value)
             best_ts = jax.lax.cond(better, lambda: ts, lambda: best_ts)
@@ -79,7 +87,7 @@ def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, 
                     jnp.where(better, i, best_index))
             return ts, table, best
 
-        init = (ts, jnp.zeros((kmax, 2 * len(keys) + 1), jnp.float32),
+        init = (ts, jnp.zeros((kmax, 2 * len(keys) + 2), jnp.float32),
                 (ts, jnp.asarray(best, jnp.float32), jnp.asarray(-1, jnp.int32)))
         ts, table, (best_ts, _, best_index) = jax.lax.fori_loop(0, count, body, init)
         return ts, table, best_ts, best_index
@@ -90,11 +98,13 @@ def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, 
 @dataclass
 class Chunk:
     """The epochs of one dispatch, as the host takes them: `results` (one EpochResult
-    each, seconds shared out), `lrs` (each epoch's logged learning rate), and the states
-    the fit loop may ask for (`hold(i)`: after the chunk's i-th epoch)."""
+    each, seconds shared out), `lrs` (each epoch's logged learning rate), `next_rates`
+    (the optimizer's own rate after each epoch, before `lr_scale`: what the callbacks
+    see), and the states the fit loop may ask for (`hold(i)`: after the i-th epoch)."""
 
     results: list[EpochResult]
     lrs: list[float]
+    next_rates: list[float]
     end: Any
     rerun: Callable[[int], Any] | None = None   # count -> the state after that many epochs
     best_index: int = -1
@@ -115,21 +125,21 @@ class Chunk:
         return Held(lambda: self.state_after(i), donated=self.donated)
 
 
-def table_columns(obj: Objective, validated: bool, table: np.ndarray):
-    """A chunk's table on the host as ({key: (sums, counts)}, rates), each a column."""
-    keys = obj.keys() + ([f"val_{k}" for k in obj.keys()] if validated else [])
-    sums = {k: (table[:, j], table[:, len(keys) + j]) for j, k in enumerate(keys)}
-    return sums, table[:, -1]
-
-
-def epoch_logs(obj: Objective, host_sums: dict, i: int, validated: bool) -> dict[str, float]:
-    """Epoch i's logs from a chunk's sums on the host, as `finalize` forms one epoch's."""
-    logs = finalize(obj, {k: (host_sums[k][0][i], host_sums[k][1][i]) for k in obj.keys()})
-    if validated:
-        val = finalize(obj, {k: (host_sums[f"val_{k}"][0][i], host_sums[f"val_{k}"][1][i])
-                             for k in obj.keys()})
-        logs.update({f"val_{k}": v for k, v in val.items()})
-    return logs
+def read_table(obj: Objective, validated: bool, table: np.ndarray, first: int,
+               scale: np.float32, seconds: float) -> tuple[list[EpochResult], list[float],
+                                                           list[float]]:
+    """A chunk's table on the host (its rows of the epochs run) as (results, logged
+    rates, next rates) for a Chunk; epochs counted from `first` + 1."""
+    keys = chunk_keys(obj, validated)
+    k = len(keys)
+    results, lrs, next_rates = [], [], []
+    for i, row in enumerate(table):
+        sums = {key: (row[j], row[k + j]) for j, key in enumerate(keys)}
+        val = {key: sums[f"val_{key}"] for key in obj.keys()} if validated else None
+        results.append(EpochResult(first + i + 1, epoch_logs(obj, sums, val), seconds))
+        lrs.append(float(np.float32(row[-2]) * scale))
+        next_rates.append(float(row[-1]))
+    return results, lrs, next_rates
 
 
 class Pace:
@@ -142,18 +152,18 @@ class Pace:
         self.limit, self.grouped = limit, grouped
         self.per_epoch: float | None = None
         self.chunks = 0
+        self._start = 0.0
 
     def count(self, left: int) -> int:
+        """The next dispatch's epochs (its clock starts)."""
+        self._start = time.perf_counter()
         if not self.grouped or self.per_epoch is None:
             return 1
         fits = int(TARGET_SECONDS / max(self.per_epoch, 1e-6))
         return max(1, min(self.limit, left, fits))
 
-    def started(self) -> float:
-        return time.perf_counter()
-
-    def measured(self, start: float, epochs: int) -> None:
-        """A chunk of `epochs` ended (the first, with the compile, is not a measure)."""
+    def measured(self, epochs: int) -> None:
+        """A dispatch of `epochs` was taken (the first, with the compile, is no measure)."""
         self.chunks += 1
         if self.chunks > 1:
-            self.per_epoch = (time.perf_counter() - start) / epochs
+            self.per_epoch = (time.perf_counter() - self._start) / epochs

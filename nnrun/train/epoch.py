@@ -167,6 +167,14 @@ def finalize(obj: Objective, sums: dict) -> dict[str, float]:
     return out
 
 
+def epoch_logs(obj: Objective, sums: dict, vsums: dict | None = None) -> dict[str, float]:
+    """An epoch's logs: the training sums finalized, and the validation sums' as val_*."""
+    logs = finalize(obj, sums)
+    if vsums is not None:
+        logs.update({f"val_{k}": v for k, v in finalize(obj, vsums).items()})
+    return logs
+
+
 def make_loss_fn(model: Model, obj: Objective) -> Callable:
     """(params, state, x, y, w, key) -> (batch loss, (new state, predictions))."""
 

@@ -52,10 +52,8 @@ class CallbackRunner:
                        (isinstance(c, cb.ModelCheckpoint) and c.filepath is not None)
                        for c in self.callbacks)
 
-    def _set_rate(self, fitter, ts, control: cb.Control) -> None:
-        if not control.lr_changed:
-            return
-        base = fitter.schedule_learning_rate(ts)
+    def _set_rate(self, fitter, control: cb.Control, base: float) -> None:
+        """The rate a callback set, as `lr_scale` over the optimizer's own `base`."""
         if not np.isfinite(base) or base <= 0:
             raise ConfigError(f"the optimizer's learning rate is {base}: callbacks cannot "
                               "change it", where="fit.callbacks")
@@ -65,17 +63,18 @@ class CallbackRunner:
         control = cb.Control(fitter.learning_rate(ts))
         for c in self.callbacks:
             c.on_epoch_begin(fitter.epoch, control)
-        self._set_rate(fitter, ts, control)
+        if control.lr_changed:
+            self._set_rate(fitter, control, fitter.schedule_learning_rate(ts))
 
-    def end_epoch(self, fitter, held: Held, lr: float, epoch: int,
+    def end_epoch(self, fitter, held: Held, rate: float, epoch: int,
                   logs: dict[str, float]) -> str | None:
         """After epoch `epoch` (1-based), whose state `held` gives and after which the
-        rate is `lr`: the callbacks' reason to stop, or None."""
-        control = cb.Control(lr)
+        optimizer's own rate is `rate`: the callbacks' reason to stop, or None."""
+        control = cb.Control(float(np.float32(rate) * fitter.lr_scale))
         for c in self.callbacks:
             c.on_epoch_end(epoch - 1, logs, control)
         if control.lr_changed:
-            self._set_rate(fitter, held.get(), control)
+            self._set_rate(fitter, control, rate)
         if control.keep_weights:
             self.best_weights, self.best_dirty = held.keep(), True
         for c in self.callbacks:
@@ -145,8 +144,7 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
     host takes them one by one, as if they had run one at a time."""
     if fitter.epoch < spec.fit.epochs and fitter.donates:
         checkpointer.prepare(ts)
-    pace = Pace(getattr(fitter, "limit", 1),
-                runner.groups_epochs() and checkpointer.every > 0 and not fitter.donates)
+    pace = Pace(fitter.limit, runner.groups_epochs() and checkpointer.every > 0)
     while fitter.epoch < spec.fit.epochs:
         if stop.requested:   # a signal during the last epoch, or before the first
             checkpointer.flush(ts, fitter.epoch)
@@ -156,11 +154,11 @@ def fit_loop(spec, fitter, ts, log, checkpointer, reporter, stop, result, runner
             return ts
         faults.point("epoch")
         runner.begin_epoch(fitter, ts)
-        count, start = pace.count(spec.fit.epochs - fitter.epoch), pace.started()
+        count = pace.count(spec.fit.epochs - fitter.epoch)
         chunk = fitter.run_epochs(ts, count, checkpointer.best_value)
         ts, ended = take_chunk(spec, chunk, fitter, log, checkpointer, reporter, stop,
                                result, runner)
-        pace.measured(start, count)
+        pace.measured(count)
         if ended:
             return ts
     result.stop_reason = f"completed {spec.fit.epochs} epochs"
@@ -183,40 +181,36 @@ def take_chunk(spec, chunk: Chunk, fitter, log, checkpointer, reporter, stop, re
             result.history.setdefault(key, []).append(value)
         log.append(res.epoch, res.logs, chunk.lrs[i], res.seconds)
         reporter.epoch_end(res.epoch, res.logs, res.seconds)
-        held = chunk.hold(i)
+        held = after = chunk.hold(i)   # after: the state training goes on from, or ends with
         if spec.fit.terminate_on_nan and not all(np.isfinite(v) for v in res.logs.values()):
             if runner.restores and runner.best_weights is not None:
                 # EarlyStopping's restore_best_weights acts whenever training ends
-                ts = runner.restore(held.get())
-                checkpointer.flush(ts, res.epoch - 1)   # last.h5: the best epoch's weights
+                after = as_held(runner.restore(held.get()))
+                checkpointer.flush(after, res.epoch - 1)   # last.h5: the best epoch's weights
             else:
-                ts = held
                 checkpointer.flush(None, res.epoch)  # keep the last good files
             result.status, result.exit_code = "diverged", 4
             result.stop_reason = f"non-finite loss or metric at epoch {res.epoch}"
-            return as_held(ts).get(), True
+            return after.get(), True
         scale = fitter.lr_scale
-        next_lr = chunk.lrs[i + 1] if i < last else None
-        early = runner.end_epoch(fitter, held, next_lr if next_lr is not None
-                                 else fitter.learning_rate(held.get()), res.epoch, res.logs)
+        early = runner.end_epoch(fitter, held, chunk.next_rates[i], res.epoch, res.logs)
         done = early is not None or res.epoch == spec.fit.epochs
         cut = done or fitter.lr_scale != scale   # the chunk's later epochs are void
         restore = done and runner.restores
         checkpointer.epoch_end(held, res.epoch, res.logs, final=done and not restore,
                                may_write=cut or i == last)
-        ts = held
         if restore:
-            ts = runner.restore(held.get())
-            checkpointer.flush(ts, res.epoch)
+            after = as_held(runner.restore(held.get()))
+            checkpointer.flush(after, res.epoch)
         if early is not None:
             result.stop_reason = f"{early}; stopped after epoch {res.epoch}"
             if restore and runner.best_weights is not None:
                 result.stop_reason += (f"; restore_best_weights put epoch "
                                        f"{runner.restored_epoch()}'s weights in last.h5")
             result.stopped_by = early.split(":")[0]   # the callback's name
-            return as_held(ts).get(), True
+            return after.get(), True
         if cut:
-            return as_held(ts).get(), False
+            return after.get(), False
     return chunk.end, False
 
 

@@ -17,15 +17,15 @@ import numpy as np
 from nnrun.data.arrays import rows
 from nnrun.nn.model import Model
 from nnrun.nn.optimizers import build_optimizer, current_learning_rate
-from nnrun.train.chunk import Chunk, chunk_limit, epoch_logs, make_train_chunk, table_columns
+from nnrun.train.chunk import Chunk, chunk_limit, make_train_chunk, read_table
 from nnrun.train.epoch import (
     BackgroundCompile,
     EpochResult,
     Objective,
     TrainState,
     abstract_of,
+    epoch_logs,
     epoch_order,
-    finalize,
     named_key,
     tally_epoch,
 )
@@ -92,6 +92,7 @@ class Fitter:
         ts = pl.abstract(TrainState(params, state, jax.eval_shape(self.optimizer.init, params)))
         self.shuffle = shuffle
         self.fixed_order = np.arange(n, dtype=np.int32)
+        self.limit = 1   # epochs per dispatch: streamed data runs one
         if self.streamed:
             from nnrun.train.streaming import StreamedFit
 
@@ -167,12 +168,11 @@ class Fitter:
 
         end, table, best_ts, best_index = run(count)
         table, best_index = jax.device_get((table, best_index))
-        sums, lrs = table_columns(self.obj, self.val is not None, table)
-        seconds = (time.perf_counter() - start) / count
-        results = [EpochResult(first + i + 1, epoch_logs(self.obj, sums, i, self.val is not None),
-                               seconds) for i in range(count)]
-        return Chunk(results, [float(np.float32(lrs[i]) * scale) for i in range(count)], end,
-                     rerun=lambda k: run(k)[0], best_index=int(best_index), best=best_ts)
+        results, lrs, next_rates = read_table(self.obj, self.val is not None, table[:count],
+                                              first, scale,
+                                              (time.perf_counter() - start) / count)
+        return Chunk(results, lrs, next_rates, end, rerun=lambda k: run(k)[0],
+                     best_index=int(best_index), best=best_ts)
 
     def _streamed_epoch(self, ts: TrainState, start: float) -> Chunk:
         lr = self.learning_rate(ts)
@@ -180,11 +180,9 @@ class Fitter:
             else self.fixed_order
         ts, sums, vsums = self.stream.epoch(ts, order, np.int32(self.epoch),
                                             np.float32(self.lr_scale))
-        logs = finalize(self.obj, sums)
-        if vsums is not None:
-            logs.update({f"val_{k}": v for k, v in finalize(self.obj, vsums).items()})
-        result = EpochResult(self.epoch + 1, logs, time.perf_counter() - start)
-        return Chunk([result], [lr], ts, donated=True)
+        result = EpochResult(self.epoch + 1, epoch_logs(self.obj, sums, vsums),
+                             time.perf_counter() - start)
+        return Chunk([result], [lr], [self.schedule_learning_rate(ts)], ts, donated=True)
 
     def accept(self, result: EpochResult) -> None:
         """The fit loop took the epoch: the epoch counter and the timings advance."""
