@@ -85,7 +85,10 @@ def test_no_compile_after_the_first_epoch_and_rows_appended(tmp_path, monkeypatc
         jax.monitoring.unregister_event_duration_listener(compiled)
     assert result.status == "finished" and result.epochs_completed == 6
     second = events.index(("epoch", 2))
-    assert any(kind == "compile" for kind, _ in events[:second])   # the listener hears
+    # before the second epoch: the init program and the epochs' program, nothing else (an
+    # array sent as jnp.asarray, or a key made outside a trace, compiled a program of its
+    # own: about 0.1 s before the first epoch of the founding network)
+    assert [kind for kind, _ in events[:second]].count("compile") == 2
     assert [e for e in events[second:] if e[0] == "compile"] == []
     inodes = {v for kind, v in events[second:] if kind == "inode"}
     assert len(inodes) == 1 and None not in inodes   # appended, never replaced

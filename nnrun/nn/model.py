@@ -381,12 +381,12 @@ class Model:
 
     def param_shapes(self) -> tuple[Any, Any]:
         """(params, state) as ShapeDtypeStructs, without computing anything: one abstract
-        trace of `init`, on the first call. The trace must give the shapes the layers'
-        shape rules gave (what `nnrun check` and summary report); a layer whose rules
-        disagree with its init is a bug, reported here rather than trained on."""
+        trace of `init` (its key made inside: made outside, it compiles two programs), on
+        the first call. It must give the shapes the layers' shape rules gave (what `nnrun
+        check` and summary report); rules that disagree with init are a bug, reported."""
         if self._abstract is None:
             traced: dict[str, Shape] = {}
-            abstract = jax.eval_shape(lambda k: self._init(k, traced), jax.random.key(0))
+            abstract = jax.eval_shape(lambda: self._init(jax.random.key(0), traced))
             if traced != self.node_shapes or shape_tree(abstract) != shape_tree(
                     self.weight_shapes):
                 raise NnrunError(_disagreement(self, traced, abstract))
