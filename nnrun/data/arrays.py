@@ -14,9 +14,11 @@ import hashlib
 import math
 import os
 import pathlib
+import threading
 import tokenize
 import zipfile
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -112,6 +114,33 @@ def file_record(path: pathlib.Path) -> dict:
         return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
     except OSError as e:
         raise DataError(f"cannot read file: {e.strerror or e}", where=str(path)) from e
+
+
+def file_record_soon(path: pathlib.Path) -> Callable[[], dict]:
+    """file_record(path), its hash computed on a thread while the caller reads the file
+    (hashlib and file reads release the GIL: 0.12 s of the MNIST-sized data's 188 MB
+    off the path to the first epoch). Missing or not a file: a DataError at once. Call
+    the result for the record (it waits, and raises what file_record raised)."""
+    if not path.exists() or not path.is_file():
+        file_record(path)   # its DataError
+    result: list = []
+
+    def work() -> None:
+        try:
+            result.append(file_record(path))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=work, name="nnrun-hash")
+    thread.start()
+
+    def record() -> dict:
+        thread.join()
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
+
+    return record
 
 
 F32_MAX = float(np.finfo(np.float32).max)   # about 3.4e38
@@ -280,10 +309,37 @@ def _too_large(what: str, header: ArrayHeader, path) -> DataError:
 # ---------------------------------------------------------------- readers
 
 
+ALIGN = 64        # bytes: JAX's CPU client uses an array this aligned in place
+READ_CHUNK = 1 << 24
+
+
+def read_npy_data(f, header: ArrayHeader, fortran: bool) -> np.ndarray:
+    """The values of the .npy whose header was just read from `f` (a file, or an .npz
+    member, which checks its CRC at its end); EOFError when `f` ends first.
+
+    The array's data starts on a 64-byte boundary (numpy's own allocations are 16-byte
+    aligned): on the CPU, jax.device_put then uses its memory as is instead of copying
+    it. The MNIST-sized data of benchmarks/process_bench.py is 188 MB, about 0.1 s to
+    copy and its size again in memory. Nothing writes to a loaded array afterwards."""
+    raw = np.empty(header.nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    data = raw[start:start + header.nbytes]
+    view, done = memoryview(data), 0
+    while done < header.nbytes:
+        n = f.readinto(view[done:done + READ_CHUNK])
+        if not n:
+            raise EOFError(f"the data ends after {done} of {header.nbytes} bytes "
+                           "(truncated?)")
+        done += n
+    return data.view(header.dtype).reshape(header.shape, order="F" if fortran else "C")
+
+
 def load_npy(path: pathlib.Path) -> np.ndarray:
-    header, _, _ = npy_header(path)
+    header, fortran, offset = npy_header(path)
     try:
-        return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return read_npy_data(f, header, fortran)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read .npy file: {e}", where=str(path)) from e
     except MemoryError:
@@ -365,7 +421,8 @@ def _npz_members(archive: zipfile.ZipFile, path, required: list[str], optional,
 def _read_member(archive: zipfile.ZipFile, info, header: ArrayHeader, name: str, path):
     try:
         with archive.open(info) as member:
-            return np.lib.format.read_array(member, allow_pickle=False)
+            _, fortran = read_npy_header(member)   # the header checked before
+            return read_npy_data(member, header, fortran)
     except MemoryError:
         raise _too_large(f"array {name!r}", header, path) from None
 

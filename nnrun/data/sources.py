@@ -7,6 +7,7 @@ numpy only (no jax): every array leaves this module as a host numpy array.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 from typing import Any
@@ -24,6 +25,7 @@ from nnrun.data.arrays import (
     as_features,
     as_targets,
     file_record,
+    file_record_soon,
     load_arrays,
     load_npy,
     npy_header,
@@ -90,7 +92,20 @@ def _unnamed(groups):
 
 def _load_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None) -> Dataset:
     path, suffix, dtype = path_source_file(spec, base_dir)
-    files = [file_record(path)]
+    record = file_record_soon(path)   # hashed while it is read
+    try:
+        dataset = _read_path_source(spec, base_dir, encoding, path, suffix, dtype)
+    except BaseException:
+        with contextlib.suppress(Exception):   # the reading's error is the one to report
+            record()
+        raise
+    dataset.files.insert(0, record())
+    return dataset
+
+
+def _read_path_source(spec: dict, base_dir: pathlib.Path, encoding: dict | None,
+                      path: pathlib.Path, suffix: str, dtype) -> Dataset:
+    files: list[dict] = []   # the other files read (targets, weights); path's comes first
     weights, class_names, lines = None, None, None
     if suffix in (".csv", ".tsv"):
         table = load_table(path, spec, dtype, encoding)
