@@ -81,7 +81,7 @@ class GroupFit:
         self.created = time.perf_counter()
         self.args = dict(model=model, obj=obj, optimizer_id=optimizer_id, batch_size=batch_size,
                          shuffle=shuffle)
-        self.values = {k: jnp.asarray(np.asarray(x)) for k, x in (values or {}).items()}
+        self.values = {k: jax.device_put(np.asarray(x)) for k, x in (values or {}).items()}
         values_abs = _abstract(self.values)
         self.model, self.obj = model, obj
         self.seeds = np.asarray(seeds, np.int32)
@@ -89,7 +89,8 @@ class GroupFit:
         self.shuffle = shuffle
         v = len(seeds)
         self.optimizer = build_optimizer(optimizer_id)
-        put = {k: (jax.tree_util.tree_map(jnp.asarray, t), ax) for k, (t, ax) in data.items()}
+        # device_put, not jnp.asarray: that compiles a program per array shape
+        put = {k: (jax.device_put(t), ax) for k, (t, ax) in data.items()}
         self.data = put
         x, ax_x = put["x"]
         self.n = jax.tree_util.tree_leaves(x)[0].shape[0 if ax_x is None else 1]
