@@ -12,8 +12,11 @@ the suite shares compiled programs and keeps its memory bounded.
   from the persistent cache when needed): compiled executables otherwise pile up
   to several GB over the suite.
 - The CLI's own cache under ~/.cache stays off (NNRUN_NO_COMPILE_CACHE=1).
+- nnrun's modules are compiled to bytecode first (`compileall`), for the workers and
+  the subprocesses, where PYTHONDONTWRITEBYTECODE is set.
 """
 
+import compileall
 import ctypes
 import gc
 import os
@@ -35,6 +38,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:   # set already in an xdist wo
     else:
         kept = _OWN_CACHE = tempfile.mkdtemp(prefix="nnrun-tests-jax-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = kept
+    # nnrun's modules compiled to bytecode once, by the first pytest process: with
+    # PYTHONDONTWRITEBYTECODE set (as on this project's machines) each xdist worker and
+    # each `nnrun` subprocess a test starts would otherwise compile them again (0.2-0.5
+    # s a process). __pycache__ is ignored by git.
+    compileall.compile_dir(os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "nnrun"), quiet=1)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
