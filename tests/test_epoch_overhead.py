@@ -95,3 +95,59 @@ def test_no_compile_after_the_first_epoch_and_rows_appended(tmp_path, monkeypatc
     rows = (result.run_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy,lr")
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_garbage_collection_paused_only_until_jax_is_configured():
+    """The console script pauses the collector for `nnrun train` (common.pause_gc);
+    configure_jax turns it back on once, with the objects of the imports frozen. A
+    command that did not pause it is left alone."""
+    import gc
+
+    from nnrun.cli import common
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    common.configure_jax()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen   # nothing was paused
+    try:
+        common.pause_gc()
+        assert not gc.isenabled()
+        common.configure_jax()
+        assert gc.isenabled() and gc.get_freeze_count() > frozen
+        gc.disable()
+        common.configure_jax()   # resumed once: a later call changes nothing
+        assert not gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_nnrun_train_trains_with_the_collector_on(tmp_path):
+    """`nnrun train` through the console script: the collector is off during start-up
+    and on (with the imports frozen) when the epochs run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**CONFIG, "fit": {**CONFIG["fit"],
+                                                                       "epochs": 2}}))
+    script = textwrap.dedent("""\
+        import gc, sys
+        from nnrun.train import fit_loop as module
+        real = module.fit_loop
+
+        def fit_loop(*args, **kwargs):
+            print("AT_FIT", gc.isenabled(), gc.get_freeze_count() > 0, file=sys.stderr)
+            return real(*args, **kwargs)
+
+        module.fit_loop = fit_loop
+        sys.argv = ["nnrun", "train", "c.yaml", "-q", "--runs-dir", "runs"]
+        from nnrun.cli.main import entry
+        print("AT_START", gc.isenabled(), file=sys.stderr)
+        entry()
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "AT_START True" in proc.stderr and "AT_FIT True True" in proc.stderr, proc.stderr
+    assert (tmp_path / "runs" / "latest" / "checkpoints" / "last.h5").is_file()

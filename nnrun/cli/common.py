@@ -4,6 +4,7 @@ a traceback only with --debug), the common options, and JAX's set-up."""
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 import traceback
@@ -16,11 +17,34 @@ import click
 from nnrun.config.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ConfigError, NnrunError
 from nnrun.config.yamlsrc import describe
 
+_gc_paused = False
+
+
+def pause_gc() -> None:
+    """No garbage collection until `configure_jax` (the console script, for `nnrun
+    train`): the collector's passes over the objects JAX's import creates took about
+    0.1 s of the founding network's 1.8 s process (issue 21; benchmarks/README.md)."""
+    global _gc_paused
+    gc.disable()
+    _gc_paused = True
+
+
+def resume_gc() -> None:
+    """Collection back on after `pause_gc`, with what exists now (the imported modules,
+    mostly) frozen: later full collections skip it. Nothing without `pause_gc`."""
+    global _gc_paused
+    if _gc_paused:
+        _gc_paused = False
+        gc.freeze()
+        gc.enable()
+
 
 def configure_jax() -> None:
-    """Turn on JAX's persistent compilation cache (off with NNRUN_NO_COMPILE_CACHE=1)."""
+    """Turn on JAX's persistent compilation cache (off with NNRUN_NO_COMPILE_CACHE=1);
+    garbage collection back on after `pause_gc`."""
     import jax
 
+    resume_gc()
     if os.environ.get("NNRUN_NO_COMPILE_CACHE"):
         return
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

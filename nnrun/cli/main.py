@@ -23,6 +23,7 @@ from nnrun.cli.common import (
     common_options,
     configure_jax,
     handle_errors,
+    pause_gc,
 )
 from nnrun.cli.config_cmds import check, config_cmd, export, import_keras, schema
 from nnrun.cli.runs_cmds import diff_cmd, runs_cmd
@@ -263,12 +264,14 @@ def entry() -> None:
     shutdown would wait for, or abort in (exit 134) when the thread wakes in a
     finalizing interpreter. Output to a reader that has gone is dropped
     (common.PipeSafe). A training starts the learning curves' helper process first
-    (nnrun/runs/curves_helper.py)."""
+    (nnrun/runs/curves_helper.py), and pauses garbage collection until JAX is
+    imported (common.pause_gc)."""
     sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
     if sys.argv[1:2] == ["train"] and not {"-h", "--help"} & set(sys.argv):
         from nnrun.runs import curves_helper
 
         curves_helper.start()
+        pause_gc()   # until configure_jax, after the config's check and JAX's import
     try:
         main()
         code = 0

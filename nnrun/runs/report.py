@@ -7,23 +7,19 @@ elsewhere one plain line per epoch.
 
 from __future__ import annotations
 
+import functools
 import io
-from typing import Any, TextIO
-
-from rich import box
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
+import os
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nnrun.nn.model import Model, format_shape
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+# rich is imported where it is used: a training whose output is not a terminal prints
+# plain lines and never needs it (about 60-75 ms of `nnrun train`'s start, issue 21)
 
 
 def readable_size(n_bytes: float) -> str:
@@ -40,6 +36,9 @@ def summary_table(model: Model, name: str, expand_nested: bool = False
     """The Keras 3 summary: a table plus the total/trainable/non-trainable lines. With
     `expand_nested`, a nested model's layers follow its row, indented (as Keras's
     `summary(expand_nested=True)`)."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.HEAVY_HEAD, show_lines=True)
     table.add_column("Layer (type)", no_wrap=True)
     table.add_column("Output Shape", no_wrap=True)
@@ -86,6 +85,8 @@ def _nested_rows(table: Table, inner: Model, graph: bool, depth: int) -> None:
 def summary_text(model: Model, name: str, width: int = 100, expand_nested: bool = False
                  ) -> str:
     """The summary as plain text (for summary.txt and non-terminal output)."""
+    from rich.console import Console
+
     table, lines, _ = summary_table(model, name, expand_nested)
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None)
@@ -107,14 +108,24 @@ class EpochReporter:
     def __init__(self, epochs: int, stream: TextIO, *, quiet: bool = False,
                  force_terminal: bool | None = None):
         self.epochs, self.stream, self.quiet = epochs, stream, quiet
-        self.console = Console(file=stream, force_terminal=force_terminal)
-        self.progress: Progress | None = None
-        if not quiet and self.console.is_terminal:
-            self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(),
-                                     BarColumn(bar_width=30), TimeElapsedColumn(),
-                                     _EtaOrEnd(), console=self.console, transient=False)
-            self.task = self.progress.add_task("train", total=epochs, end=None)
-            self.progress.start()
+        self.progress = None
+        if not quiet and _may_be_terminal(stream, force_terminal):
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            console = Console(file=stream, force_terminal=force_terminal)
+            if console.is_terminal:
+                self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(),
+                                         BarColumn(bar_width=30), TimeElapsedColumn(),
+                                         _eta_or_end()(), console=console, transient=False)
+                self.task = self.progress.add_task("train", total=epochs, end=None)
+                self.progress.start()
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         if self.quiet:
@@ -141,17 +152,43 @@ class EpochReporter:
 ENDINGS = {"completed": "done", "stopped_early": "stopped early"}
 
 
-class _EtaOrEnd(TimeRemainingColumn):
-    """`eta 0:00:02` while training runs; how it ended once it has."""
+def _may_be_terminal(stream: TextIO, force_terminal: bool | None) -> bool:
+    """False wherever rich's Console would find `stream` no terminal, decided without
+    importing rich: no FORCE_COLOR or TTY_COMPATIBLE in the environment (rich then
+    decides) and a stream that is not a tty (rich's last test). True: ask rich."""
+    if force_terminal is not None:
+        return force_terminal
+    if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:   # a closed stream, as rich treats it
+        return False
 
-    def render(self, task) -> Text:
-        end = task.fields.get("end")
-        if end:
-            return Text(end, style="progress.remaining")
-        return Text.assemble("eta ", super().render(task))
+
+@functools.cache
+def _eta_or_end() -> type:
+    """The progress bar's last column (a class made on first use: it subclasses rich's)."""
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class EtaOrEnd(TimeRemainingColumn):
+        """`eta 0:00:02` while training runs; how it ended once it has."""
+
+        def render(self, task) -> Text:
+            end = task.fields.get("end")
+            if end:
+                return Text(end, style="progress.remaining")
+            return Text.assemble("eta ", super().render(task))
+
+    return EtaOrEnd
 
 
 def metrics_table(values: dict[str, Any], title: str | None = None) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, box=box.SIMPLE_HEAVY)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -164,6 +201,10 @@ def classification_tables(report: dict[str, Any]) -> list[Table | Text]:
     """A classifier's per-class precision/recall/F1 (with macro and weighted averages)
     and its confusion matrix (rows: true class, columns: predicted), that note a line
     of its own after it (a table's caption wraps at the table's width)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     scores = Table(title="per class", box=box.SIMPLE_HEAVY)
     for column in ("class", "precision", "recall", "f1", "support"):
         scores.add_column(column, justify="left" if column == "class" else "right")
@@ -186,6 +227,8 @@ def classification_tables(report: dict[str, Any]) -> list[Table | Text]:
 def data_line(result: dict[str, Any], width: int) -> Text:
     """`nnrun evaluate`'s first line: which data, as `test data: PATH`, a path too long
     for `width` cut to its last parts ("…/own/fruit_test.csv"), never broken inside."""
+    from rich.text import Text
+
     from nnrun.runs.charts import shorten_path
 
     head = f"{result['data']} data: "

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +25,11 @@ from nnrun import __version__
 from nnrun.config import faults, h5gate
 from nnrun.config.errors import CheckpointError, ConfigError
 from nnrun.config.files import atomic_write
+from nnrun.nn.lazy import LazyModule
+
+# imported on first use: a training writes its first checkpoint while the epoch program
+# compiles, so h5py's import (about 20 ms) leaves the path to the first epoch (issue 21)
+h5py = LazyModule("h5py")
 
 FORMAT = "nnrun-checkpoint-1"
 
