@@ -20,6 +20,7 @@ import compileall
 import ctypes
 import gc
 import os
+import pathlib
 import shutil
 import sys
 import tempfile
@@ -42,8 +43,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:   # set already in an xdist wo
     # PYTHONDONTWRITEBYTECODE set (as on this project's machines) each xdist worker and
     # each `nnrun` subprocess a test starts would otherwise compile them again (0.2-0.5
     # s a process). __pycache__ is ignored by git.
-    compileall.compile_dir(os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), "nnrun"), quiet=2)   # a read-only tree: skipped
+    compileall.compile_dir(pathlib.Path(__file__).resolve().parents[1] / "nnrun",
+                           quiet=2)   # a read-only tree: skipped
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

@@ -7,7 +7,6 @@ elsewhere one plain line per epoch.
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 from typing import TYPE_CHECKING, Any, TextIO
@@ -18,8 +17,9 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-# rich is imported where it is used: a training whose output is not a terminal prints
-# plain lines and never needs it (about 60-75 ms of `nnrun train`'s start, issue 21)
+# rich is imported where it is used: the per-epoch reporter of a training whose output
+# is not a terminal prints plain lines without it, so rich's import (about 60-75 ms)
+# moves to summary.txt's table, written while the epoch program compiles (issue 21)
 
 
 def readable_size(n_bytes: float) -> str:
@@ -110,22 +110,11 @@ class EpochReporter:
         self.epochs, self.stream, self.quiet = epochs, stream, quiet
         self.progress = None
         if not quiet and _may_be_terminal(stream, force_terminal):
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+            from nnrun.runs.progress import start_bar
 
-            console = Console(file=stream, force_terminal=force_terminal)
-            if console.is_terminal:
-                self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(),
-                                         BarColumn(bar_width=30), TimeElapsedColumn(),
-                                         _eta_or_end()(), console=console, transient=False)
-                self.task = self.progress.add_task("train", total=epochs, end=None)
-                self.progress.start()
+            bar = start_bar(stream, force_terminal, epochs)
+            if bar is not None:
+                self.progress, self.task = bar
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         if self.quiet:
@@ -155,7 +144,8 @@ ENDINGS = {"completed": "done", "stopped_early": "stopped early"}
 def _may_be_terminal(stream: TextIO, force_terminal: bool | None) -> bool:
     """False wherever rich's Console would find `stream` no terminal, decided without
     importing rich: no FORCE_COLOR or TTY_COMPATIBLE in the environment (rich then
-    decides) and a stream that is not a tty (rich's last test). True: ask rich."""
+    decides) and a stream that is not a tty (rich's last test). True: ask rich
+    (progress.start_bar)."""
     if force_terminal is not None:
         return force_terminal
     if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
@@ -165,24 +155,6 @@ def _may_be_terminal(stream: TextIO, force_terminal: bool | None) -> bool:
         return bool(isatty is not None and isatty())
     except ValueError:   # a closed stream, as rich treats it
         return False
-
-
-@functools.cache
-def _eta_or_end() -> type:
-    """The progress bar's last column (a class made on first use: it subclasses rich's)."""
-    from rich.progress import TimeRemainingColumn
-    from rich.text import Text
-
-    class EtaOrEnd(TimeRemainingColumn):
-        """`eta 0:00:02` while training runs; how it ended once it has."""
-
-        def render(self, task) -> Text:
-            end = task.fields.get("end")
-            if end:
-                return Text(end, style="progress.remaining")
-            return Text.assemble("eta ", super().render(task))
-
-    return EtaOrEnd
 
 
 def metrics_table(values: dict[str, Any], title: str | None = None) -> Table:
