@@ -2,7 +2,7 @@
 in one process.
 
     python benchmarks/bench.py [--only small|mlp|cnn|lstm] [--quick] [--epochs-mlp N]
-                               [--repeat N]
+                               [--repeat N] [--cpu-devices N]
 
 Workloads (DESIGN.md section 6; the targets are nnrun >= 10x Keras on "small",
 >= 1.1x Keras on "mlp", >= 2.5x Keras and faster than PyTorch on "cnn", >= 1.2x Keras
@@ -31,7 +31,12 @@ For each workload it times, in this order:
   hand-written    the limit (issue 21): the same network in plain JAX + optax (jax.grad,
                   the LSTM a plain lax.scan), each epoch one jitted lax.scan over
                   on-device batches.
---json FILE also writes the numbers as JSON.
+--json FILE also writes the numbers as JSON. --cpu-devices N (N > 1) makes JAX's CPU
+backend N devices (jax_num_cpu_devices, what `nnrun train` does for fit.devices: N)
+and adds a runner after the first:
+  nnrun train() N devices   the same, with fit.devices: N (data parallelism; the
+                  recurrent layers' loops run per device). Every other nnrun runner
+                  keeps one device (fit.devices: 1).
 samples/s is steady state: epochs after the first, from the end of epoch 1 to the
 end of the last epoch; "CPU s/epoch" is the process CPU time per steady epoch (less
 disturbed by other processes). "first epoch" is wall time from the call that starts
@@ -347,8 +352,9 @@ def mlp_workload(workdir: Path, epochs: int) -> Workload:
 # ---------------------------------------------------------------- runners
 
 
-def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
-    """The full `nnrun.api.train` path; epoch ends are taken after each checkpointer call.
+def time_nnrun_train(w: Workload, workdir: Path, devices: int = 1) -> Timing:
+    """The full `nnrun.api.train` path (with fit.devices: `devices`); epoch ends are
+    taken after each checkpointer call.
 
     (main() imports the modules `train()` imports lazily before any clock starts, as
     `import keras` is for Keras.)
@@ -360,8 +366,8 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
     from nnrun.config.spec import spec_from_dict
     from nnrun.train.checkpoint import Checkpointer
 
-    spec = spec_from_dict(w.cfg)
-    t = Timing("nnrun train()", len(w.x))
+    spec = spec_from_dict({**w.cfg, "fit": {**w.cfg["fit"], "devices": devices}})
+    t = Timing("nnrun train()" + (f" {devices} devices" if devices > 1 else ""), len(w.x))
     original, original_load = Checkpointer.epoch_end, api.load_data
     start = cpu_start = 0.0
     load_seconds = []
@@ -383,7 +389,7 @@ def time_nnrun_train(w: Workload, workdir: Path) -> Timing:
         finally:
             load_seconds.append(time.perf_counter() - began)
 
-    runs = workdir / f"runs-{w.key}"
+    runs = workdir / f"runs-{w.key}-{devices}"
     Checkpointer.epoch_end, api.load_data = epoch_end, load_data
     jax.monitoring.register_event_duration_secs_listener(compiled)
     try:
@@ -757,6 +763,13 @@ def targets(rows: list[tuple[Workload, list[Timing]]]) -> list[str]:
             goal = " (target: faster)" if w.key == "cnn" else ""
             verdict = ("met" if vs > 1 else "MISSED") if w.key == "cnn" else "for the record"
             out.append(f"  - vs PyTorch (eager): {vs:.2f}x{goal}: {verdict}")
+        for t in timings[1:]:
+            if t.name.startswith("nnrun train()"):   # --cpu-devices: the N-device run
+                ratio = t.samples_per_s / keras_t.samples_per_s
+                line = f"  - {t.name}: {ratio:.2f}x Keras"
+                if torch_t is not None:
+                    line += f", {t.samples_per_s / torch_t.samples_per_s:.2f}x PyTorch (eager)"
+                out.append(line + ": for the record")
     return out
 
 
@@ -781,10 +794,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the results as JSON (per workload and runner: "
                              "samples/s, CPU s/epoch, first epoch, total) for tracking")
+    parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
+                        help="JAX's CPU backend as N devices, and a runner 'nnrun train() "
+                             "N devices' (fit.devices: N) after the first (default 1)")
     args = parser.parse_args(argv)
 
     # Import everything and initialise the JAX backend before any timing.
     import jax
+
+    if args.cpu_devices > 1:   # before the backend starts, as `nnrun train` does
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     import jax.numpy as jnp
     import keras  # noqa: F401
 
@@ -827,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             runners = (
                 (time_nnrun_train, (w, workdir)),
+                *(((time_nnrun_train, (w, workdir, args.cpu_devices)),)
+                  if args.cpu_devices > 1 else ()),
                 (time_nnrun_fitter, (w,)),
                 (time_keras, (w,)),
                 (time_limit, (w,)),

@@ -67,7 +67,7 @@ def train(config: Path | None, overrides, runs_dir: Path, as_json: bool, debug: 
             raise ConfigError("not a run directory (no config.yaml in it)", where=str(resume))
         spec = api.load_checked(config if config is not None else resume / "config.yaml",
                                 overrides)
-        configure_jax()
+        configure_jax(spec.fit.devices)
         result = api.train(spec, runs_root=runs_dir, argv=["nnrun", *sys.argv[1:]],
                            stream=stream, quiet=quiet, resume=resume,
                            allow_config_change=allow_config_change)

@@ -27,6 +27,7 @@ import numpy as np
 
 from nnrun.nn.optimizers import current_learning_rate
 from nnrun.train.checkpoint import Held
+from nnrun.train.devices import ONE_DEVICE, BatchSplit
 from nnrun.train.epoch import EpochResult, Objective, epoch_logs, make_eval, make_train_epoch
 
 TARGET_SECONDS = 0.1   # a chunk's wall time: Ctrl-C and the printed lines stay prompt
@@ -46,7 +47,7 @@ def chunk_keys(obj: Objective, validated: bool) -> list[str]:
 
 def make_train_chunk(model, obj: Objective, optimizer, n: int, batch_size: int, kmax: int, *,
                      val_n: int | None, monitor: str, sign: float, traces: dict | None = None,
-                     weighted: bool = False, shard: Callable = lambda tree: tree) -> Callable:
+                     weighted: bool = False, shard: BatchSplit = ONE_DEVICE) -> Callable:
     """`(ts, x, y, sw, vx, vy, orders, seed, epoch, lr_scale, count, best) -> (ts, table,
     best_ts, best_index)`, to be jitted: `count` (<= kmax) epochs from `epoch`, the i-th
     in `orders[i]`. Row i of `table` (kmax, 2 * keys + 2) holds epoch i's sums of every

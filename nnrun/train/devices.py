@@ -3,7 +3,9 @@
 A one-axis mesh named "data" over the devices `fit.devices` picks; the parameters,
 optimizer state and resident data are replicated, every batch is split along its
 first axis (`with_sharding_constraint` inside the compiled step), and XLA inserts the
-all-reduce of the gradients. With one device nothing is placed or constrained: the
+all-reduce of the gradients. The recurrent layers' loops over time run per device
+instead (`shard_map`, nnrun/nn/rows.py): the partitioner's own split of them was no
+faster than one device. With one device nothing is placed or constrained: the
 programs are exactly the single-device ones.
 
 Several processes (`distributed:` in the config, nnrun/train/distributed.py) join one
@@ -13,6 +15,8 @@ for streamed data, reads only their rows).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nnrun.config.errors import ConfigError
+from nnrun.nn.rows import split_over
 
 AXIS = "data"
 
@@ -32,7 +37,9 @@ def resolve_devices(asked: int | str, batch_size: int, where: Callable) -> list:
     n = len(available) if asked == "all" else int(asked)
     if n > len(available):
         kind = available[0].platform
-        hint = (" (on the CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
+        cores = os.cpu_count() or 1
+        hint = (f" (on the CPU, `nnrun train` makes up to {cores}, this machine's cores, "
+                "by itself; XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
                 if kind == "cpu" else "")
         raise ConfigError(f"{n} devices asked, {len(available)} {kind} device"
                           f"{'s' if len(available) > 1 else ''} available{hint}",
@@ -45,6 +52,33 @@ def resolve_devices(asked: int | str, batch_size: int, where: Callable) -> list:
     return available[:n]
 
 
+class BatchSplit:
+    """What a compiled step does with its batches, passed to the programs that run it:
+
+    - called on a batch (a pytree, rows first; None leaves pass through) inside the
+      program, it constrains the batch to split over the mesh;
+    - `with split.rows():` around a step's tracing, the recurrent layers run each
+      device's rows on that device (nnrun/nn/rows.py).
+
+    Both do nothing on one device (mesh None)."""
+
+    def __init__(self, mesh: Mesh | None = None):
+        self.mesh = mesh
+
+    def __call__(self, tree: Any) -> Any:
+        if self.mesh is None:
+            return tree
+        sharding = NamedSharding(self.mesh, PartitionSpec(AXIS))
+        return jax.tree_util.tree_map(
+            lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+
+    def rows(self) -> contextlib.AbstractContextManager:
+        return split_over(self.mesh, AXIS)
+
+
+ONE_DEVICE = BatchSplit()
+
+
 class Placement:
     """Where arrays live: one device (the identity everywhere), or a data mesh."""
 
@@ -52,6 +86,7 @@ class Placement:
         self.devices = list(devices or jax.devices()[:1])
         self.n = len(self.devices)
         self.mesh = Mesh(np.array(self.devices), (AXIS,)) if self.n > 1 else None
+        self.shard_batch = BatchSplit(self.mesh)
 
     @property
     def replicated(self) -> NamedSharding | None:
@@ -62,15 +97,6 @@ class Placement:
         if self.mesh is None:
             return None
         return NamedSharding(self.mesh, PartitionSpec(*([None] * axis), AXIS))
-
-    def shard_batch(self, tree: Any) -> Any:
-        """Inside a compiled program: constrain a batch (rows first) to split over the
-        mesh; None leaves pass through. The identity on one device."""
-        if self.mesh is None:
-            return tree
-        sharding = self.batch_sharding()
-        return jax.tree_util.tree_map(
-            lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
 
     def replicate(self, tree: Any) -> Any:
         """Host or device arrays placed on every device of the mesh (on one device: as

@@ -25,6 +25,7 @@ from nnrun.nn import losses as losses_mod
 from nnrun.nn import metrics as metrics_mod
 from nnrun.nn.model import Model
 from nnrun.nn.precision import float32_update
+from nnrun.train.devices import ONE_DEVICE, BatchSplit
 
 # Named streams of the one config seed (DESIGN.md section 2).
 KEY_STREAMS = {"init": 0, "dropout": 1, "shuffle": 2, "split": 3}
@@ -242,12 +243,13 @@ def epoch_dropout_key(seed, epoch) -> jax.Array:
 
 def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTransformation,
                      n: int, batch_size: int, traces: dict | None = None,
-                     weighted: bool = False, shard: Callable = lambda tree: tree) -> Callable:
+                     weighted: bool = False, shard: BatchSplit = ONE_DEVICE) -> Callable:
     """`(TrainState, x, y, sw, order, seed, epoch, lr_scale) -> (TrainState, sums)`, to be
     jitted. `lr_scale` (a float32 scalar, an argument: no recompile when callbacks change
     it) multiplies the optimizer's learning rate; `sw` (per-row sample weights) is used
     when `weighted`, else ignored (pass None). `shard` constrains each batch's placement
-    (nnrun/train/devices.py: split over a device mesh; the identity on one device).
+    and runs the recurrences per device (nnrun/train/devices.py, BatchSplit: split over
+    a device mesh; nothing on one device).
 
     `traces["epoch"]` counts how often the function is traced (once per fit).
     """
@@ -263,8 +265,9 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
         def body(carry, inputs):
             ib, wb, i = inputs
             swb = shard(_take(sw, ib)) if weighted else None
-            carry = step(*carry, shard(_take(x, ib)), shard(_take(y, ib)), shard(wb), swb,
-                         jax.random.fold_in(dropout_key, i), lr_scale)
+            with shard.rows():
+                carry = step(*carry, shard(_take(x, ib)), shard(_take(y, ib)), shard(wb), swb,
+                             jax.random.fold_in(dropout_key, i), lr_scale)
             return carry, None
 
         steps = idx.shape[0]
@@ -275,7 +278,7 @@ def make_train_epoch(model: Model, obj: Objective, optimizer: optax.GradientTran
 
 
 def make_eval(model: Model, obj: Objective, n: int, batch_size: int,
-              shard: Callable = lambda tree: tree) -> Callable:
+              shard: BatchSplit = ONE_DEVICE) -> Callable:
     """`(params, state, x, y) -> sums` in inference mode, batch by batch (to be jitted)."""
 
     step = make_eval_step(model, obj)
@@ -285,7 +288,9 @@ def make_eval(model: Model, obj: Objective, n: int, batch_size: int,
 
         def body(carry, inputs):
             ib, wb = inputs
-            return step(params, carry, shard(_take(x, ib)), shard(_take(y, ib)), shard(wb)), None
+            with shard.rows():
+                return step(params, carry, shard(_take(x, ib)), shard(_take(y, ib)),
+                            shard(wb)), None
 
         (acc, _), _ = jax.lax.scan(body, (_zeros(obj), model.reset_states(state)), (idx, w))
         return acc

@@ -147,9 +147,10 @@ class StreamedFit:
 
             def body(carry, inputs):
                 xb, yb, swb, wb, i = inputs
-                return step(*carry, shard(xb), shard(yb), shard(wb),
-                            shard(swb) if weighted else None,
-                            jax.random.fold_in(key, i), lr_scale), None
+                with shard.rows():
+                    return step(*carry, shard(xb), shard(yb), shard(wb),
+                                shard(swb) if weighted else None,
+                                jax.random.fold_in(key, i), lr_scale), None
 
             steps = s0 + jnp.arange(ws.shape[0])
             (ts, acc), _ = jax.lax.scan(body, (ts, acc), (xs, ys, sws, ws, steps))
@@ -214,7 +215,8 @@ class ChunkedEval:
 
         def eval_chunk(params, carry, xs, ys, ws):
             def body(carry, inputs):
-                return step(params, carry, *pl.shard_batch(inputs)), None
+                with pl.shard_batch.rows():
+                    return step(params, carry, *pl.shard_batch(inputs)), None
 
             carry, _ = jax.lax.scan(body, carry, (xs, ys, ws))
             return carry

@@ -16,6 +16,7 @@ from nnrun.nn.layers.base import LAYER_TYPES, Layer, require_rank
 from nnrun.nn.layers.core import keep_mask
 from nnrun.nn.layers.lstm_scan import lstm_scan
 from nnrun.nn.lazy import jax, jnp
+from nnrun.nn.rows import by_rows
 
 
 class _Recurrent(Layer):
@@ -181,7 +182,10 @@ class _Recurrent(Layer):
             carry = self.initial_carry(x.shape[0], x.dtype)
 
         sequences = bool(self.args.get("return_sequences"))
-        carry, hs, last = self.recur(params, carry, xt, keep, rec_mask, sequences)
+        # each row's recurrence is its own: under data parallelism, run per device
+        carry, hs, last = by_rows(
+            lambda p, c, x, k, m: self.recur(p, c, x, k, m, sequences),
+            params, (carry, xt, keep, rec_mask), (0, 1, 1, 0), (0, 1, 0))
         if self.stateful:
             state = dict(zip(self.state_names(), self.states_of(carry)))
         y = jnp.swapaxes(hs, 0, 1) if sequences else last
