@@ -59,7 +59,7 @@ def cpu_devices(jax: Any, n: int) -> None:
     """`fit.devices: n` on the CPU: JAX's CPU backend as n devices (jax_num_cpu_devices),
     where n is 2 up to the core count, XLA_FLAGS sets no count, and JAX has run nothing
     yet. One CPU device is JAX's default, and XLA's CPU backend runs a recurrence's
-    small per-step products on one core: an LSTM trains about 1.4x faster over 2
+    small per-step products on one core: an LSTM 64 trained 1.5x faster over 2
     devices on 2 cores (issue 21; benchmarks/README.md). A process-level setting, so
     only the commands that run one config (`nnrun train`) make it. Accelerators are
     not affected (their devices are the ones fit.devices counts); where it cannot be

@@ -39,7 +39,8 @@ def resolve_devices(asked: int | str, batch_size: int, where: Callable) -> list:
         kind = available[0].platform
         cores = os.cpu_count() or 1
         hint = (f" (on the CPU, `nnrun train` makes up to {cores}, this machine's cores, "
-                "by itself; XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
+                "by itself where XLA_FLAGS sets no count; "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
                 if kind == "cpu" else "")
         raise ConfigError(f"{n} devices asked, {len(available)} {kind} device"
                           f"{'s' if len(available) > 1 else ''} available{hint}",
