@@ -237,6 +237,37 @@ def test_train_makes_the_cpu_devices_it_asks_for(tmp_path):
     assert len(info["devices"]) == 2
 
 
+def test_cpu_devices_are_made_only_where_they_can_be(monkeypatch):
+    """`nnrun train`'s CPU devices: 2 up to the cores, not over an XLA_FLAGS count, and
+    no error where JAX has started (the devices check then says how)."""
+    from types import SimpleNamespace
+
+    from nnrun.cli.common import cpu_devices
+
+    made = []
+
+    def update(name, value):
+        if fail:
+            raise RuntimeError("jax_num_cpu_devices config should be updated before "
+                               "backends are initialized")
+        made.append((name, value))
+
+    fake = SimpleNamespace(config=SimpleNamespace(update=update))
+    fail = False
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    for n in (1, 2, 4, 5, 64):
+        cpu_devices(fake, n)
+    assert made == [("jax_num_cpu_devices", 2), ("jax_num_cpu_devices", 4)]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    cpu_devices(fake, 2)
+    assert len(made) == 2
+    monkeypatch.delenv("XLA_FLAGS")
+    fail = True
+    cpu_devices(fake, 2)   # a backend already started: left to the devices check
+    assert len(made) == 2
+
+
 def test_devices_must_be_all_or_a_positive_number(tmp_path):
     for bad in ("0", "two", "true"):
         result = _train(tmp_path, f"fit.devices={bad}")
