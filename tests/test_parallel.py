@@ -163,6 +163,7 @@ def _close(a, b, rtol=2e-5, atol=2e-6):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
 def test_four_devices_give_the_one_device_curve(four_devices):
     assert four_devices["devices"] == 4
     assert four_devices["one"]["parallel"]["count"] == 1
@@ -173,6 +174,7 @@ def test_four_devices_give_the_one_device_curve(four_devices):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
 def test_four_devices_streamed_give_the_one_device_curve(four_devices):
     assert four_devices["four_streamed"]["parallel"]["count"] == 4
     _close(four_devices["four_streamed"], four_devices["one_streamed"])
@@ -180,6 +182,7 @@ def test_four_devices_streamed_give_the_one_device_curve(four_devices):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
 @pytest.mark.parametrize("kind", list(RNN_CONFIGS))
 def test_recurrences_run_per_device_and_give_the_one_device_curve(four_devices, kind):
     one, four = four_devices[f"{kind}_1"], four_devices[f"{kind}_4"]
@@ -191,6 +194,7 @@ def test_recurrences_run_per_device_and_give_the_one_device_curve(four_devices, 
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
 def test_by_rows_gives_each_device_its_rows(four_devices):
     split = four_devices["split"]
     # traced once inside the split (8 rows over 4 devices: 2 each), once outside

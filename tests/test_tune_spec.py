@@ -103,6 +103,22 @@ space:
     assert all(line.startswith(str(tmp_path / "c.yaml")) for line in found), found
 
 
+def test_a_choice_with_a_number_as_mapping_key_is_located_not_a_crash(tmp_path):
+    """Found by tests/test_config_fuzz.py: a choice {Dense: null, 0: null} made json.dumps
+    fail to sort its keys (an unexpected TypeError in `nnrun check` and `nnrun tune`)."""
+    found = problems(tmp_path, """
+metric: loss
+space:
+  fit.batch_size: {choice: [{Dense: null, 0: null}, 32]}
+  model.layers[hidden].units: {choice: [[{a: {1: b}}], 8]}
+""")
+    text = "\n".join(found)
+    assert "tune.space.fit.batch_size.choice[0]: choice: a mapping key must be text, " \
+        "got 0" in text
+    assert "tune.space.model.layers[hidden].units.choice[0]: choice: a mapping key must " \
+        "be text, got 1" in text
+
+
 def test_missing_space_a_grid_of_ranges_and_the_same_value_twice(tmp_path):
     assert any("missing required key 'space'" in p for p in problems(tmp_path,
                                                                     "metric: loss"))

@@ -235,6 +235,12 @@ def _choices(value: Any) -> tuple:
         raise ArgTypeError(f"expected a non-empty list of values, {got(value)}")
     seen: dict[str, int] = {}
     for i, v in enumerate(value):
+        key = _non_text_key(v)
+        if key is not None:
+            exc = ArgTypeError(f"a mapping key must be text, got {key!r} (a choice is "
+                               "recorded as JSON; quote the key)")
+            exc.at = (i,)
+            raise exc
         text = json.dumps(v, sort_keys=True, default=str)
         if text in seen:
             exc = ArgTypeError(f"the value {text} is given twice (items {seen[text]} and {i})")
@@ -242,6 +248,24 @@ def _choices(value: Any) -> tuple:
             raise exc
         seen[text] = i
     return tuple(value)
+
+
+def _non_text_key(value: Any) -> Any:
+    """The first mapping key in `value` that is not a string, or None. A choice is
+    recorded (study.db, trials.csv) as its JSON text, which has string keys only."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return k
+            inner = _non_text_key(v)
+            if inner is not None:
+                return inner
+    if isinstance(value, list):
+        for v in value:
+            inner = _non_text_key(v)
+            if inner is not None:
+                return inner
+    return None
 
 
 def _bounds(kind: str, value: Any) -> tuple:
