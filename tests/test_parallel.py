@@ -162,30 +162,24 @@ def _close(a, b, rtol=2e-5, atol=2e-6):
                                    atol=1e-5, err_msg=key)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
-def test_four_devices_give_the_one_device_curve(four_devices):
-    assert four_devices["devices"] == 4
-    assert four_devices["one"]["parallel"]["count"] == 1
-    assert four_devices["four"]["parallel"]["count"] == 4
-    assert four_devices["all"]["parallel"]["count"] == 4   # the default: every device
-    _close(four_devices["four"], four_devices["one"])
-    _close(four_devices["all"], four_devices["one"])
+def _dense(r):
+    assert r["devices"] == 4
+    assert r["one"]["parallel"]["count"] == 1
+    assert r["four"]["parallel"]["count"] == 4
+    assert r["all"]["parallel"]["count"] == 4   # the default: every device
+    _close(r["four"], r["one"])
+    _close(r["all"], r["one"])
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
-def test_four_devices_streamed_give_the_one_device_curve(four_devices):
-    assert four_devices["four_streamed"]["parallel"]["count"] == 4
-    _close(four_devices["four_streamed"], four_devices["one_streamed"])
-    _close(four_devices["one_streamed"], four_devices["one"], rtol=0, atol=0)
+def _streamed(r):
+    assert r["four_streamed"]["parallel"]["count"] == 4
+    _close(r["four_streamed"], r["one_streamed"])
+    _close(r["one_streamed"], r["one"], rtol=0, atol=0)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
-@pytest.mark.parametrize("kind", list(RNN_CONFIGS))
-def test_recurrences_run_per_device_and_give_the_one_device_curve(four_devices, kind):
-    one, four = four_devices[f"{kind}_1"], four_devices[f"{kind}_4"]
+def _recurrences(r, kind):
+    """Recurrences run per device (nnrun/nn/rows.py) and give the one-device curve."""
+    one, four = r[f"{kind}_1"], r[f"{kind}_4"]
     assert one["split_calls"] == 0            # one device: the programs as before
     # three recurrences each (a Bidirectional is two), split in the training program
     # and in the validation program
@@ -193,14 +187,32 @@ def test_recurrences_run_per_device_and_give_the_one_device_curve(four_devices, 
     _close(four, one)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("four_devices")   # one worker runs the fixture's subprocess
-def test_by_rows_gives_each_device_its_rows(four_devices):
-    split = four_devices["split"]
+def _by_rows(r):
+    """by_rows gives each device its rows."""
+    split = r["split"]
     # traced once inside the split (8 rows over 4 devices: 2 each), once outside
     assert split["seen"] == [[[3, 2, 1], [2, 5]], [[3, 8, 1], [8, 5]]]
     assert split["y"] == split["y0"] and split["s"] == split["s0"]
     assert split["s"] == [5.0] * 8
+
+
+@pytest.mark.slow
+def test_four_devices_give_the_one_device_results(four_devices):
+    """Every check of the 4-device subprocess, in one test: tests sharing the fixture
+    could run on two xdist workers, each starting the subprocess (about 25 s). Each
+    check runs; the failures are reported together, by name."""
+    checks = {"dense": lambda: _dense(four_devices),
+              "dense, streamed": lambda: _streamed(four_devices),
+              **{f"recurrent, {kind}": (lambda kind=kind: _recurrences(four_devices, kind))
+                 for kind in RNN_CONFIGS},
+              "by_rows": lambda: _by_rows(four_devices)}
+    failures = []
+    for name, check in checks.items():
+        try:
+            check()
+        except AssertionError as exc:
+            failures.append(f"{name}: {exc}")
+    assert not failures, "\n\n".join(failures)
 
 
 def _train(tmp_path, *sets):
