@@ -258,7 +258,7 @@ def test_cpu_devices_are_made_only_where_they_can_be(monkeypatch):
     no error where JAX has started (the devices check then says how)."""
     from types import SimpleNamespace
 
-    from nnrun.cli.common import cpu_devices
+    from nnrun.train import devices
 
     made = []
 
@@ -268,19 +268,20 @@ def test_cpu_devices_are_made_only_where_they_can_be(monkeypatch):
                                "backends are initialized")
         made.append((name, value))
 
-    fake = SimpleNamespace(config=SimpleNamespace(update=update))
+    monkeypatch.setattr(devices, "jax", SimpleNamespace(config=SimpleNamespace(update=update)))
+    cpu_devices = devices.make_cpu_devices
     fail = False
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     for n in (1, 2, 4, 5, 64):
-        cpu_devices(fake, n)
+        cpu_devices(n)
     assert made == [("jax_num_cpu_devices", 2), ("jax_num_cpu_devices", 4)]
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
-    cpu_devices(fake, 2)
+    cpu_devices(2)
     assert len(made) == 2
     monkeypatch.delenv("XLA_FLAGS")
     fail = True
-    cpu_devices(fake, 2)   # a backend already started: left to the devices check
+    cpu_devices(2)   # a backend already started: left to the devices check
     assert len(made) == 2
 
 

@@ -42,36 +42,20 @@ def resume_gc() -> None:
 def configure_jax(devices: int | str = "all") -> None:
     """Turn on JAX's persistent compilation cache (off with NNRUN_NO_COMPILE_CACHE=1);
     garbage collection back on after `pause_gc`; with `devices` (a config's
-    fit.devices) a number, that many CPU devices (`cpu_devices`)."""
+    fit.devices) a number, that many CPU devices where it can (a process-level
+    setting: nnrun/train/devices.py, make_cpu_devices)."""
     import jax
 
     resume_gc()
     if isinstance(devices, int):
-        cpu_devices(jax, devices)
+        from nnrun.train.devices import make_cpu_devices
+
+        make_cpu_devices(devices)
     if os.environ.get("NNRUN_NO_COMPILE_CACHE"):
         return
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     jax.config.update("jax_compilation_cache_dir", os.path.join(base, "nnrun", "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-
-def cpu_devices(jax: Any, n: int) -> None:
-    """`fit.devices: n` on the CPU: JAX's CPU backend as n devices (jax_num_cpu_devices),
-    where n is 2 up to the core count, XLA_FLAGS sets no count, and JAX has run nothing
-    yet. One CPU device is JAX's default, and XLA's CPU backend runs a recurrence's
-    small per-step products on one core: an LSTM 64 trained 1.5x faster over 2
-    devices on 2 cores (issue 21; benchmarks/README.md). A process-level setting, so
-    only the commands that run one config (`nnrun train`) make it. Accelerators are
-    not affected (their devices are the ones fit.devices counts); where it cannot be
-    made, fit.devices's check says how (nnrun/train/devices.py)."""
-    if not 2 <= n <= (os.cpu_count() or 1):
-        return
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return
-    try:
-        jax.config.update("jax_num_cpu_devices", n)
-    except (AttributeError, RuntimeError):   # an old JAX; or a backend already started
-        pass
 
 
 def fail(message: str, code: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,9 +236,10 @@ def _choices(value: Any) -> tuple:
         raise ArgTypeError(f"expected a non-empty list of values, {got(value)}")
     seen: dict[str, int] = {}
     for i, v in enumerate(value):
-        key = _non_text_key(v)
-        if key is not None:
-            exc = ArgTypeError(f"a mapping key must be text, got {key!r} (a choice is "
+        # a choice is recorded (study.db, trials.csv) as its JSON text: string keys only
+        bad = [k for k in _keys(v) if not isinstance(k, str)]
+        if bad:
+            exc = ArgTypeError(f"a mapping key must be text, got {bad[0]!r} (a choice is "
                                "recorded as JSON; quote the key)")
             exc.at = (i,)
             raise exc
@@ -250,22 +252,15 @@ def _choices(value: Any) -> tuple:
     return tuple(value)
 
 
-def _non_text_key(value: Any) -> Any:
-    """The first mapping key in `value` that is not a string, or None. A choice is
-    recorded (study.db, trials.csv) as its JSON text, which has string keys only."""
+def _keys(value: Any) -> Iterator[Any]:
+    """Every mapping key in `value`, nested ones too."""
     if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str):
-                return k
-            inner = _non_text_key(v)
-            if inner is not None:
-                return inner
-    if isinstance(value, list):
+            yield k
+            yield from _keys(v)
+    elif isinstance(value, list):
         for v in value:
-            inner = _non_text_key(v)
-            if inner is not None:
-                return inner
-    return None
+            yield from _keys(v)
 
 
 def _bounds(kind: str, value: Any) -> tuple:

@@ -30,6 +30,25 @@ from nnrun.nn.rows import split_over
 AXIS = "data"
 
 
+def make_cpu_devices(n: int) -> None:
+    """`fit.devices: n` on the CPU: JAX's CPU backend as n devices (jax_num_cpu_devices),
+    where n is 2 up to the core count, XLA_FLAGS sets no count, and JAX has run nothing
+    yet; otherwise nothing (resolve_devices's error then says how). One CPU device is
+    JAX's default, and XLA's CPU backend runs a recurrence's small per-step products
+    on one core: an LSTM 64 trained 1.5x faster over 2 devices on 2 cores (issue 21;
+    benchmarks/README.md). A process-level setting: only `nnrun train`, which runs one
+    config, makes it. Accelerators are not affected (their devices are the ones
+    fit.devices counts)."""
+    if not 2 <= n <= (os.cpu_count() or 1):
+        return
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except (AttributeError, RuntimeError):   # an old JAX; or a backend already started
+        pass
+
+
 def resolve_devices(asked: int | str, batch_size: int, where: Callable) -> list:
     """The devices of `fit.devices` ("all" or a number), checked: enough of them, and a
     batch that divides evenly over them. ConfigErrors are located with `where(path)`."""
